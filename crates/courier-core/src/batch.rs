@@ -1,0 +1,26 @@
+use crate::{Change, Lsn};
+
+/// An ordered run of changes handed to every sink, and what applying it means
+/// for progress.
+///
+/// Changes are in stream order. A batch may hold part of a transaction, one
+/// transaction, or many; `through` says how far the stream is complete once
+/// the batch is applied.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub changes: Vec<Change>,
+    /// When `Some(l)`: once this batch and all before it are applied, every
+    /// change of every transaction that committed at or before `l` is applied.
+    /// `None` for batches that end inside a transaction and for snapshot data.
+    pub through: Option<Lsn>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}

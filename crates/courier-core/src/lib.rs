@@ -1,0 +1,23 @@
+//! The vocabulary every part of Courier shares: positions in the WAL ([`Lsn`]),
+//! tables and their columns ([`Relation`]), typed values ([`Value`]), row
+//! changes ([`Change`]) grouped into [`Batch`]es, the [`Sink`] contract that
+//! every derived store implements, the ack [`Watermark`], and the
+//! [`StateStore`] where Courier keeps its own progress.
+
+mod batch;
+mod change;
+mod lsn;
+mod relation;
+mod sink;
+pub mod state;
+mod value;
+mod watermark;
+
+pub use batch::Batch;
+pub use change::{Change, Op, Row};
+pub use lsn::{Lsn, ParseLsnError};
+pub use relation::{Column, PgType, Relation, TableId};
+pub use sink::{Sink, SinkError, SinkErrorKind};
+pub use state::{LocalStateStore, StateError, StateStore};
+pub use value::Value;
+pub use watermark::Watermark;

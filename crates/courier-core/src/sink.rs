@@ -1,0 +1,125 @@
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::{Batch, Lsn, TableId};
+
+/// A derived store that Courier keeps in sync.
+///
+/// # Contract
+///
+/// * **Order.** Batches arrive in stream order, one call at a time; within a
+///   batch, changes are in stream order. Changes to the same row must take
+///   effect in that order.
+/// * **At least once.** After a crash or reconnect, Courier replays from the
+///   last acknowledged position, so a sink sees changes it has already
+///   applied. Applying must be idempotent.
+/// * **Versions.** Every change carries a version (its transaction's commit
+///   LSN, or a snapshot's consistent point). For each row a sink keeps the
+///   change with the greatest version and lets a later change win a tie
+///   ("greater or equal"): a replayed or late, older change never overwrites
+///   newer data, and a delete leaves a versioned tombstone that outlives any
+///   replay window.
+/// * **Applied.** `apply` returns `Ok` only when every change in the batch is
+///   durable in the store (acknowledged by the server, fsynced for files), or
+///   was deliberately routed to a dead-letter store the user configured.
+///   Courier then advances the replication slot past it: a change that is
+///   reported applied and then lost is lost for good.
+/// * **Errors.** A retriable error makes Courier retry the same batch with
+///   backoff. A fatal error stops Courier's progress (nothing is
+///   acknowledged past the failing batch) and is shown to the user, so its
+///   message must name the table, the LSN and the reason.
+#[async_trait]
+pub trait Sink: Send {
+    /// Applies the batch durably, per the contract above.
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError>;
+
+    /// Releases resources at shutdown, after the last `apply`.
+    async fn close(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Whether retrying can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkErrorKind {
+    /// The server was unreachable, overloaded or restarting: retry later.
+    Retriable,
+    /// The store rejected the data or the configuration: a person must act.
+    Fatal,
+}
+
+/// A failure to apply a batch, with the context a person needs to act on it.
+#[derive(Debug)]
+pub struct SinkError {
+    pub kind: SinkErrorKind,
+    pub message: String,
+    pub table: Option<TableId>,
+    pub lsn: Option<Lsn>,
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl SinkError {
+    pub fn retriable(message: impl Into<String>) -> Self {
+        SinkError {
+            kind: SinkErrorKind::Retriable,
+            message: message.into(),
+            table: None,
+            lsn: None,
+            source: None,
+        }
+    }
+
+    pub fn fatal(message: impl Into<String>) -> Self {
+        SinkError {
+            kind: SinkErrorKind::Fatal,
+            message: message.into(),
+            table: None,
+            lsn: None,
+            source: None,
+        }
+    }
+
+    pub fn with_table(mut self, table: &TableId) -> Self {
+        self.table = Some(table.clone());
+        self
+    }
+
+    pub fn with_lsn(mut self, lsn: Lsn) -> Self {
+        self.lsn = Some(lsn);
+        self
+    }
+
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub fn is_retriable(&self) -> bool {
+        self.kind == SinkErrorKind::Retriable
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(t) = &self.table {
+            write!(f, " (table {t}")?;
+            if let Some(l) = self.lsn {
+                write!(f, ", LSN {l}")?;
+            }
+            f.write_str(")")?;
+        } else if let Some(l) = self.lsn {
+            write!(f, " (LSN {l})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
