@@ -6,6 +6,7 @@
 
 mod batch;
 mod change;
+mod filter;
 mod lsn;
 mod relation;
 mod sink;
@@ -15,9 +16,10 @@ mod watermark;
 
 pub use batch::Batch;
 pub use change::{Change, Op, Row};
+pub use filter::{TableFilter, TablePatternError};
 pub use lsn::{Lsn, ParseLsnError};
-pub use relation::{Column, PgType, Relation, TableId};
+pub use relation::{quote_ident, Column, PgType, Relation, TableId};
 pub use sink::{Sink, SinkError, SinkErrorKind};
 pub use state::{LocalStateStore, StateError, StateStore};
-pub use value::Value;
+pub use value::{write_json_string, Value};
 pub use watermark::Watermark;

@@ -1,0 +1,155 @@
+//! The Debezium-compatible JSON change envelope, one change per line.
+//!
+//! Used by the `stdout` and `file` sinks (and, later, Kafka). Field meanings
+//! are in the README ("Change envelope"): `source.lsn` is the change's
+//! version (its transaction's commit LSN), `op` is `r`/`c`/`u`/`d`/`t`.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use courier_core::{write_json_string, Change, Op, Row};
+
+/// Where the changes come from, stamped into every envelope's `source`.
+#[derive(Clone, Debug)]
+pub struct SourceInfo {
+    /// The logical name of the source (Courier uses the slot name).
+    pub name: String,
+    /// The PostgreSQL database.
+    pub database: String,
+}
+
+/// Encodes changes as envelope lines.
+#[derive(Clone, Debug)]
+pub struct EnvelopeEncoder {
+    /// `,"source":{"version":..,"connector":"postgresql","name":..,"db":..,` precomputed.
+    source_prefix: Vec<u8>,
+}
+
+impl EnvelopeEncoder {
+    pub fn new(source: &SourceInfo) -> Self {
+        let mut p = Vec::new();
+        p.extend_from_slice(b",\"source\":{\"version\":");
+        write_json_string(&mut p, concat!("courier-", env!("CARGO_PKG_VERSION")));
+        p.extend_from_slice(b",\"connector\":\"postgresql\",\"name\":");
+        write_json_string(&mut p, &source.name);
+        p.extend_from_slice(b",\"db\":");
+        write_json_string(&mut p, &source.database);
+        EnvelopeEncoder { source_prefix: p }
+    }
+
+    /// Appends the change's envelope and a newline to `out`. `now_ms` is the
+    /// envelope's own `ts_ms` (when Courier processed it).
+    pub fn encode_line(&self, change: &Change, now_ms: i64, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"before\":");
+        write_row(change, change.before.as_ref(), out);
+        out.extend_from_slice(b",\"after\":");
+        write_row(change, change.after.as_ref(), out);
+        out.extend_from_slice(&self.source_prefix);
+        out.extend_from_slice(b",\"schema\":");
+        write_json_string(out, &change.relation.id.schema);
+        out.extend_from_slice(b",\"table\":");
+        write_json_string(out, &change.relation.id.name);
+        let snapshot = if change.op == Op::Read {
+            "true"
+        } else {
+            "false"
+        };
+        let _ = write!(
+            out,
+            ",\"lsn\":{},\"txId\":{},\"ts_ms\":{},\"ts_us\":{},\"snapshot\":\"{}\"}},\"op\":\"{}\",\"ts_ms\":{}}}\n",
+            change.version.as_u64(),
+            change.xid,
+            change.commit_time_us.div_euclid(1000),
+            change.commit_time_us,
+            snapshot,
+            change.op.code(),
+            now_ms
+        );
+    }
+}
+
+fn write_row(change: &Change, row: Option<&Row>, out: &mut Vec<u8>) {
+    let Some(row) = row else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    out.push(b'{');
+    for (i, (col, v)) in change.relation.columns.iter().zip(row).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, &col.name);
+        out.push(b':');
+        v.write_json(out);
+    }
+    out.push(b'}');
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use courier_core::{Column, Lsn, PgType, Relation, TableId, Value};
+
+    use super::*;
+
+    #[test]
+    fn encodes_a_debezium_envelope() {
+        let col = |name: &str, t: PgType, key: bool| Column {
+            name: name.into(),
+            type_oid: 0,
+            type_modifier: -1,
+            type_name: String::new(),
+            pg_type: t,
+            nullable: !key,
+            is_key: key,
+        };
+        let rel = Arc::new(Relation {
+            oid: 1,
+            id: TableId::new("public", "products"),
+            columns: vec![
+                col("id", PgType::Int8, true),
+                col("name", PgType::Text, false),
+            ],
+        });
+        let change = Change {
+            relation: rel,
+            op: Op::Insert,
+            before: None,
+            after: Some(vec![Value::Int(1), Value::Text("Tea".into())]),
+            version: Lsn(23655712),
+            xid: 771,
+            commit_time_us: 1_764_400_000_000_123,
+        };
+        let enc = EnvelopeEncoder::new(&SourceInfo {
+            name: "courier".into(),
+            database: "shop".into(),
+        });
+        let mut out = Vec::new();
+        enc.encode_line(&change, 1_764_400_000_012, &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["before"], serde_json::Value::Null);
+        assert_eq!(v["after"], serde_json::json!({"id": 1, "name": "Tea"}));
+        assert_eq!(v["op"], "c");
+        assert_eq!(v["ts_ms"], 1_764_400_000_012i64);
+        let s = &v["source"];
+        assert_eq!(s["connector"], "postgresql");
+        assert_eq!(s["name"], "courier");
+        assert_eq!(s["db"], "shop");
+        assert_eq!(s["schema"], "public");
+        assert_eq!(s["table"], "products");
+        assert_eq!(s["lsn"], 23655712);
+        assert_eq!(s["txId"], 771);
+        assert_eq!(s["ts_ms"], 1_764_400_000_000i64);
+        assert_eq!(s["snapshot"], "false");
+    }
+}

@@ -1,0 +1,38 @@
+//! The one explicit list of sink types Courier can build from configuration.
+
+use courier_core::Sink;
+
+use crate::envelope::SourceInfo;
+use crate::BuildError;
+
+/// The sink types this build of Courier knows, for error messages.
+pub const SINK_TYPES: &[&str] = &["stdout", "file"];
+
+/// Builds the sink `name` of type `kind` from its config table (without the
+/// `type` key). Unknown keys are errors that name the key.
+pub async fn build_sink(
+    name: &str,
+    kind: &str,
+    settings: toml::Table,
+    source: &SourceInfo,
+) -> Result<Box<dyn Sink>, BuildError> {
+    let settings = toml::Value::Table(settings);
+    let parse_err = |e: toml::de::Error| BuildError::Config {
+        sink: name.to_string(),
+        message: e.message().to_string(),
+    };
+    match kind {
+        "stdout" => Ok(Box::new(crate::stdout::StdoutSink::new(
+            settings.try_into().map_err(parse_err)?,
+            source,
+        )?)),
+        "file" => Ok(Box::new(crate::file::FileSink::new(
+            settings.try_into().map_err(parse_err)?,
+            source,
+        )?)),
+        other => Err(BuildError::UnknownType {
+            sink: name.to_string(),
+            kind: other.to_string(),
+        }),
+    }
+}
