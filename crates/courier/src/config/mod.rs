@@ -1,0 +1,326 @@
+//! Courier's TOML configuration: parsed once, validated into types that
+//! cannot be invalid. `${VAR}` (or `${VAR:-default}`) inside double-quoted
+//! strings is replaced by the environment variable before parsing; unknown
+//! keys are errors that name the key.
+
+mod duration;
+mod interpolate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use courier_core::TableFilter;
+use serde::Deserialize;
+
+pub use duration::parse_duration;
+
+/// A configuration that cannot be used, with what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole configuration.
+pub struct Config {
+    pub source: SourceConfig,
+    pub api: ApiConfig,
+    pub state_dir: PathBuf,
+    pub pipeline: PipelineConfig,
+    /// Sinks by name, in name order: (type, settings without `type`).
+    pub sinks: BTreeMap<String, (String, toml::Table)>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Sink settings may hold credentials: show only names and types.
+        let sinks: Vec<_> = self
+            .sinks
+            .iter()
+            .map(|(n, (k, _))| format!("{n} ({k})"))
+            .collect();
+        f.debug_struct("Config")
+            .field("source", &self.source)
+            .field("api", &self.api.listen)
+            .field("state_dir", &self.state_dir)
+            .field("pipeline", &self.pipeline)
+            .field("sinks", &sinks)
+            .finish()
+    }
+}
+
+/// `[source]`
+pub struct SourceConfig {
+    /// The connection URL (may carry a password: never print it; use `redacted_url`).
+    pub url: String,
+    pub slot: String,
+    pub publication: String,
+    pub tables: TableFilter,
+    pub table_patterns: Vec<String>,
+    pub snapshot: SnapshotMode,
+    /// Connections used to copy tables in parallel during a snapshot.
+    pub snapshot_parallelism: usize,
+    /// Rows per snapshot chunk (the unit of parallelism and of resuming).
+    pub snapshot_chunk_rows: u64,
+    /// Emit a WAL message this often so a quiet slot keeps moving.
+    pub heartbeat: Option<Duration>,
+    /// How often Courier reports its position to PostgreSQL.
+    pub status_interval: Duration,
+}
+
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("url", &redact_url(&self.url))
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .field("tables", &self.table_patterns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the first run copies existing rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    /// Copy every table's existing rows, then stream.
+    Initial,
+    /// Stream only changes made after the slot was created.
+    Never,
+}
+
+/// `[api]`
+pub struct ApiConfig {
+    /// `None` disables the admin API.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token required on every request but `/healthz` when set.
+    pub token: Option<String>,
+}
+
+/// `[pipeline]`
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Changes per batch handed to sinks.
+    pub batch_changes: usize,
+    /// The longest a change waits for its batch to fill.
+    pub batch_delay: Duration,
+    /// Batches queued per sink before backpressure reaches PostgreSQL.
+    pub queue_batches: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    source: RawSource,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    pipeline: RawPipeline,
+    #[serde(default)]
+    sinks: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    url: String,
+    #[serde(default = "default_slot")]
+    slot: String,
+    publication: Option<String>,
+    tables: Vec<String>,
+    #[serde(default = "default_snapshot")]
+    snapshot: SnapshotMode,
+    snapshot_parallelism: Option<usize>,
+    snapshot_chunk_rows: Option<u64>,
+    heartbeat: Option<String>,
+    status_interval: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    batch_changes: Option<usize>,
+    batch_delay: Option<String>,
+    queue_batches: Option<usize>,
+}
+
+fn default_slot() -> String {
+    "courier".into()
+}
+
+fn default_snapshot() -> SnapshotMode {
+    SnapshotMode::Initial
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` only names it in errors
+    /// and anchors a relative state directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = interpolate::interpolate(text, |k| std::env::var(k).ok()).map_err(invalid)?;
+        let raw: RawConfig =
+            toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+
+        let s = raw.source;
+        check_name("source.slot", &s.slot, 63).map_err(invalid)?;
+        let publication = s.publication.unwrap_or_else(|| s.slot.clone());
+        check_name("source.publication", &publication, 63).map_err(invalid)?;
+        if s.tables.is_empty() {
+            return Err(invalid(
+                "source.tables is empty: list the tables to capture, e.g. tables = [\"public.products\"] or [\"public.*\"]"
+                    .into(),
+            ));
+        }
+        let tables =
+            TableFilter::new(&s.tables).map_err(|e| invalid(format!("source.tables: {e}")))?;
+        let duration = |key: &str, v: Option<String>| -> Result<Option<Duration>, ConfigError> {
+            v.map(|v| parse_duration(&v).map_err(|e| invalid(format!("{key}: {e}"))))
+                .transpose()
+        };
+        let source = SourceConfig {
+            url: s.url,
+            slot: s.slot,
+            publication,
+            tables,
+            table_patterns: s.tables,
+            snapshot: s.snapshot,
+            snapshot_parallelism: s.snapshot_parallelism.unwrap_or(4).clamp(1, 64),
+            snapshot_chunk_rows: s.snapshot_chunk_rows.unwrap_or(250_000).max(1000),
+            heartbeat: duration("source.heartbeat", s.heartbeat)?,
+            status_interval: duration("source.status_interval", s.status_interval)?
+                .unwrap_or(Duration::from_secs(1)),
+        };
+        if !(source.url.starts_with("postgres://") || source.url.starts_with("postgresql://")) {
+            return Err(invalid("source.url must be a postgres:// URL, e.g. postgres://courier:${PGPASSWORD}@127.0.0.1:5432/shop".into()));
+        }
+
+        let listen = match raw.api.listen.as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 7070))),
+            Some("" | "off") => None,
+            Some(l) => Some(l.parse().map_err(|_| {
+                invalid(format!("api.listen {l:?} is not an address: use IP:PORT, e.g. \"127.0.0.1:7070\", or \"off\""))
+            })?),
+        };
+        let api = ApiConfig {
+            listen,
+            token: raw.api.token.filter(|t| !t.is_empty()),
+        };
+
+        let state_dir = match raw.state.dir {
+            Some(d) if d.is_absolute() => d,
+            Some(d) => path.parent().unwrap_or(Path::new(".")).join(d),
+            None => path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(".courier")
+                .join(&source.slot),
+        };
+
+        let p = raw.pipeline;
+        let pipeline = PipelineConfig {
+            batch_changes: p.batch_changes.unwrap_or(4096).clamp(1, 1_000_000),
+            batch_delay: duration("pipeline.batch_delay", p.batch_delay)?
+                .unwrap_or(Duration::from_millis(20)),
+            queue_batches: p.queue_batches.unwrap_or(8).clamp(1, 1024),
+        };
+
+        let mut sinks = BTreeMap::new();
+        for (name, mut table) in raw.sinks {
+            check_name(&format!("sinks.{name}"), &name, 100).map_err(invalid)?;
+            let kind = match table.remove("type") {
+                Some(toml::Value::String(k)) => k,
+                _ => {
+                    return Err(invalid(format!(
+                        "sinks.{name}.type is missing: set it to one of {}",
+                        courier_sinks::SINK_TYPES.join(", ")
+                    )))
+                }
+            };
+            if !courier_sinks::SINK_TYPES.contains(&kind.as_str()) {
+                return Err(invalid(format!(
+                    "sinks.{name}.type = {kind:?} is not a sink type this Courier knows: use one of {}",
+                    courier_sinks::SINK_TYPES.join(", ")
+                )));
+            }
+            sinks.insert(name, (kind, table));
+        }
+        if sinks.is_empty() {
+            return Err(invalid(
+                "no sinks: add at least one [sinks.NAME] table, e.g. [sinks.log] type = \"stdout\""
+                    .into(),
+            ));
+        }
+        Ok(Config {
+            source,
+            api,
+            state_dir,
+            pipeline,
+            sinks,
+        })
+    }
+}
+
+fn check_name(key: &str, v: &str, max: usize) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.len() <= max
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !v.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} = {v:?}: use 1-{max} characters of a-z, 0-9 and _, not starting with a digit"
+        ))
+    }
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

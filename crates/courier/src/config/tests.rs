@@ -1,0 +1,75 @@
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, Path::new("/etc/courier/courier.toml")).map_err(|e| e.to_string())
+}
+
+const MINIMAL: &str = r#"
+[source]
+url = "postgres://courier:secret@127.0.0.1:5432/shop"
+tables = ["public.products"]
+
+[sinks.log]
+type = "stdout"
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.source.slot, "courier");
+    assert_eq!(c.source.publication, "courier");
+    assert_eq!(c.source.snapshot, SnapshotMode::Initial);
+    assert_eq!(c.api.listen, Some("127.0.0.1:7070".parse().unwrap()));
+    assert_eq!(c.state_dir, Path::new("/etc/courier/.courier/courier"));
+    assert_eq!(c.sinks["log"].0, "stdout");
+    assert!(!format!("{:?}", c.source).contains("secret"));
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = parse(&MINIMAL.replace("tables =", "slott = \"x\"\ntables =")).unwrap_err();
+    assert!(e.contains("slott"), "{e}");
+    let e = parse(&format!("{MINIMAL}\n[extra]\na = 1\n")).unwrap_err();
+    assert!(e.contains("extra"), "{e}");
+}
+
+#[test]
+fn unknown_sink_type_lists_the_known_ones() {
+    let e = parse(&MINIMAL.replace("type = \"stdout\"", "type = \"mongo\"")).unwrap_err();
+    assert!(e.contains("mongo") && e.contains("stdout"), "{e}");
+}
+
+#[test]
+fn interpolates_environment_variables() {
+    let text = interpolate::interpolate(
+        "url = \"postgres://u:${PW}@h/${DB:-shop}\" # $${LITERAL}",
+        |k| (k == "PW").then(|| "p\"w".to_string()),
+    )
+    .unwrap();
+    assert_eq!(text, "url = \"postgres://u:p\\\"w@h/shop\" # ${LITERAL}");
+    let e = interpolate::interpolate("${MISSING_VAR}", |_| None).unwrap_err();
+    assert!(e.contains("MISSING_VAR"), "{e}");
+}
+
+#[test]
+fn bad_values_say_how_to_fix_them() {
+    let e = parse(&MINIMAL.replace("tables = [\"public.products\"]", "tables = []")).unwrap_err();
+    assert!(e.contains("source.tables"), "{e}");
+    let e = parse(&MINIMAL.replace("[source]", "[source]\nslot = \"Bad-Slot\"")).unwrap_err();
+    assert!(e.contains("source.slot"), "{e}");
+    let e =
+        parse(&MINIMAL.replace("[source]", "[source]\nheartbeat = \"10 parsecs\"")).unwrap_err();
+    assert!(e.contains("source.heartbeat"), "{e}");
+    assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+}
+
+#[test]
+fn redacts_passwords() {
+    assert_eq!(
+        redact_url("postgres://u:pw@h:5/db"),
+        "postgres://u:***@h:5/db"
+    );
+}
