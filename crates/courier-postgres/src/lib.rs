@@ -1,1 +1,8 @@
 //! PostgreSQL side of Courier.
+pub mod conn;
+pub mod replication;
+
+pub use conn::{PgConfig, PgError, Secret, ServerError, SslMode};
+pub use replication::{
+    CreatedSlot, ReplicationClient, ReplicationMessage, ReplicationStream, SystemInfo,
+};
