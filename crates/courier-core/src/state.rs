@@ -32,7 +32,7 @@ pub trait StateStore: Send + Sync {
     fn delete(&self, key: &str) -> Result<(), StateError>;
 }
 
-impl dyn StateStore {
+impl dyn StateStore + '_ {
     /// Reads a JSON record.
     pub fn get_json<T: serde::de::DeserializeOwned>(
         &self,

@@ -30,6 +30,16 @@ impl Watermark {
         }
     }
 
+    /// Moves every sink to at least `lsn` (e.g. a new slot's starting point).
+    pub fn advance_all(&self, lsn: Lsn) {
+        let mut v = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, l) in v.iter_mut() {
+            if lsn > *l {
+                *l = lsn;
+            }
+        }
+    }
+
     /// The position every sink has reached; `None` with no sinks.
     pub fn min(&self) -> Option<Lsn> {
         let v = self.inner.lock().unwrap_or_else(|e| e.into_inner());

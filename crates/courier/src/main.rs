@@ -1,1 +1,74 @@
-fn main() {}
+//! The `courier` command: `run`, `check` and `tail`.
+
+mod api;
+mod backoff;
+mod cli;
+mod config;
+mod pipeline;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Keep search, analytics and cache stores in sync with PostgreSQL.
+#[derive(Parser)]
+#[command(name = "courier", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Snapshot what needs it, then stream changes into every sink.
+    Run {
+        /// The configuration file.
+        #[arg(long, short, env = "COURIER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check that PostgreSQL and every sink are ready; one line per check.
+    Check {
+        #[arg(long, short, env = "COURIER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print changes as JSON lines without acknowledging anything.
+    Tail {
+        #[arg(long, short, env = "COURIER_CONFIG")]
+        config: PathBuf,
+        /// Only this table (`schema.table` or `table`); repeatable.
+        #[arg(long)]
+        table: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => cli::run::run(&config).await,
+            Command::Check { config } => cli::check::check(&config).await,
+            Command::Tail { config, table } => cli::tail::tail(&config, &table).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,63 @@
+use courier_core::TableId;
+
+/// PostgreSQL is not ready for capture, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("table {0} does not exist (or the role cannot see it): create it, or remove it from source.tables")]
+    MissingTable(TableId),
+    #[error("source.tables pattern {0:?} matches no table: create one, or fix the pattern")]
+    EmptyPattern(String),
+    #[error(
+        "table {0} has no primary key and no replica identity: add a primary key, or run \
+         ALTER TABLE {1} REPLICA IDENTITY FULL (or USING INDEX <unique index>)"
+    )]
+    NoKey(TableId, String),
+    #[error(
+        "publication {publication} exists but does not publish {table}, and adding it failed: \
+         run ALTER PUBLICATION {publication} ADD TABLE {quoted} as its owner, or use another publication name"
+    )]
+    PublicationMissingTable {
+        publication: String,
+        table: TableId,
+        quoted: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "publication {0} does not publish {1}: run ALTER PUBLICATION {0} SET (publish = 'insert, update, delete, truncate')"
+    )]
+    PublicationOps(String, &'static str),
+    #[error(
+        "replication slot {slot} uses plugin {plugin:?} on database {database:?}; Courier needs pgoutput on \
+         {expected:?}: drop it (SELECT pg_drop_replication_slot('{slot}')) or choose another source.slot"
+    )]
+    ForeignSlot {
+        slot: String,
+        plugin: String,
+        database: String,
+        expected: String,
+    },
+    #[error("{context}: {source}")]
+    Query {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl SetupError {
+    pub(crate) fn query(
+        context: impl Into<String>,
+    ) -> impl FnOnce(tokio_postgres::Error) -> SetupError {
+        let context = context.into();
+        move |source| SetupError::Query { context, source }
+    }
+
+    /// Whether retrying later can help (the server was unreachable or restarting).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SetupError::Query { source, .. } => source.is_closed() || source.code().is_none(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Preparing PostgreSQL for capture: resolving the configured tables,
+//! creating or validating the publication, and reading the slot's state.
+
+mod error;
+mod publication;
+mod slot;
+mod tables;
+
+pub use error::SetupError;
+pub use publication::ensure_publication;
+pub use slot::{drop_slot, slot_info, SlotInfo};
+pub use tables::{resolve_tables, SourceTable};

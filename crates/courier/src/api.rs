@@ -1,0 +1,108 @@
+//! The admin API: `/healthz`, `/v1/status`, `/metrics`. Loopback by
+//! default; when a token is configured, every route but `/healthz` needs
+//! `Authorization: Bearer <token>`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::pipeline::Status;
+
+#[derive(Clone)]
+struct AppState {
+    status: Status,
+    metrics: Option<PrometheusHandle>,
+    token: Option<String>,
+}
+
+/// A running API server; dropping it stops the server.
+pub struct ApiHandle(tokio::task::JoinHandle<()>);
+
+impl Drop for ApiHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Binds `addr` and serves the API in the background.
+pub async fn serve(
+    addr: SocketAddr,
+    token: Option<String>,
+    status: Status,
+) -> anyhow::Result<ApiHandle> {
+    let state = AppState {
+        status,
+        metrics: crate::telemetry::prometheus(),
+        token,
+    };
+    let app = Router::new()
+        .route("/v1/status", get(status_doc))
+        .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route("/healthz", get(healthz))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("bind the admin API to {addr} (api.listen): is the port taken?")
+    })?;
+    tracing::info!(%addr, "admin API listening");
+    Ok(ApiHandle(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    })))
+}
+
+async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.token {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if !ok {
+            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    if s.status.is_streaming() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not streaming\n").into_response()
+    }
+}
+
+async fn status_doc(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(s.status.to_json())
+}
+
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    // Refresh the lag gauges before rendering.
+    let _ = s.status.to_json();
+    match &s.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,257 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use courier_postgres::setup::{resolve_tables, slot_info};
+use courier_postgres::{PgConfig, ReplicationClient};
+use courier_sinks::envelope::SourceInfo;
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::pipeline::error_chain;
+
+/// Prints one line per check and remembers whether any failed.
+#[derive(Default)]
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
+        println!("ok    {what}: {}", detail.as_ref());
+    }
+
+    fn fail(&mut self, what: &str, problem: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.failed += 1;
+        println!("FAIL  {what}: {} — fix: {}", problem.as_ref(), fix.as_ref());
+    }
+}
+
+/// `courier check`: preflight of PostgreSQL and every sink. Exit 1 if any fails.
+pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let mut r = Report::default();
+    let config = match Config::load(path) {
+        Ok(c) => {
+            r.ok(
+                "config",
+                format!("{} parsed, {} sink(s)", path.display(), c.sinks.len()),
+            );
+            c
+        }
+        Err(e) => {
+            r.fail(
+                "config",
+                e.to_string(),
+                "edit the config file as the message says",
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let pg = match PgConfig::from_url(&config.source.url) {
+        Ok(pg) => pg,
+        Err(e) => {
+            r.fail(
+                "source.url",
+                e.to_string(),
+                "use postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match pg.connect().await {
+        Ok(client) => {
+            let version = client
+                .query_one("SHOW server_version", &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_default();
+            r.ok("postgres", format!("connected to {} (PostgreSQL {version})", pg.redacted()));
+            check_postgres(&mut r, &config, &client).await;
+        }
+        Err(e) => r.fail(
+            "postgres",
+            format!("cannot connect to {}: {}", pg.redacted(), error_chain(&e)),
+            "check that PostgreSQL runs and that source.url's host, port, user, password and database are right \
+             (and pg_hba.conf allows this client)",
+        ),
+    }
+    match ReplicationClient::connect(&pg).await {
+        Ok(mut repl) => match repl.identify_system().await {
+            Ok(sys) => r.ok("replication connection", format!("IDENTIFY_SYSTEM ok, server WAL at {}", sys.xlogpos)),
+            Err(e) => r.fail("replication connection", error_chain(&e), "grant the role REPLICATION"),
+        },
+        Err(e) => r.fail(
+            "replication connection",
+            error_chain(&e),
+            "allow replication connections for this role in pg_hba.conf (a line with database 'replication' \
+             is not needed for logical replication; 'all' or the database name must match), and check max_wal_senders",
+        ),
+    }
+    let source = SourceInfo {
+        name: config.source.slot.clone(),
+        database: pg.dbname.clone(),
+    };
+    for (name, (kind, settings)) in &config.sinks {
+        match courier_sinks::build_sink(name, kind, settings.clone(), &source).await {
+            Ok(mut sink) => {
+                let _ = sink.close().await;
+                r.ok(&format!("sink {name}"), format!("{kind} ready"));
+            }
+            Err(e) => r.fail(
+                &format!("sink {name}"),
+                error_chain(&e),
+                "fix the sink's settings or start its server",
+            ),
+        }
+    }
+    if r.failed == 0 {
+        println!("all checks passed");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} check(s) failed", r.failed);
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
+    let setting = |name: &'static str| async move {
+        client
+            .query_one(&format!("SHOW {name}"), &[])
+            .await
+            .map(|row| row.get::<_, String>(0))
+            .unwrap_or_default()
+    };
+    let wal_level = setting("wal_level").await;
+    if wal_level == "logical" {
+        r.ok("wal_level", "logical");
+    } else {
+        r.fail(
+            "wal_level",
+            format!("is {wal_level:?}, logical replication needs \"logical\""),
+            "run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
+        );
+    }
+
+    let role = client
+        .query_one(
+            "SELECT current_user::text, rolreplication OR rolsuper, \
+                    has_database_privilege(current_database(), 'CREATE') \
+             FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await;
+    match role {
+        Ok(row) => {
+            let (user, repl, create): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+            if repl {
+                r.ok("role", format!("{user} may replicate"));
+            } else {
+                r.fail(
+                    "role",
+                    format!("{user} lacks the REPLICATION attribute"),
+                    format!("run ALTER ROLE {user} REPLICATION (as a superuser); superuser is not needed"),
+                );
+            }
+            let has_pub = client
+                .query_opt(
+                    "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                    &[&config.source.publication],
+                )
+                .await
+                .ok()
+                .flatten()
+                .is_some();
+            if has_pub {
+                r.ok(
+                    "publication",
+                    format!("{} exists", config.source.publication),
+                );
+            } else if create {
+                r.ok(
+                    "publication",
+                    format!("{} will be created", config.source.publication),
+                );
+            } else {
+                r.fail(
+                    "publication",
+                    format!("{} does not exist and {user} may not create it", config.source.publication),
+                    format!(
+                        "create it as the tables' owner: CREATE PUBLICATION {} FOR TABLE ...; or GRANT CREATE ON DATABASE to {user}",
+                        config.source.publication
+                    ),
+                );
+            }
+        }
+        Err(e) => r.fail("role", error_chain(&e), "check that the role exists"),
+    }
+
+    let slots = client
+        .query_one(
+            "SELECT current_setting('max_replication_slots')::int, (SELECT count(*)::int FROM pg_replication_slots), \
+                    current_setting('max_wal_senders')::int, \
+                    (SELECT count(*)::int FROM pg_stat_replication)",
+            &[],
+        )
+        .await;
+    match (slots, slot_info(client, &config.source.slot).await) {
+        (_, Err(e)) => r.fail("slot", e.to_string(), "see the message"),
+        (Ok(row), Ok(existing)) => {
+            let (max_slots, used, max_senders, senders): (i32, i32, i32, i32) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            match existing {
+                Some(s) if s.active_pid.is_some() => r.fail(
+                    "slot",
+                    format!("{} is in use by backend pid {}", config.source.slot, s.active_pid.unwrap_or(0)),
+                    "stop the other Courier using this slot, or choose another source.slot",
+                ),
+                Some(s) => r.ok("slot", format!("{} exists at {}", config.source.slot, s.confirmed_flush)),
+                None if used < max_slots - 1 => {
+                    r.ok("slot", format!("{} will be created ({used} of {max_slots} slots used)", config.source.slot))
+                }
+                None => r.fail(
+                    "slot",
+                    format!("{used} of {max_slots} replication slots are used; Courier needs one, plus one during snapshots"),
+                    "raise max_replication_slots (restart needed) or drop unused slots",
+                ),
+            }
+            if senders + 2 <= max_senders {
+                r.ok("wal senders", format!("{senders} of {max_senders} in use"));
+            } else {
+                r.fail(
+                    "wal senders",
+                    format!("{senders} of {max_senders} in use; Courier needs up to 2"),
+                    "raise max_wal_senders (restart needed)",
+                );
+            }
+        }
+        (Err(e), _) => r.fail(
+            "slot",
+            error_chain(&e),
+            "check the role's access to pg_replication_slots",
+        ),
+    }
+
+    match resolve_tables(client, &config.source.tables, &config.source.table_patterns).await {
+        Ok(tables) => {
+            for t in tables {
+                let can_select = client
+                    .query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid])
+                    .await
+                    .map(|row| row.get::<_, bool>(0))
+                    .unwrap_or(false);
+                if can_select {
+                    r.ok(
+                        &format!("table {}", t.id),
+                        format!("keyed, ~{} rows", t.estimated_rows),
+                    );
+                } else {
+                    r.fail(
+                        &format!("table {}", t.id),
+                        "the role may not SELECT it (needed for the snapshot)",
+                        format!("GRANT SELECT ON {} TO <courier role>", t.id.quoted()),
+                    );
+                }
+            }
+        }
+        Err(e) => r.fail("tables", e.to_string(), "see the message"),
+    }
+}

@@ -1,0 +1,40 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// `courier run`: streams until SIGINT/SIGTERM, then drains, acknowledges
+/// and exits 0.
+pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    crate::telemetry::prometheus();
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: draining sinks");
+        let _ = tx.send(true);
+    });
+    crate::pipeline::run(config, rx)
+        .await
+        .context("courier run")?;
+    tracing::info!("stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still stops on the default action.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,337 @@
+//! `courier run`: prepare PostgreSQL, snapshot what needs it, then stream
+//! into every sink until SIGINT/SIGTERM, acknowledging only what every sink
+//! applied (DESIGN §1.1, §2).
+
+mod fanout;
+mod metrics;
+mod sink_task;
+mod snapshot;
+pub mod status;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use courier_core::{LocalStateStore, Lsn, StateStore};
+use courier_postgres::catalog::Catalog;
+use courier_postgres::setup::{ensure_publication, resolve_tables, slot_info};
+use courier_postgres::snapshot::SnapshotPlan;
+use courier_postgres::{PgConfig, ReplicationClient};
+use courier_sinks::envelope::SourceInfo;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+pub use fanout::Fanout;
+pub use sink_task::error_chain;
+use sink_task::{run_sink, SinkExit};
+pub use status::Status;
+
+use crate::config::{Config, SnapshotMode};
+
+/// Runs Courier until shutdown is signalled; returns an error for a failure
+/// a person must fix (the message says what).
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let pg = PgConfig::from_url(&config.source.url).context("source.url")?;
+    let client = pg
+        .connect()
+        .await
+        .with_context(|| format!("connect to {}", pg.redacted()))?;
+    let database = client
+        .query_one("SELECT current_database()", &[])
+        .await
+        .context("query current database")?
+        .get::<_, String>(0);
+    let tables = resolve_tables(
+        &client,
+        &config.source.tables,
+        &config.source.table_patterns,
+    )
+    .await?;
+    ensure_publication(&client, &config.source.publication, &tables).await?;
+    let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::open(&config.state_dir)?);
+
+    let existing = slot_info(&client, &config.source.slot).await?;
+    if let Some(pid) = existing.as_ref().and_then(|s| s.active_pid) {
+        bail!(
+            "replication slot {} is in use by PostgreSQL backend pid {pid}: is another Courier running with this slot? \
+             Stop it, or use another source.slot",
+            config.source.slot
+        );
+    }
+    let start = existing
+        .as_ref()
+        .map(|s| s.confirmed_flush)
+        .unwrap_or(Lsn::ZERO);
+
+    let source = SourceInfo {
+        name: config.source.slot.clone(),
+        database,
+    };
+    let sink_kinds: Vec<(String, String)> = config
+        .sinks
+        .iter()
+        .map(|(n, (k, _))| (n.clone(), k.clone()))
+        .collect();
+    let status = Status::new(
+        &config.source.slot,
+        &config.source.publication,
+        &sink_kinds,
+        start,
+    );
+
+    let (fanout, mut sink_tasks) = start_sinks(&config, &source, &status).await?;
+    let api = match config.api.listen {
+        Some(addr) => {
+            Some(crate::api::serve(addr, config.api.token.clone(), status.clone()).await?)
+        }
+        None => None,
+    };
+    let catalog = Catalog::new(Arc::new(client));
+
+    let prep = async {
+        if existing.is_none() {
+            create_slot_and_snapshot(
+                &config,
+                &pg,
+                &catalog,
+                &tables,
+                &fanout,
+                &status,
+                state.clone(),
+            )
+            .await
+        } else {
+            let plan = snapshot::load_plan(state.as_ref(), &config.source.slot)?;
+            match (plan, config.source.snapshot) {
+                (Some(plan), _) => {
+                    snapshot::catch_up(
+                        &pg,
+                        &catalog,
+                        plan,
+                        &tables,
+                        config.source.snapshot_chunk_rows,
+                        config.source.snapshot_parallelism,
+                        fanout.clone(),
+                        status.clone(),
+                        state.clone(),
+                        &config.source.slot,
+                    )
+                    .await
+                }
+                (None, mode) => {
+                    // A slot made outside Courier (or state lost): with
+                    // snapshot = never, start streaming; otherwise the
+                    // existing rows were never copied, which only a rebuild fixes.
+                    if mode == SnapshotMode::Initial {
+                        tracing::warn!(
+                            slot = %config.source.slot,
+                            state_dir = %config.state_dir.display(),
+                            "the slot exists but no snapshot progress was found; streaming without a snapshot \
+                             (drop the slot to snapshot again)"
+                        );
+                    }
+                    let mut plan = SnapshotPlan::default();
+                    plan.done = tables.iter().map(|t| t.id.to_string()).collect();
+                    state.put_json(&snapshot::plan_key(&config.source.slot), &plan)?;
+                    Ok(())
+                }
+            }
+        }
+    };
+    let mut prep_shutdown = shutdown.clone();
+    tokio::select! {
+        r = prep => r?,
+        _ = prep_shutdown.changed() => {
+            tracing::info!("shutdown requested during the snapshot; progress is saved");
+            return Ok(());
+        }
+        Some(exit) = sink_tasks.join_next() => return sink_failed(exit),
+    }
+
+    let mut tasks = JoinSet::new();
+    if let Some(every) = config.source.heartbeat {
+        tasks.spawn(heartbeat(pg.clone(), every, shutdown.clone()));
+    }
+    tasks.spawn(poll_positions(
+        pg.clone(),
+        config.source.slot.clone(),
+        status.clone(),
+        shutdown.clone(),
+    ));
+
+    let ctx = stream::StreamContext {
+        pg: pg.clone(),
+        slot: config.source.slot.clone(),
+        publication: config.source.publication.clone(),
+        pipeline: config.pipeline.clone(),
+        status_interval: config.source.status_interval,
+        fanout: fanout.clone(),
+        status: status.clone(),
+    };
+    let stream = stream::stream_until_shutdown(ctx, shutdown.clone());
+    let result = tokio::select! {
+        r = stream => r,
+        Some(exit) = sink_tasks.join_next() => sink_failed(exit),
+    };
+    drop(fanout);
+    while let Some(exit) = sink_tasks.join_next().await {
+        if let Err(e) = sink_failed(exit) {
+            tracing::error!(error = %format!("{e:#}"), "sink");
+        }
+    }
+    tasks.abort_all();
+    drop(api);
+    result
+}
+
+fn sink_failed(exit: Result<SinkExit, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match exit {
+        Ok(SinkExit::Drained) => Ok(()),
+        Ok(SinkExit::Failed(msg)) => bail!("{msg}"),
+        Err(e) => bail!("sink task ended abnormally: {e}"),
+    }
+}
+
+async fn start_sinks(
+    config: &Config,
+    source: &SourceInfo,
+    status: &Status,
+) -> anyhow::Result<(Fanout, JoinSet<SinkExit>)> {
+    let mut queues = Vec::new();
+    let mut tasks = JoinSet::new();
+    for (name, (kind, settings)) in &config.sinks {
+        let sink = courier_sinks::build_sink(name, kind, settings.clone(), source)
+            .await
+            .with_context(|| format!("build sink {name}"))?;
+        let (tx, rx) = mpsc::channel(config.pipeline.queue_batches);
+        queues.push(tx);
+        tasks.spawn(run_sink(name.clone(), sink, rx, status.clone()));
+    }
+    Ok((Fanout::new(queues), tasks))
+}
+
+async fn create_slot_and_snapshot(
+    config: &Config,
+    pg: &PgConfig,
+    catalog: &Catalog,
+    tables: &[courier_postgres::setup::SourceTable],
+    fanout: &Fanout,
+    status: &Status,
+    state: Arc<dyn StateStore>,
+) -> anyhow::Result<()> {
+    let slot = &config.source.slot;
+    let mut repl = ReplicationClient::connect(pg)
+        .await
+        .context("open replication connection")?;
+    let export = config.source.snapshot == SnapshotMode::Initial;
+    // Record the plan before the slot exists: if Courier dies between the two,
+    // the next run finds a slot with a plan and resumes the snapshot.
+    let mut plan = SnapshotPlan::default();
+    if export {
+        for t in tables {
+            plan.add_table(
+                t,
+                config.source.snapshot_chunk_rows,
+                config.source.snapshot_parallelism,
+            );
+        }
+    } else {
+        plan.done = tables.iter().map(|t| t.id.to_string()).collect();
+    }
+    state
+        .put_json(&snapshot::plan_key(slot), &plan)
+        .context("save snapshot plan")?;
+    let created = repl
+        .create_logical_slot(slot, false, export)
+        .await
+        .with_context(|| format!("create replication slot {slot}"))?;
+    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created replication slot");
+    status.watermark.advance_all(created.consistent_point);
+    if !export {
+        return Ok(());
+    }
+    let snapshot_name = created
+        .snapshot_name
+        .context("the new slot exported no snapshot")?;
+    let result = snapshot::run_snapshot(
+        pg,
+        catalog,
+        tables,
+        &snapshot_name,
+        created.consistent_point,
+        plan,
+        config.source.snapshot_parallelism,
+        fanout.clone(),
+        status.clone(),
+        state,
+        slot,
+    )
+    .await;
+    drop(repl);
+    result
+}
+
+/// Emits a small WAL message now and then, so a slot whose tables are quiet
+/// still sees traffic and its position keeps moving.
+async fn heartbeat(pg: PgConfig, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    let mut client = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if client.is_none() {
+            client = pg.connect().await.ok();
+        }
+        if let Some(c) = &client {
+            if let Err(e) = c
+                .execute(
+                    "SELECT pg_logical_emit_message(false, 'courier.heartbeat', '')",
+                    &[],
+                )
+                .await
+            {
+                tracing::debug!(error = %e, "heartbeat");
+                client = None;
+            }
+        }
+    }
+}
+
+/// Keeps the source's positions in the status fresh (for the API and metrics).
+async fn poll_positions(
+    pg: PgConfig,
+    slot: String,
+    status: Status,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut client = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if client.is_none() {
+            client = pg.connect().await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let row = c
+            .query_opt(
+                "SELECT (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1), \
+                        pg_current_wal_lsn()::text",
+                &[&slot],
+            )
+            .await;
+        match row {
+            Ok(Some(r)) => {
+                let parse = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
+                status.set_source_positions(parse(r.get(0)), parse(r.get(1)));
+            }
+            Ok(None) => {}
+            Err(_) => client = None,
+        }
+    }
+}

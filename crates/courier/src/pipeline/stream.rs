@@ -1,0 +1,255 @@
+//! The replication stream: decodes pgoutput into batches for the fan-out,
+//! reports the ack watermark to PostgreSQL, and reconnects with backoff
+//! when the connection drops (resuming from the slot).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use courier_core::{Batch, Change, Lsn};
+use courier_postgres::catalog::Catalog;
+use courier_postgres::pgoutput::{DecodedEvent, Decoder};
+use courier_postgres::{PgConfig, ReplicationClient, ReplicationMessage, ReplicationStream};
+use tokio::sync::watch;
+
+use super::fanout::Fanout;
+use super::metrics::EventCounter;
+use super::status::Status;
+use crate::backoff::Backoff;
+use crate::config::PipelineConfig;
+
+/// What the stream needs to run.
+pub struct StreamContext {
+    pub pg: PgConfig,
+    pub slot: String,
+    pub publication: String,
+    pub pipeline: PipelineConfig,
+    pub status_interval: Duration,
+    pub fanout: Fanout,
+    pub status: Status,
+}
+
+/// Why a connection's stream ended.
+enum Ended {
+    Shutdown,
+}
+
+/// Streams until `shutdown` turns true; reconnects on retriable errors.
+pub async fn stream_until_shutdown(
+    ctx: StreamContext,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        match stream_once(&ctx, &mut shutdown, &mut backoff).await {
+            Ok(Ended::Shutdown) => return Ok(()),
+            Err(e) if is_retriable(&e) => {
+                ctx.status.set_streaming(false);
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "replication stream lost; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_retriable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<courier_postgres::PgError>()
+            .is_some_and(|p| p.is_retriable())
+            || c.downcast_ref::<courier_postgres::pgoutput::DecodeError>()
+                .is_some_and(|d| d.is_retriable())
+            || c.downcast_ref::<StreamEnded>().is_some()
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("PostgreSQL ended the replication stream")]
+struct StreamEnded;
+
+/// Collects changes into batches and hands them to the fan-out.
+struct Batcher {
+    changes: Vec<Change>,
+    started: Option<Instant>,
+    /// End LSN of the newest commit seen.
+    last_commit_end: Lsn,
+    /// The newest `through` handed to the fan-out.
+    sent_through: Lsn,
+    in_transaction: bool,
+    max: usize,
+    delay: Duration,
+}
+
+impl Batcher {
+    fn push(&mut self, c: Change) {
+        if self.changes.is_empty() {
+            self.started = Some(Instant::now());
+        }
+        self.changes.push(c);
+    }
+
+    fn is_full(&self) -> bool {
+        self.changes.len() >= self.max
+    }
+
+    fn is_due(&self) -> bool {
+        self.started.is_some_and(|s| s.elapsed() >= self.delay)
+    }
+
+    fn take(&mut self) -> Batch {
+        self.started = None;
+        let through = (self.last_commit_end > self.sent_through).then_some(self.last_commit_end);
+        if let Some(t) = through {
+            self.sent_through = t;
+        }
+        Batch {
+            changes: std::mem::replace(&mut self.changes, Vec::with_capacity(self.max)),
+            through,
+        }
+    }
+}
+
+async fn stream_once(
+    ctx: &StreamContext,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> anyhow::Result<Ended> {
+    let client = ctx
+        .pg
+        .connect()
+        .await
+        .context("connect to PostgreSQL for catalog look-ups")?;
+    let mut decoder = Decoder::new(Catalog::new(Arc::new(client)));
+    let mut repl = ReplicationClient::connect(&ctx.pg)
+        .await
+        .context("open replication connection")?;
+    let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
+    let options = [
+        ("proto_version", "1"),
+        ("publication_names", ctx.publication.as_str()),
+        ("messages", "true"),
+    ];
+    let mut stream = repl
+        .start_logical_replication(&ctx.slot, Lsn::ZERO, &options)
+        .await
+        .with_context(|| format!("start replication from slot {}", ctx.slot))?;
+    tracing::info!(slot = %ctx.slot, server_wal = %system.xlogpos, "streaming changes");
+    ctx.status.set_streaming(true);
+
+    let start = ctx.status.watermark.min().unwrap_or(Lsn::ZERO);
+    let mut b = Batcher {
+        changes: Vec::with_capacity(ctx.pipeline.batch_changes),
+        started: None,
+        last_commit_end: start,
+        sent_through: start,
+        in_transaction: false,
+        max: ctx.pipeline.batch_changes,
+        delay: ctx.pipeline.batch_delay,
+    };
+    let mut counter = EventCounter::default();
+    let mut status_tick = tokio::time::interval(ctx.status_interval);
+    let mut flush_tick =
+        tokio::time::interval(ctx.pipeline.batch_delay.max(Duration::from_millis(1)));
+    let mut reset_backoff = true;
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                if !b.changes.is_empty() || b.last_commit_end > b.sent_through {
+                    let batch = b.take();
+                    ctx.fanout.send(batch).await?;
+                }
+                ctx.fanout.barrier().await?;
+                send_status(ctx, &mut stream, false).await?;
+                counter.flush();
+                if let Err(e) = stream.finish().await {
+                    tracing::debug!(error = %e, "closing replication stream");
+                }
+                return Ok(Ended::Shutdown);
+            }
+            msg = stream.next() => {
+                let msg = msg.context("read replication stream")?.ok_or(StreamEnded)?;
+                if reset_backoff {
+                    backoff.reset();
+                    reset_backoff = false;
+                }
+                match msg {
+                    ReplicationMessage::XLogData { data, .. } => {
+                        match decoder.decode(data).await.context("decode pgoutput message")? {
+                            Some(DecodedEvent::Begin { .. }) => b.in_transaction = true,
+                            Some(DecodedEvent::Change(c)) => {
+                                counter.count(&c);
+                                b.push(c);
+                                if b.is_full() {
+                                    ctx.fanout.send(b.take()).await?;
+                                }
+                            }
+                            Some(DecodedEvent::Truncate(cs)) => {
+                                for c in cs {
+                                    counter.count(&c);
+                                    b.push(c);
+                                }
+                            }
+                            Some(DecodedEvent::Commit { end_lsn, commit_lsn, commit_time_us }) => {
+                                b.in_transaction = false;
+                                b.last_commit_end = b.last_commit_end.max(end_lsn);
+                                ctx.status.note_commit_received(commit_lsn, commit_time_us);
+                                if b.is_full() || b.is_due() {
+                                    ctx.fanout.send(b.take()).await?;
+                                    counter.flush();
+                                }
+                            }
+                            Some(DecodedEvent::Relation(rel)) => {
+                                tracing::info!(table = %rel.id, columns = rel.columns.len(), "table shape received");
+                            }
+                            Some(DecodedEvent::Message { .. }) | None => {}
+                        }
+                    }
+                    ReplicationMessage::Keepalive { wal_end, reply_requested, .. } => {
+                        // Between transactions, everything up to wal_end has been
+                        // received: once sinks applied what is queued, the slot
+                        // may move there, so an idle source retains no WAL.
+                        if !b.in_transaction && wal_end > b.last_commit_end {
+                            b.last_commit_end = wal_end;
+                            if b.changes.is_empty() {
+                                ctx.fanout.send(b.take()).await?;
+                            }
+                        }
+                        if reply_requested {
+                            send_status(ctx, &mut stream, false).await?;
+                        }
+                    }
+                }
+            }
+            _ = flush_tick.tick() => {
+                if b.is_due() {
+                    ctx.fanout.send(b.take()).await?;
+                    counter.flush();
+                }
+            }
+            _ = status_tick.tick() => send_status(ctx, &mut stream, false).await?,
+        }
+    }
+}
+
+async fn send_status(
+    ctx: &StreamContext,
+    stream: &mut ReplicationStream,
+    reply: bool,
+) -> anyhow::Result<()> {
+    if let Some(l) = ctx.status.watermark.min() {
+        stream
+            .send_status(l, l, l, reply)
+            .await
+            .context("send standby status update")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Logging (to standard error, never standard output) and the metrics recorder.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Sets up logging: `RUST_LOG` (or `COURIER_LOG`) filters, default `info`;
+/// `COURIER_LOG_FORMAT=json` for JSON lines.
+pub fn init_logging() {
+    let filter = std::env::var("COURIER_LOG")
+        .ok()
+        .map(EnvFilter::new)
+        .unwrap_or_else(|| {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if std::env::var("COURIER_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The Prometheus recorder, installed on first use.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+}
