@@ -1,0 +1,12 @@
+//! pgoutput, PostgreSQL's logical replication output plugin: the message
+//! formats ([`message`]) and the [`Decoder`] that turns messages into
+//! Courier's typed changes.
+
+mod decoder;
+mod error;
+pub mod message;
+mod toast;
+mod tuple;
+
+pub use decoder::{DecodedEvent, Decoder};
+pub use error::DecodeError;
