@@ -1,6 +1,7 @@
 //! Opening connections: regular ones through tokio-postgres, and the
 //! hand-driven protocol connections the replication client builds on.
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::config::SslMode as ClientSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -41,28 +42,33 @@ impl PgConfig {
         if let Some(password) = &self.password {
             config.password(password.expose());
         }
-        let (client, connection) = match client_config(self)? {
-            None => {
-                let (client, connection) = config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| self.client_connect_error(e))?;
-                (client, tokio::spawn(connection))
-            }
-            Some(tls) => {
-                let (client, connection) = config
-                    .connect(MakeRustlsConnect::new(tls))
-                    .await
-                    .map_err(|e| self.client_connect_error(e))?;
-                (client, tokio::spawn(connection))
-            }
+        let connecting = async {
+            Ok::<_, PgError>(match client_config(self)? {
+                None => {
+                    let (client, connection) = config
+                        .connect(tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| self.client_connect_error(e))?;
+                    spawn_connection(connection, self.addr());
+                    client
+                }
+                Some(tls) => {
+                    let (client, connection) = config
+                        .connect(MakeRustlsConnect::new(tls))
+                        .await
+                        .map_err(|e| self.client_connect_error(e))?;
+                    spawn_connection(connection, self.addr());
+                    client
+                }
+            })
         };
-        let addr = self.addr();
-        tokio::spawn(async move {
-            if let Ok(Err(error)) = connection.await {
-                tracing::debug!(%addr, %error, "PostgreSQL connection ended");
-            }
-        });
+        // tokio-postgres bounds only the TCP connect; bound TLS and login too.
+        let client = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| PgError::Timeout {
+                addr: self.addr(),
+                after: self.connect_timeout,
+            })??;
         Ok(client)
     }
 
@@ -77,6 +83,19 @@ impl PgConfig {
             _ => PgError::Client(error),
         }
     }
+}
+
+/// Drives a tokio-postgres connection in the background until it closes.
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>, addr: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%addr, %error, "PostgreSQL connection ended");
+        }
+    });
 }
 
 /// Opens a protocol connection with the given startup parameters (user and
