@@ -107,7 +107,14 @@ impl Decoder {
             Message::Relation(r) => self.on_relation(r).await?,
             Message::Insert(i) => {
                 let (relation, txn) = self.context(i.relation_oid)?;
-                let after = tuple::decode(&relation, &i.new, txn.final_lsn)?.row;
+                let decoded = tuple::decode(&relation, &i.new, txn.final_lsn)?;
+                if !decoded.unchanged.is_empty() {
+                    return Err(DecodeError::Protocol {
+                        lsn: txn.final_lsn,
+                        reason: "an insert with an unchanged TOAST value",
+                    });
+                }
+                let after = decoded.row;
                 Some(change(relation, Op::Insert, None, Some(after), txn))
             }
             Message::Update(u) => Some(self.on_update(u).await?),

@@ -9,11 +9,14 @@
 //! greater versions, so every sink still converges on the latest row. If the
 //! row no longer exists, a delete follows in the stream: the missing columns
 //! stay `Null` and the change goes on (logged at debug, without values).
+//! Likewise when the table or column was dropped since: the stream's next
+//! Relation message describes the new shape.
 
 use std::collections::HashMap;
 
 use courier_core::{quote_ident, Lsn, Relation, Row};
-use tokio_postgres::types::Type;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use super::message::{Tuple, TupleValue};
@@ -69,33 +72,25 @@ impl ToastReader {
             );
         }
 
-        let statement_key = (relation.oid, missing.to_vec());
-        let statement = match self.statements.get(&statement_key) {
-            Some(s) => s.clone(),
-            None => {
-                let sql = select_sql(relation, &keys, missing);
-                let s = client
-                    .prepare_typed(&sql, &vec![Type::TEXT; keys.len()])
-                    .await
-                    .map_err(DecodeError::catalog(format!(
-                        "prepare the unchanged TOAST re-read of {}",
-                        relation.id
-                    )))?;
-                self.statements.insert(statement_key, s.clone());
-                s
+        let params: Vec<&(dyn ToSql + Sync)> =
+            key_texts.iter().map(|t| t as &(dyn ToSql + Sync)).collect();
+        let rows = match self.read(client, relation, &keys, missing, &params).await {
+            Ok(rows) => rows,
+            Err(e) if table_changed_since(&e) => {
+                tracing::debug!(
+                    table = %relation.id,
+                    %lsn,
+                    "table no longer has the columns of this change; leaving its unchanged TOAST columns null until the new shape arrives"
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(DecodeError::catalog(format!(
+                    "re-read unchanged TOAST columns of {}",
+                    relation.id
+                ))(e))
             }
         };
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = key_texts
-            .iter()
-            .map(|t| t as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        let rows = client
-            .query(&statement, &params)
-            .await
-            .map_err(DecodeError::catalog(format!(
-                "re-read unchanged TOAST columns of {}",
-                relation.id
-            )))?;
         let Some(found) = rows.first() else {
             tracing::debug!(
                 table = %relation.id,
@@ -115,6 +110,39 @@ impl ToastReader {
         }
         Ok(())
     }
+}
+
+impl ToastReader {
+    async fn read(
+        &mut self,
+        client: &Client,
+        relation: &Relation,
+        keys: &[usize],
+        missing: &[usize],
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement_key = (relation.oid, missing.to_vec());
+        let statement = match self.statements.get(&statement_key) {
+            Some(s) => s.clone(),
+            None => {
+                let sql = select_sql(relation, keys, missing);
+                let s = client
+                    .prepare_typed(&sql, &vec![Type::TEXT; keys.len()])
+                    .await?;
+                self.statements.insert(statement_key, s.clone());
+                s
+            }
+        };
+        client.query(&statement, params).await
+    }
+}
+
+/// Whether a re-read failed because the table or a column is gone: the
+/// stream is behind a later ALTER/DROP, whose Relation message will follow.
+fn table_changed_since(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        *code == SqlState::UNDEFINED_COLUMN || *code == SqlState::UNDEFINED_TABLE
+    })
 }
 
 /// `SELECT <missing columns as output text> FROM t WHERE <keys> = $n`.
