@@ -27,6 +27,7 @@ pub use sink_task::error_chain;
 use sink_task::{run_sink, SinkExit};
 pub use status::Status;
 
+use crate::backoff::Backoff;
 use crate::config::{Config, SnapshotMode};
 
 /// Runs Courier until shutdown is signalled; returns an error for a failure
@@ -90,8 +91,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let catalog = Catalog::new(Arc::new(client));
 
     let prep = async {
-        if existing.is_none() {
-            create_slot_and_snapshot(
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            match prepare_once(
                 &config,
                 &pg,
                 &catalog,
@@ -101,41 +103,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 state.clone(),
             )
             .await
-        } else {
-            let plan = snapshot::load_plan(state.as_ref(), &config.source.slot)?;
-            match (plan, config.source.snapshot) {
-                (Some(plan), _) => {
-                    snapshot::catch_up(
-                        &pg,
-                        &catalog,
-                        plan,
-                        &tables,
-                        config.source.snapshot_chunk_rows,
-                        config.source.snapshot_parallelism,
-                        fanout.clone(),
-                        status.clone(),
-                        state.clone(),
-                        &config.source.slot,
-                    )
-                    .await
+            {
+                Ok(()) => return Ok::<(), anyhow::Error>(()),
+                Err(e) if snapshot_retriable(&e) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64,
+                        "snapshot interrupted; resuming the remaining chunks under a new snapshot");
+                    tokio::time::sleep(wait).await;
                 }
-                (None, mode) => {
-                    // A slot made outside Courier (or state lost): with
-                    // snapshot = never, start streaming; otherwise the
-                    // existing rows were never copied, which only a rebuild fixes.
-                    if mode == SnapshotMode::Initial {
-                        tracing::warn!(
-                            slot = %config.source.slot,
-                            state_dir = %config.state_dir.display(),
-                            "the slot exists but no snapshot progress was found; streaming without a snapshot \
-                             (drop the slot to snapshot again)"
-                        );
-                    }
-                    let mut plan = SnapshotPlan::default();
-                    plan.done = tables.iter().map(|t| t.id.to_string()).collect();
-                    state.put_json(&snapshot::plan_key(&config.source.slot), &plan)?;
-                    Ok(())
-                }
+                Err(e) => return Err(e),
             }
         }
     };
@@ -183,6 +159,73 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     tasks.abort_all();
     drop(api);
     result
+}
+
+/// Creates the slot and snapshots, or resumes an interrupted snapshot and
+/// snapshots tables new to the config, whichever this slot needs.
+async fn prepare_once(
+    config: &Config,
+    pg: &PgConfig,
+    catalog: &Catalog,
+    tables: &[courier_postgres::setup::SourceTable],
+    fanout: &Fanout,
+    status: &Status,
+    state: Arc<dyn StateStore>,
+) -> anyhow::Result<()> {
+    let existing = slot_info(catalog.client(), &config.source.slot).await?;
+    if existing.is_none() {
+        create_slot_and_snapshot(config, pg, catalog, tables, fanout, status, state.clone()).await
+    } else {
+        let plan = snapshot::load_plan(state.as_ref(), &config.source.slot)?;
+        match (plan, config.source.snapshot) {
+            (Some(plan), _) => {
+                snapshot::catch_up(
+                    pg,
+                    catalog,
+                    plan,
+                    tables,
+                    config.source.snapshot_chunk_rows,
+                    config.source.snapshot_parallelism,
+                    fanout.clone(),
+                    status.clone(),
+                    state.clone(),
+                    &config.source.slot,
+                )
+                .await
+            }
+            (None, mode) => {
+                // A slot made outside Courier (or state lost): with
+                // snapshot = never, start streaming; otherwise the
+                // existing rows were never copied, which only a rebuild fixes.
+                if mode == SnapshotMode::Initial {
+                    tracing::warn!(
+                        slot = %config.source.slot,
+                        state_dir = %config.state_dir.display(),
+                        "the slot exists but no snapshot progress was found; streaming without a snapshot \
+                         (drop the slot to snapshot again)"
+                    );
+                }
+                let mut plan = SnapshotPlan::default();
+                plan.done = tables.iter().map(|t| t.id.to_string()).collect();
+                state.put_json(&snapshot::plan_key(&config.source.slot), &plan)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether a failed snapshot can be resumed by trying again: the server was
+/// unreachable, or a table's columns changed while it was being copied.
+fn snapshot_retriable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        if let Some(p) = c.downcast_ref::<courier_postgres::PgError>() {
+            return p.is_retriable() || matches!(p.code(), Some("42703" | "42P01" | "42804"));
+        }
+        if let Some(s) = c.downcast_ref::<courier_postgres::snapshot::SnapshotError>() {
+            return s.is_retriable();
+        }
+        false
+    })
 }
 
 fn sink_failed(exit: Result<SinkExit, tokio::task::JoinError>) -> anyhow::Result<()> {

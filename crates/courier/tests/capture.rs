@@ -1,0 +1,185 @@
+//! End to end: PostgreSQL → courier → file sink, against the real server.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::fold::fold_file;
+use support::load::{create_table, pg_rows, run_writers};
+use support::*;
+
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+/// The snapshot hands off to the stream without losing or resurrecting a
+/// row while writers keep changing the table throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_then_stream_under_concurrent_writes() {
+    let db = "e2e_handoff";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 20_000).await;
+    let dir = scratch("handoff");
+    let config = file_config(
+        db,
+        "handoff",
+        &["public.items"],
+        &dir,
+        "snapshot_chunk_rows = 2000",
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = tokio::spawn(run_writers(db, "items", 3, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut courier = CourierProc::start(&dir, &config);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    let txns = writers.await.unwrap();
+    assert!(txns > 100, "the load committed only {txns} transactions");
+
+    wait_caught_up(&client, "handoff", CATCH_UP).await;
+    assert!(
+        courier.stop().success(),
+        "courier exit status; log:\n{}",
+        courier.log()
+    );
+    let derived = fold_file(&dir.join("out.jsonl"));
+    let expected = pg_rows(&client, "items").await;
+    assert_eq!(
+        derived.get("public.items").cloned().unwrap_or_default(),
+        expected
+    );
+    let log = courier.log();
+    assert!(log.contains("snapshot complete"), "{log}");
+}
+
+/// kill -9 at random moments, several times, under load: after the last
+/// restart the sink still equals PostgreSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_restart_loses_nothing() {
+    let db = "e2e_kill9";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 50_000).await;
+    let dir = scratch("kill9");
+    let config = file_config(
+        db,
+        "kill9",
+        &["public.items"],
+        &dir,
+        "snapshot_chunk_rows = 5000",
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = tokio::spawn(run_writers(db, "items", 3, stop.clone()));
+    let mut courier = CourierProc::start(&dir, &config);
+    for round in 0..5u64 {
+        // Kill at varied moments, the first ones during the snapshot.
+        let wait_ms = 150 + (round * 397 + rand::random::<u64>() % 700) % 1600;
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        courier.kill9();
+        courier.restart();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    writers.await.unwrap();
+
+    wait_caught_up(&client, "kill9", CATCH_UP).await;
+    assert!(courier.stop().success(), "log:\n{}", courier.log());
+    let derived = fold_file(&dir.join("out.jsonl"));
+    let expected = pg_rows(&client, "items").await;
+    let got = derived.get("public.items").cloned().unwrap_or_default();
+    let missing = expected.keys().filter(|k| !got.contains_key(*k)).count();
+    let extra = got.keys().filter(|k| !expected.contains_key(*k)).count();
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "rows missing / resurrected after kill -9"
+    );
+    assert_eq!(got, expected);
+}
+
+/// Columns added, dropped and retyped mid-stream show up in the events.
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_changes_mid_stream() {
+    let db = "e2e_schema";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, a int, b text); INSERT INTO t VALUES (1, 1, 'x')",
+        )
+        .await
+        .unwrap();
+    let dir = scratch("schema");
+    let mut courier = CourierProc::start(&dir, &file_config(db, "schema", &["public.t"], &dir, ""));
+    wait_caught_up(&client, "schema", CATCH_UP).await;
+    client
+        .batch_execute(
+            "INSERT INTO t VALUES (2, 2, 'y');
+             ALTER TABLE t ADD COLUMN c numeric(8,3) DEFAULT 1.5;
+             INSERT INTO t VALUES (3, 3, 'z', 2.25);
+             ALTER TABLE t DROP COLUMN b;
+             UPDATE t SET a = 30 WHERE id = 3;
+             ALTER TABLE t ALTER COLUMN a TYPE bigint;
+             INSERT INTO t VALUES (4, 9007199254740993, 4.125);",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&client, "schema", CATCH_UP).await;
+    assert!(courier.stop().success());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let after = |id: i64, op: &str| {
+        lines
+            .iter()
+            .rev()
+            .find(|v| v["after"]["id"] == id && v["op"] == op)
+            .map(|v| v["after"].clone())
+            .unwrap_or_else(|| panic!("no {op} event for id {id}"))
+    };
+    assert_eq!(
+        after(1, "r"),
+        serde_json::json!({"id": 1, "a": 1, "b": "x"})
+    );
+    assert_eq!(
+        after(2, "c"),
+        serde_json::json!({"id": 2, "a": 2, "b": "y"})
+    );
+    assert_eq!(
+        after(3, "c"),
+        serde_json::json!({"id": 3, "a": 3, "b": "z", "c": "2.250"})
+    );
+    assert_eq!(
+        after(3, "u"),
+        serde_json::json!({"id": 3, "a": 30, "c": "2.250"})
+    );
+    assert_eq!(
+        after(4, "c"),
+        serde_json::json!({"id": 4, "a": 9007199254740993i64, "c": "4.125"})
+    );
+}
+
+/// A TRUNCATE reaches the sink as an `op: t` event for the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn truncate_is_streamed() {
+    let db = "e2e_truncate";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 100).await;
+    let dir = scratch("truncate");
+    let mut courier = CourierProc::start(
+        &dir,
+        &file_config(db, "truncate", &["public.items"], &dir, ""),
+    );
+    wait_caught_up(&client, "truncate", CATCH_UP).await;
+    client
+        .batch_execute("TRUNCATE items; INSERT INTO items VALUES (7, 7, 'after', 1)")
+        .await
+        .unwrap();
+    wait_caught_up(&client, "truncate", CATCH_UP).await;
+    assert!(courier.stop().success());
+    let derived = fold_file(&dir.join("out.jsonl"));
+    assert_eq!(derived["public.items"], pg_rows(&client, "items").await);
+    assert_eq!(derived["public.items"].len(), 1);
+}

@@ -1,0 +1,261 @@
+//! The end-to-end test harness: a fresh database per test on the project's
+//! PostgreSQL (`dev/pg.sh start`), the real `courier` binary as a child
+//! process, and readers that fold a sink's output into rows to compare with
+//! PostgreSQL's.
+#![allow(dead_code)]
+
+pub mod fold;
+pub mod load;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+/// The superuser URL of the test cluster for `db`.
+pub fn pg_url(db: &str) -> String {
+    let base = std::env::var("COURIER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:55432/postgres".to_string());
+    match base.rsplit_once('/') {
+        Some((head, _)) => format!("{head}/{db}"),
+        None => base,
+    }
+}
+
+/// A connected client to `db`.
+pub async fn connect(db: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(&pg_url(db), NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "connect to the test PostgreSQL ({}): {e}; run dev/pg.sh start",
+                pg_url(db)
+            )
+        });
+    tokio::spawn(conn);
+    client
+}
+
+/// Drops and creates database `name`, removing slots left on it by an
+/// earlier run; returns a client connected to it.
+pub async fn fresh_db(name: &str) -> Client {
+    let admin = connect("postgres").await;
+    admin
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    connect(name).await
+}
+
+/// Polls `f` until it returns true, panicking with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until Courier streams from the slot (so its snapshot is done) and
+/// the slot acknowledged everything committed so far, which Courier does
+/// only after every sink applied it.
+pub async fn wait_caught_up(client: &Client, slot: &str, timeout: Duration) {
+    let target: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let what = format!("slot {slot} to reach {target}");
+    wait_until(&what, timeout, || async {
+        client
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active AND confirmed_flush_lsn >= $2::text::pg_lsn",
+                &[&slot, &target],
+            )
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+}
+
+/// A `courier` child process with its own folder (config, state, logs).
+pub struct CourierProc {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl CourierProc {
+    /// Writes `config` to `<dir>/courier.toml` and starts `courier run` on it.
+    pub fn start(dir: &Path, config: &str) -> CourierProc {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("courier.toml");
+        std::fs::write(&path, config).unwrap();
+        Self::spawn(dir, &path)
+    }
+
+    /// Starts `courier run` again on the same folder and config.
+    pub fn restart(&mut self) {
+        *self = Self::spawn(&self.dir.clone(), &self.config.clone());
+    }
+
+    fn spawn(dir: &Path, config: &Path) -> CourierProc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("courier.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("COURIER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start courier");
+        CourierProc {
+            child,
+            dir: dir.to_path_buf(),
+            config: config.to_path_buf(),
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        signal(self.child.id(), "TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                self.kill9();
+                panic!(
+                    "courier did not stop within 60s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Peak resident memory so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("courier.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for CourierProc {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.kill9();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+/// Runs the `courier` binary with `args` to completion: (exit code, stdout, stderr).
+pub fn courier_cmd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A per-test scratch folder under the target dir (kept for inspection).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("e2e")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A config with a file sink at `<dir>/out.jsonl`.
+pub fn file_config(
+    db: &str,
+    slot: &str,
+    tables: &[&str],
+    dir: &Path,
+    extra_source: &str,
+) -> String {
+    let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+    format!(
+        r#"
+[source]
+url = "{url}"
+slot = "{slot}"
+tables = [{tables}]
+status_interval = "200ms"
+{extra_source}
+
+[api]
+listen = "off"
+
+[state]
+dir = "{state}"
+
+[sinks.out]
+type = "file"
+path = "{out}"
+"#,
+        url = pg_url(db),
+        tables = tables.join(", "),
+        state = dir.join("state").display(),
+        out = dir.join("out.jsonl").display(),
+    )
+}
