@@ -227,23 +227,20 @@ impl Decoder {
         let info = self.catalog.table_columns(message.oid).await?;
         let mut columns = Vec::with_capacity(message.columns.len());
         for c in message.columns {
-            let known = info
-                .as_ref()
-                .and_then(|info| info.column(&c.name))
-                .filter(|known| known.type_oid == c.type_oid);
-            let (pg_type, resolved_name) = match PgType::from_builtin_oid(c.type_oid) {
-                Some(t) if known.is_some() => (t, None),
-                _ => {
+            // Keys and nullability by name; the SQL type name only while the
+            // catalog still has the stream's type.
+            let known = info.as_ref().and_then(|info| info.column(&c.name));
+            let same_type =
+                known.filter(|k| k.type_oid == c.type_oid && k.type_modifier == c.type_modifier);
+            let (pg_type, type_name) = match (PgType::from_builtin_oid(c.type_oid), same_type) {
+                (Some(t), Some(k)) => (t, k.type_name.clone()),
+                (_, same_type) => {
                     let resolved = self.catalog.resolve_type(c.type_oid).await?;
-                    (resolved.pg_type, Some(resolved.name))
+                    let name = same_type.map_or(resolved.name, |k| k.type_name.clone());
+                    (resolved.pg_type, name)
                 }
             };
             let is_key = known.map_or(c.is_key, |k| k.is_key);
-            let type_name = match (known, resolved_name) {
-                (Some(k), _) => k.type_name.clone(),
-                (None, Some(name)) => name,
-                (None, None) => String::new(),
-            };
             columns.push(Column {
                 nullable: !is_key && !known.is_some_and(|k| k.not_null),
                 is_key,
