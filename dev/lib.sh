@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the scripts in dev/ that install and run local services.
 #
 # Source it from a script that has set DEV_NAME (a short tag for messages):
@@ -5,6 +6,7 @@
 # It sets COURIER_REPO to the checkout that holds the sourcing script, so the
 # scripts work from any clone, in any folder, and from any working directory.
 
+# shellcheck disable=SC2034 # used by the scripts that source this file
 COURIER_REPO="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 
 # say MESSAGE... — a progress line on stderr (stdout stays for values such as URLs).
@@ -71,7 +73,7 @@ make_reachable_by() {
     dir="$path"
     while [ "$dir" != "/" ]; do
         dir="$(dirname "$dir")"
-        if ! runuser -u "$user" -- test -x "$dir" 2>/dev/null; then
+        if [ -z "$(find "$dir" -maxdepth 0 -perm -o=x)" ]; then
             chmod o+x "$dir"
             say "made $dir traversable (o+x) so that $user can reach $path"
         fi

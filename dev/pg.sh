@@ -16,7 +16,9 @@
 # runs as the `postgres` system user (PostgreSQL refuses to run as root).
 set -euo pipefail
 
+# shellcheck disable=SC2034 # read by lib.sh
 DEV_NAME=pg
+# shellcheck source=dev/lib.sh
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
 PG_VERSION=15
@@ -224,9 +226,17 @@ cmd_start() {
     exec 9>"$PG_HOME/lock"
     flock 9
     if pg_running; then
-        local i
-        for i in $(seq 1 120); do
+        local running_port
+        running_port="$(sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null || true)"
+        [ -z "$running_port" ] || [ "$running_port" = "$PG_PORT" ] ||
+            die "the cluster in $PG_DATA runs on port $running_port, not $PG_PORT; stop it first"
+        for _ in $(seq 1 120); do
             if pg_ready; then
+                # A start that died before its roles were made finishes here.
+                if [ ! -f "$PG_HOME/bootstrapped" ]; then
+                    bootstrap || die "could not create Courier's roles and databases; see $PG_LOG"
+                    touch "$PG_HOME/bootstrapped"
+                fi
                 say "already running on $PG_HOST:$PG_PORT"
                 return 0
             fi
@@ -247,8 +257,7 @@ cmd_start() {
         tail -n 30 "$PG_LOG" >&2
         die "PostgreSQL did not start (log above, full log in $PG_LOG)"
     fi
-    local i
-    for i in $(seq 1 120); do
+    for _ in $(seq 1 120); do
         pg_ready && break
         sleep 0.5
     done

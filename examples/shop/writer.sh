@@ -39,12 +39,15 @@ export PGCONNECT_TIMEOUT=5
 export PGOPTIONS="${PGOPTIONS:-} -c statement_timeout=10s -c lock_timeout=5s"
 export PGAPPNAME=shop-writer
 
-# A random existing order at or after a random point of the id range; cheap on
-# a table that keeps growing (min and max come from the primary key index).
-random_order="(SELECT id FROM orders
-                WHERE id >= (SELECT min(id) + floor(random() * (max(id) - min(id) + 1))::bigint FROM orders)
-                  %s
-                ORDER BY id LIMIT 1)"
+# A random existing order (optionally matching FILTER, an "AND ..." clause) at
+# or after a random point of the id range; cheap on a table that keeps
+# growing, since min and max come from the primary key index.
+random_order() {
+    echo "(SELECT id FROM orders
+            WHERE id >= (SELECT min(id) + floor(random() * (max(id) - min(id) + 1))::bigint FROM orders)
+              ${1:-}
+            ORDER BY id LIMIT 1)"
+}
 random_product="(SELECT id FROM products ORDER BY random() LIMIT 1)"
 random_customer="(SELECT id FROM customers ORDER BY random() LIMIT 1)"
 
@@ -71,9 +74,9 @@ UPDATE customers SET last_login = now() WHERE id IN (SELECT customer_id FROM pla
 sql_advance_order="
 UPDATE orders
    SET status = CASE status WHEN 'placed' THEN 'paid' WHEN 'paid' THEN 'shipped' ELSE 'delivered' END
- WHERE id = $(printf "$random_order" "AND status IN ('placed', 'paid', 'shipped')")"
+ WHERE id = $(random_order "AND status IN ('placed', 'paid', 'shipped')")"
 
-sql_delete_order="DELETE FROM orders WHERE id = $(printf "$random_order" "")"
+sql_delete_order="DELETE FROM orders WHERE id = $(random_order)"
 
 sql_change_price="
 UPDATE products
