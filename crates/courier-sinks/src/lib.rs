@@ -1,8 +1,12 @@
 //! Courier's sinks: one module per derived store, all built through
 //! [`build_sink`] from the `[sinks.NAME]` tables of the configuration.
 
+#[cfg(any(test, feature = "compliance"))]
+pub mod compliance;
 pub mod envelope;
 pub mod file;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod registry;
 mod selection;
 pub mod stdout;

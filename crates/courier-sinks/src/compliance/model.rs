@@ -1,0 +1,63 @@
+//! The reference model of the version rule: what a compliant sink holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use courier_core::{Change, Lsn, Op, Row, Value};
+
+/// Per key `id`: the greatest version seen and the row (`None` = deleted).
+#[derive(Default)]
+pub(super) struct Model {
+    rows: BTreeMap<i64, (Lsn, Option<Row>)>,
+    seen: BTreeSet<i64>,
+    truncate_tombstones: bool,
+}
+
+impl Model {
+    /// A model whose truncates leave tombstones (older writes stay deleted)
+    /// when `tombstones`, or forget the rows otherwise.
+    pub fn with_truncate_tombstones(tombstones: bool) -> Self {
+        Model {
+            truncate_tombstones: tombstones,
+            ..Model::default()
+        }
+    }
+
+    pub fn apply(&mut self, c: &Change) {
+        if c.op == Op::Truncate {
+            let v = c.version;
+            if self.truncate_tombstones {
+                for entry in self.rows.values_mut() {
+                    if entry.0 <= v {
+                        *entry = (v, None);
+                    }
+                }
+            } else {
+                self.rows.retain(|_, (ver, _)| *ver > v);
+            }
+            return;
+        }
+        let Some(Value::Int(id)) = c.key_row().map(|r| &r[0]) else {
+            return;
+        };
+        let id = *id;
+        self.seen.insert(id);
+        if let Some((stored, _)) = self.rows.get(&id) {
+            if c.version < *stored {
+                return;
+            }
+        }
+        let row = match c.op {
+            Op::Delete => None,
+            _ => c.after.clone(),
+        };
+        self.rows.insert(id, (c.version, row));
+    }
+
+    /// Every key seen, with the row a compliant sink returns for it.
+    pub fn rows(&self) -> Vec<(i64, Option<Row>)> {
+        self.seen
+            .iter()
+            .map(|id| (*id, self.rows.get(id).and_then(|(_, r)| r.clone())))
+            .collect()
+    }
+}

@@ -1,0 +1,240 @@
+//! Change → the single-key Redis command that applies it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use courier_core::{Change, Lsn, Op, Relation, SinkError, Value};
+
+use super::config::{Format, Mode};
+use super::key::KeyTemplate;
+use super::script::{DELETED_FIELD, ROW_FIELD, VERSION_FIELD};
+
+/// A hash's field/value pairs, in order.
+pub(crate) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What to do to one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Store the row (field/value pairs) if `version` is not older than the stored one.
+    Upsert(Fields),
+    /// Leave a tombstone if `version` is not older than the stored one.
+    Delete,
+    /// Turn a row of a truncated table into a tombstone, under the same
+    /// version rule; keys without a version (not Courier's) are left alone.
+    Truncate,
+    /// Remove the key whatever it holds (`invalidate` mode).
+    Unlink,
+}
+
+/// One key's command, with what an error message needs (never row values).
+#[derive(Clone, Debug)]
+pub(crate) struct KeyCommand {
+    pub key: Vec<u8>,
+    pub action: Action,
+    pub version: Lsn,
+    pub relation: Arc<Relation>,
+}
+
+/// Turns changes into key commands, keeping per key only the change that
+/// wins under the version rule (greatest version; the later change on a tie).
+///
+/// Applying only the winner is equivalent to applying every change in order,
+/// and it makes the commands of one segment independent of each other, so
+/// they may run concurrently.
+pub(crate) struct Encoder<'a> {
+    pub key: &'a KeyTemplate,
+    pub mode: Mode,
+    pub format: Format,
+}
+
+impl Encoder<'_> {
+    /// Appends the commands of `changes` (none of which is a truncate).
+    pub fn encode(&self, changes: &[&Change]) -> Result<Vec<KeyCommand>, SinkError> {
+        let mut out: Vec<KeyCommand> = Vec::with_capacity(changes.len());
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(changes.len());
+        let mut push = |cmd: KeyCommand| match index.get(&cmd.key) {
+            Some(&i) => {
+                if cmd.version >= out[i].version {
+                    out[i] = cmd;
+                }
+            }
+            None => {
+                index.insert(cmd.key.clone(), out.len());
+                out.push(cmd);
+            }
+        };
+        for c in changes {
+            for cmd in self.commands(c)? {
+                push(cmd);
+            }
+        }
+        Ok(out)
+    }
+
+    fn commands(&self, c: &Change) -> Result<Vec<KeyCommand>, SinkError> {
+        let rel = &c.relation;
+        let cmd = |key: Vec<u8>, action: Action| KeyCommand {
+            key,
+            action,
+            version: c.version,
+            relation: Arc::clone(rel),
+        };
+        let missing = || {
+            SinkError::fatal(format!(
+                "a {:?} change carries no row to take the key from",
+                c.op
+            ))
+            .with_table(&rel.id)
+            .with_lsn(c.version)
+        };
+        match c.op {
+            Op::Truncate => Ok(Vec::new()),
+            Op::Delete => {
+                let before = c.before.as_ref().ok_or_else(missing)?;
+                Ok(vec![cmd(self.key_of(rel, before), self.removal())])
+            }
+            Op::Insert | Op::Update | Op::Read => {
+                let after = c.after.as_ref().ok_or_else(missing)?;
+                let key = self.key_of(rel, after);
+                let mut cmds = Vec::with_capacity(2);
+                // An update that changed the key moves the row: the old key goes.
+                if let Some(before) = &c.before {
+                    let old = self.key_of(rel, before);
+                    if old != key && rel.key_indexes().any(|i| !before[i].is_null()) {
+                        cmds.push(cmd(old, self.removal()));
+                    }
+                }
+                let action = match self.mode {
+                    Mode::Invalidate => Action::Unlink,
+                    Mode::Upsert => Action::Upsert(self.fields(c, after)?),
+                };
+                cmds.push(cmd(key, action));
+                Ok(cmds)
+            }
+        }
+    }
+
+    fn removal(&self) -> Action {
+        match self.mode {
+            Mode::Invalidate => Action::Unlink,
+            Mode::Upsert => Action::Delete,
+        }
+    }
+
+    fn key_of(&self, rel: &Relation, row: &[Value]) -> Vec<u8> {
+        let pk: Vec<&Value> = rel.key_indexes().map(|i| &row[i]).collect();
+        self.key.render(&rel.id, &pk)
+    }
+
+    fn fields(&self, c: &Change, row: &[Value]) -> Result<Fields, SinkError> {
+        let rel = &c.relation;
+        match self.format {
+            Format::Json => Ok(vec![(ROW_FIELD.as_bytes().to_vec(), row_json(rel, row))]),
+            Format::Hash => {
+                let mut fields = Vec::with_capacity(row.len());
+                for (col, v) in rel.columns.iter().zip(row) {
+                    if col.name == VERSION_FIELD || col.name == DELETED_FIELD {
+                        return Err(SinkError::fatal(format!(
+                            "column {:?} has a name the hash format reserves; use format = \"json\"",
+                            col.name
+                        ))
+                        .with_table(&rel.id)
+                        .with_lsn(c.version));
+                    }
+                    if !v.is_null() {
+                        fields.push((col.name.as_bytes().to_vec(), hash_field(v)));
+                    }
+                }
+                Ok(fields)
+            }
+        }
+    }
+}
+
+/// The row as one JSON object, `{"column": value, ...}`, per the type mapping.
+pub(crate) fn row_json(rel: &Relation, row: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + row.len() * 16);
+    out.push(b'{');
+    for (i, (col, v)) in rel.columns.iter().zip(row).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        courier_core::write_json_string(&mut out, &col.name);
+        out.push(b':');
+        v.write_json(&mut out);
+    }
+    out.push(b'}');
+    out
+}
+
+/// A hash field's value: the value's JSON form, without the quotes when it
+/// is a JSON string (so `HGET key name` gives `Tea`, not `"Tea"`).
+pub(crate) fn hash_field(v: &Value) -> Vec<u8> {
+    match v {
+        Value::Numeric(s)
+        | Value::Text(s)
+        | Value::Uuid(s)
+        | Value::Date(s)
+        | Value::Time(s)
+        | Value::Timestamp(s)
+        | Value::TimestampTz(s) => s.as_bytes().to_vec(),
+        other => {
+            let mut json = Vec::new();
+            other.write_json(&mut json);
+            match json.as_slice() {
+                [b'"', inner @ .., b'"']
+                    if matches!(other, Value::Bytes(_) | Value::Float4(_) | Value::Float8(_)) =>
+                {
+                    inner.to_vec()
+                }
+                _ => json,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compliance::fixtures::{change, table};
+
+    #[test]
+    fn keeps_the_winning_change_per_key() {
+        let rel = table("public", "t");
+        let key = KeyTemplate::parse("{table}:{pk}").unwrap();
+        let enc = Encoder {
+            key: &key,
+            mode: Mode::Upsert,
+            format: Format::Json,
+        };
+        let a = change(&rel, Op::Insert, 1, "first", 10);
+        let b = change(&rel, Op::Update, 1, "second", 10);
+        let old = change(&rel, Op::Update, 1, "older", 5);
+        let other = change(&rel, Op::Insert, 2, "x", 1);
+        let cmds = enc.encode(&[&a, &b, &old, &other]).unwrap();
+        assert_eq!(cmds.len(), 2);
+        assert_eq!(cmds[0].key, b"t:1");
+        let Action::Upsert(fields) = &cmds[0].action else {
+            panic!("expected an upsert")
+        };
+        let row: serde_json::Value = serde_json::from_slice(&fields[0].1).unwrap();
+        assert_eq!(row["name"], "second");
+    }
+
+    #[test]
+    fn hash_fields_drop_quotes_of_strings_only() {
+        assert_eq!(hash_field(&Value::Text("Tea".into())), b"Tea");
+        assert_eq!(hash_field(&Value::Int(3)), b"3");
+        assert_eq!(hash_field(&Value::Bool(true)), b"true");
+        assert_eq!(hash_field(&Value::Float8(f64::NAN)), b"NaN");
+        assert_eq!(hash_field(&Value::Bytes(vec![1, 2])), b"AQI=");
+        assert_eq!(
+            hash_field(&Value::Json("{\"a\":\"b\"}".into())),
+            b"{\"a\":\"b\"}"
+        );
+        assert_eq!(
+            hash_field(&Value::Array(vec![Value::Text("x".into())])),
+            b"[\"x\"]"
+        );
+    }
+}
