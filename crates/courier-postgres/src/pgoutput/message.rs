@@ -109,6 +109,7 @@ pub enum OldTuple {
 }
 
 impl OldTuple {
+    /// The old row's values, whichever kind it is.
     pub fn tuple(&self) -> &Tuple {
         match self {
             OldTuple::Key(t) | OldTuple::Full(t) => t,
@@ -116,12 +117,15 @@ impl OldTuple {
     }
 }
 
+/// A new row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Insert {
     pub relation_oid: u32,
     pub new: Tuple,
 }
 
+/// A changed row: the new row, and the old one when the replica identity
+/// changed (`K`) or is FULL (`O`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Update {
     pub relation_oid: u32,
@@ -129,12 +133,14 @@ pub struct Update {
     pub new: Tuple,
 }
 
+/// A deleted row, identified by its old key or whole old row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delete {
     pub relation_oid: u32,
     pub old: OldTuple,
 }
 
+/// `TRUNCATE` of one or more tables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Truncate {
     pub cascade: bool,
