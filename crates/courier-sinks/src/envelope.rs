@@ -54,9 +54,9 @@ impl EnvelopeEncoder {
         } else {
             "false"
         };
-        let _ = write!(
+        let _ = writeln!(
             out,
-            ",\"lsn\":{},\"txId\":{},\"ts_ms\":{},\"ts_us\":{},\"snapshot\":\"{}\"}},\"op\":\"{}\",\"ts_ms\":{}}}\n",
+            ",\"lsn\":{},\"txId\":{},\"ts_ms\":{},\"ts_us\":{},\"snapshot\":\"{}\"}},\"op\":\"{}\",\"ts_ms\":{}}}",
             change.version.as_u64(),
             change.xid,
             change.commit_time_us.div_euclid(1000),

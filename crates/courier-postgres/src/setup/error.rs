@@ -37,6 +37,15 @@ pub enum SetupError {
         database: String,
         expected: String,
     },
+    #[error(
+        "wal_level is {0:?}, logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical; \
+         then restart PostgreSQL"
+    )]
+    WalLevel(String),
+    #[error(
+        "role {0} may not replicate: run ALTER ROLE {0} REPLICATION as a superuser (superuser itself is not needed)"
+    )]
+    NoReplication(String),
     #[error("{context}: {source}")]
     Query {
         context: String,

@@ -2,11 +2,13 @@
 //! creating or validating the publication, and reading the slot's state.
 
 mod error;
+mod preflight;
 mod publication;
 mod slot;
 mod tables;
 
 pub use error::SetupError;
+pub use preflight::preflight;
 pub use publication::ensure_publication;
 pub use slot::{drop_slot, slot_info, SlotInfo};
 pub use tables::{resolve_tables, SourceTable};

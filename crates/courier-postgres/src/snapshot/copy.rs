@@ -61,6 +61,9 @@ impl SnapshotError {
 
 const BATCH_ROWS: usize = 4096;
 
+/// Chunks not yet claimed by a worker.
+type WorkQueue = Arc<Mutex<Vec<(Arc<Relation>, Chunk)>>>;
+
 /// Copies every chunk in `work` under the exported snapshot `snapshot_name`
 /// on up to `parallelism` connections, stamping rows with `version`.
 ///
@@ -108,7 +111,7 @@ async fn worker(
     pg: PgConfig,
     snapshot_name: String,
     version: Lsn,
-    queue: Arc<Mutex<Vec<(Arc<Relation>, Chunk)>>>,
+    queue: WorkQueue,
     out: Arc<dyn SnapshotOutput>,
 ) -> Result<(), SnapshotError> {
     let pg_err = |table: &str, context: &str| {

@@ -49,6 +49,14 @@ pub struct SnapshotPlan {
 }
 
 impl SnapshotPlan {
+    /// A plan in which every table counts as delivered: nothing to copy.
+    pub fn nothing_to_copy(tables: &[SourceTable]) -> Self {
+        SnapshotPlan {
+            done: tables.iter().map(|t| t.id.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
     /// Adds a table, split into chunks of about `chunk_rows` rows.
     pub fn add_table(&mut self, t: &SourceTable, chunk_rows: u64, parallelism: usize) {
         let pages = t.pages.max(1);

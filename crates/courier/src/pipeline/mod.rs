@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use courier_core::{LocalStateStore, Lsn, StateStore};
 use courier_postgres::catalog::Catalog;
-use courier_postgres::setup::{ensure_publication, resolve_tables, slot_info};
+use courier_postgres::setup::{ensure_publication, preflight, resolve_tables, slot_info};
 use courier_postgres::snapshot::SnapshotPlan;
 use courier_postgres::{PgConfig, ReplicationClient};
 use courier_sinks::envelope::SourceInfo;
@@ -43,6 +43,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         .await
         .context("query current database")?
         .get::<_, String>(0);
+    preflight(&client).await?;
     let tables = resolve_tables(
         &client,
         &config.source.tables,
@@ -205,8 +206,7 @@ async fn prepare_once(
                          (drop the slot to snapshot again)"
                     );
                 }
-                let mut plan = SnapshotPlan::default();
-                plan.done = tables.iter().map(|t| t.id.to_string()).collect();
+                let plan = SnapshotPlan::nothing_to_copy(tables);
                 state.put_json(&snapshot::plan_key(&config.source.slot), &plan)?;
                 Ok(())
             }
