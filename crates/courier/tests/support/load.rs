@@ -48,7 +48,7 @@ pub async fn run_writers(db: &str, name: &str, writers: usize, stop: Arc<AtomicB
     for w in 0..writers {
         let (db, name, stop) = (db.to_string(), name.to_string(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let client = super::connect(&db).await;
+            let mut client = super::connect(&db).await;
             let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64 + 1);
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -69,6 +69,12 @@ pub async fn run_writers(db: &str, name: &str, writers: usize, stop: Arc<AtomicB
                 // Deadlocks and serialization failures between writers are fine to skip.
                 if client.batch_execute(&sql).await.is_ok() {
                     n += 1;
+                } else if client.is_closed() {
+                    // The server restarted: reconnect once it is back.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if let Ok(c) = super::try_connect(&db).await {
+                        client = c;
+                    }
                 } else {
                     let _ = client.batch_execute("ROLLBACK").await;
                 }

@@ -37,6 +37,24 @@ pub async fn connect(db: &str) -> Client {
     client
 }
 
+/// A client to `db`, or the error.
+pub async fn try_connect(db: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(&pg_url(db), NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Runs `dev/pg.sh` with `args` (the project's PostgreSQL).
+pub fn dev_pg(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/pg.sh");
+    let st = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .status()
+        .expect("run dev/pg.sh");
+    assert!(st.success(), "dev/pg.sh {args:?} failed");
+}
+
 /// Drops and creates database `name`, removing slots left on it by an
 /// earlier run; returns a client connected to it.
 pub async fn fresh_db(name: &str) -> Client {

@@ -1,0 +1,55 @@
+//! A 1,000,000-row transaction streams through with bounded memory.
+
+mod support;
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use support::load::create_table;
+use support::*;
+
+const ROWS: i64 = 1_000_000;
+const RSS_LIMIT_KIB: u64 = 150 * 1024;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn million_row_transaction_with_bounded_memory() {
+    let db = "e2e_big";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 0).await;
+    let dir = scratch("big");
+    let mut courier =
+        CourierProc::start(&dir, &file_config(db, "big", &["public.items"], &dir, ""));
+    wait_caught_up(&client, "big", Duration::from_secs(60)).await;
+
+    client
+        .batch_execute(&format!(
+            "INSERT INTO items SELECT g, g % 1000, repeat('p', 200) || g, g * 0.01 FROM generate_series(1, {ROWS}) g"
+        ))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    wait_caught_up(&client, "big", Duration::from_secs(600)).await;
+    let secs = start.elapsed().as_secs_f64();
+    let peak = courier.peak_rss_kib();
+    assert!(courier.stop().success(), "{}", courier.log());
+
+    let file = std::fs::File::open(dir.join("out.jsonl")).unwrap();
+    let inserts = std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.ends_with(r#""op":"c","ts_ms":"#) || l.contains(r#""op":"c""#))
+        .count() as i64;
+    println!(
+        "1M-row transaction: drained in {secs:.1}s ({:.0} rows/s), peak RSS {} MiB",
+        ROWS as f64 / secs,
+        peak / 1024
+    );
+    assert_eq!(
+        inserts, ROWS,
+        "every row of the transaction reached the sink exactly once"
+    );
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "peak RSS {peak} KiB is over {RSS_LIMIT_KIB} KiB"
+    );
+}
