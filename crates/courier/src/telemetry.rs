@@ -1,5 +1,6 @@
 //! Logging (to standard error, never standard output) and the metrics recorder.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The Courier demo in one command: starts the local PostgreSQL, (re)loads the
+# sample shop database, keeps a writer changing it, and runs Courier, which
+# snapshots the shop and then prints every change as a JSON line.
+# Ctrl-C stops Courier and the writer.
+#
+#   dev/demo.sh
+set -euo pipefail
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+
+bash dev/pg.sh start >&2
+echo "building courier (release)" >&2
+cargo build --release -q -p courier
+
+# A fresh demo each time: forget the previous demo's slot, publication and state.
+bash dev/pg.sh psql -q -d shop -c "SELECT pg_drop_replication_slot('courier_demo') FROM pg_replication_slots WHERE slot_name = 'courier_demo'" \
+    -c "DROP PUBLICATION IF EXISTS courier_demo" >/dev/null
+rm -rf .dev/demo-state
+bash examples/shop/load.sh >&2
+
+bash examples/shop/writer.sh --rate 5 >/dev/null &
+writer=$!
+trap 'kill $writer 2>/dev/null || true' EXIT
+echo "writer started; Courier's status: curl -s localhost:7070/v1/status" >&2
+target/release/courier run --config examples/shop/courier.toml

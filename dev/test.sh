@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs Courier's whole test suite against real local services:
+# starts PostgreSQL and Redis (standalone and cluster) with the dev/ scripts,
+# checks formatting and lints, then runs every unit and end-to-end test.
+#
+#   dev/test.sh            the whole suite (what CI runs)
+#   dev/test.sh -- FILTER  pass arguments on to `cargo test`
+set -euo pipefail
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "services"
+bash dev/pg.sh start
+bash dev/redis.sh start
+bash dev/redis-cluster.sh start
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo test"
+[ "${1:-}" = "--" ] && shift
+cargo test --workspace --all-features "$@"
