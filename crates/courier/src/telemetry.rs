@@ -20,6 +20,7 @@ pub fn init_logging() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     if std::env::var("COURIER_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
