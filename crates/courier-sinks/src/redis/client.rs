@@ -174,37 +174,17 @@ impl Client {
     /// `max_in_flight` pipelines at once; one result per command, in order.
     ///
     /// The commands must touch distinct keys: they may complete in any order.
-    pub async fn run(&self, cmds: Vec<Cmd>) -> Vec<Result<Value, Failure>> {
+    /// Each pipeline is built just before it is sent, so building the next
+    /// overlaps with the server working on the previous ones.
+    pub async fn run(&self, cmds: &[KeyCommand]) -> Vec<Result<Value, Failure>> {
         match &self.conn {
             Conn::Single(conn) => {
-                let chunks: Vec<Vec<Cmd>> = chunked(cmds, self.batch_size);
-                stream::iter(chunks)
-                    .map(|chunk| {
-                        let mut conn = conn.clone();
-                        async move {
-                            let n = chunk.len();
-                            let mut pipe = redis::pipe();
-                            for c in chunk {
-                                pipe.add_command(c);
-                            }
-                            match conn.req_packed_commands(&pipe, 0, n).await {
-                                Ok(values) if values.len() == n => {
-                                    values.into_iter().map(value_result).collect()
-                                }
-                                Ok(values) => vec![
-                                    Err(Failure {
-                                        class: Class::Retriable,
-                                        message: format!(
-                                            "redis answered {} replies to a pipeline of {n}",
-                                            values.len()
-                                        ),
-                                    });
-                                    n
-                                ],
-                                Err(e) => vec![Err(Failure::from(&e)); n],
-                            }
-                        }
-                    })
+                // Futures do nothing until polled: at most `max_in_flight` run.
+                let pipelines: Vec<_> = cmds
+                    .chunks(self.batch_size)
+                    .map(|chunk| self.send_pipeline(conn.clone(), chunk))
+                    .collect();
+                stream::iter(pipelines)
                     .buffered(self.max_in_flight)
                     .flat_map(stream::iter)
                     .collect()
@@ -213,20 +193,53 @@ impl Client {
             // A cluster pipeline must stay within one slot, so commands go
             // one by one; the client still pipelines them per node.
             Conn::Cluster(conn) => {
-                stream::iter(cmds)
-                    .map(|cmd| {
-                        let mut conn = conn.clone();
-                        async move {
-                            cmd.query_async::<Value>(&mut conn)
-                                .await
-                                .map_err(|e| Failure::from(&e))
-                        }
-                    })
+                let sends: Vec<_> = cmds
+                    .iter()
+                    .map(|kc| self.send_one(conn.clone(), kc))
+                    .collect();
+                stream::iter(sends)
                     .buffered(self.batch_size.saturating_mul(self.max_in_flight))
                     .collect()
                     .await
             }
         }
+    }
+
+    async fn send_pipeline(
+        &self,
+        mut conn: ConnectionManager,
+        chunk: &[KeyCommand],
+    ) -> Vec<Result<Value, Failure>> {
+        let n = chunk.len();
+        let mut pipe = redis::pipe();
+        for kc in chunk {
+            pipe.add_command(self.command(kc));
+        }
+        match conn.req_packed_commands(&pipe, 0, n).await {
+            Ok(values) if values.len() == n => values.into_iter().map(value_result).collect(),
+            Ok(values) => {
+                let f = Failure {
+                    class: Class::Retriable,
+                    message: format!(
+                        "redis answered {} replies to a pipeline of {n}",
+                        values.len()
+                    ),
+                };
+                vec![Err(f); n]
+            }
+            Err(e) => vec![Err(Failure::from(&e)); n],
+        }
+    }
+
+    async fn send_one(
+        &self,
+        mut conn: ClusterConnection,
+        kc: &KeyCommand,
+    ) -> Result<Value, Failure> {
+        self.command(kc)
+            .query_async::<Value>(&mut conn)
+            .await
+            .map_err(|e| Failure::from(&e))
     }
 
     /// The nodes whose keys together are all keys: the server, or every master.
@@ -288,15 +301,6 @@ fn value_result(v: Value) -> Result<Value, Failure> {
         Value::ServerError(e) => Err(Failure::from(&RedisError::from(e))),
         other => Ok(other),
     }
-}
-
-fn chunked(cmds: Vec<Cmd>, size: usize) -> Vec<Vec<Cmd>> {
-    let mut out = Vec::with_capacity(cmds.len() / size + 1);
-    let mut it = cmds.into_iter().peekable();
-    while it.peek().is_some() {
-        out.push(it.by_ref().take(size).collect());
-    }
-    out
 }
 
 /// The healthy masters listed by `CLUSTER NODES`.

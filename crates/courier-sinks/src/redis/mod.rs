@@ -248,8 +248,7 @@ impl RedisSink {
             if pending.is_empty() {
                 return Ok(());
             }
-            let cmds = pending.iter().map(|kc| self.client.command(kc)).collect();
-            let results = self.client.run(cmds).await;
+            let results = self.client.run(&pending).await;
             let mut again = Vec::new();
             let mut retriable = None;
             for (kc, r) in pending.into_iter().zip(results) {
