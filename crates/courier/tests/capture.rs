@@ -183,3 +183,30 @@ async fn truncate_is_streamed() {
     assert_eq!(derived["public.items"], pg_rows(&client, "items").await);
     assert_eq!(derived["public.items"].len(), 1);
 }
+
+/// A table added to the config later is snapshotted at the next start,
+/// under its own exported snapshot, and streamed from then on.
+#[tokio::test(flavor = "multi_thread")]
+async fn table_added_to_the_config_is_snapshotted() {
+    let db = "e2e_added";
+    let client = fresh_db(db).await;
+    create_table(&client, "first", 1_000).await;
+    create_table(&client, "second", 3_000).await;
+    let dir = scratch("added");
+    let mut courier = CourierProc::start(&dir, &file_config(db, "added", &["public.first"], &dir, ""));
+    wait_caught_up(&client, "added", CATCH_UP).await;
+    assert!(courier.stop().success());
+    client.batch_execute("UPDATE second SET val = -1 WHERE id <= 10; DELETE FROM second WHERE id > 2990").await.unwrap();
+
+    let both = file_config(db, "added", &["public.first", "public.second"], &dir, "");
+    std::fs::write(&courier.config, both).unwrap();
+    courier.restart();
+    wait_caught_up(&client, "added", CATCH_UP).await;
+    client.batch_execute("UPDATE second SET note = 'streamed' WHERE id = 5").await.unwrap();
+    wait_caught_up(&client, "added", CATCH_UP).await;
+    assert!(courier.stop().success(), "{}", courier.log());
+    let derived = fold_file(&dir.join("out.jsonl"));
+    assert_eq!(derived["public.first"], pg_rows(&client, "first").await);
+    assert_eq!(derived["public.second"], pg_rows(&client, "second").await);
+    assert!(courier.log().contains("table is new to this slot"), "{}", courier.log());
+}
