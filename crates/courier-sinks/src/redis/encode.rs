@@ -87,6 +87,14 @@ impl Encoder<'_> {
             .with_table(&rel.id)
             .with_lsn(c.version)
         };
+        if c.op != Op::Truncate && rel.key_indexes().next().is_none() {
+            return Err(SinkError::fatal(
+                "the table has no key columns, so its rows have no Redis key; \
+                 give it a primary key or a replica identity index",
+            )
+            .with_table(&rel.id)
+            .with_lsn(c.version));
+        }
         match c.op {
             Op::Truncate => Ok(Vec::new()),
             Op::Delete => {
@@ -219,6 +227,25 @@ mod tests {
         };
         let row: serde_json::Value = serde_json::from_slice(&fields[0].1).unwrap();
         assert_eq!(row["name"], "second");
+    }
+
+    #[test]
+    fn a_table_without_key_columns_is_a_clear_error() {
+        let mut rel = (*table("public", "t")).clone();
+        rel.columns[0].is_key = false;
+        let rel = std::sync::Arc::new(rel);
+        let key = KeyTemplate::parse("{table}:{pk}").unwrap();
+        let enc = Encoder {
+            key: &key,
+            mode: Mode::Upsert,
+            format: Format::Json,
+        };
+        let err = enc
+            .encode(&[&change(&rel, Op::Insert, 1, "x", 9)])
+            .unwrap_err();
+        assert!(!err.is_retriable());
+        assert!(err.to_string().contains("no key columns"), "{err}");
+        assert!(err.to_string().contains("public.t"), "{err}");
     }
 
     #[test]

@@ -97,7 +97,8 @@
 //!
 //! A batch is applied when Redis acknowledged every command of it. Changes
 //! are pipelined (`batch_size` commands per pipeline, `max_in_flight`
-//! pipelines at once; on a cluster, the same bound on single commands).
+//! pipelines at once; on a cluster, where a pipeline must stay within one
+//! slot, at most `batch_size × max_in_flight` single commands at once).
 //! Connection loss, timeouts, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
 //! `LOADING` and failovers are retriable: Courier retries the batch, which
 //! the versions make harmless. Any other rejection (a key of the wrong type,
