@@ -1,0 +1,177 @@
+"""bench/run.sh entry point: python3 -m courier_bench [--quick] [--sinks a,b] [--repeat N]."""
+
+import argparse
+import datetime
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+from . import chart, drain, latency, machine, pg, procs, report, snapshot, stats
+from .courier import Courier
+from .sinks import SINKS, by_names, supported_by_binary
+from .workloads import DRAIN_WORKLOADS, Oltp, Snapshot
+
+DB = "courier_bench"
+
+
+class Context:
+    def __init__(self, repo, binary, admin_url, db_url, workdir):
+        self.repo, self.binary, self.admin_url = repo, binary, admin_url
+        self.db_url, self.workdir = db_url, workdir
+
+    def courier(self, workload, sink, slot, run_id, snapshot="never"):
+        return Courier(self, run_id, slot, drain.publication(workload), workload.tables,
+                       sink.name, sink.type, sink.settings(self.workdir, run_id), snapshot)
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small workloads, one run each (~2 min)")
+    p.add_argument("--sinks", default=",".join(s.name for s in SINKS),
+                   help="comma-separated sinks to measure (default: all the runner knows)")
+    p.add_argument("--repeat", type=int, help="runs per figure (default 3, --quick 1)")
+    p.add_argument("--only", default="oltp,bulk,toast,snapshot,latency",
+                   help="comma-separated parts to run (default: all)")
+    p.add_argument("--out", default=None, help="results folder (default bench/results)")
+    return p.parse_args()
+
+
+def aggregate_drain(name, describe, runs):
+    sinks = {}
+    for sink in runs[0]["sinks"]:
+        rs = [r["sinks"][sink] for r in runs]
+        sinks[sink] = {k: stats.summary([x[k] for x in rs])
+                       for k in ("rate", "ratio", "seconds", "rss_kb")}
+    return {"workload": name, "description": describe, "changes": runs[0]["changes"],
+            "recv_rate": stats.summary([r["recv"]["rate"] for r in runs]),
+            "recv_seconds": stats.summary([r["recv"]["seconds"] for r in runs]),
+            "recv_rss_kb": stats.summary([r["recv"]["rss_kb"] for r in runs]),
+            "sinks": sinks, "runs": runs}
+
+
+def main():
+    args = parse_args()
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repeat = args.repeat or (1 if args.quick else 3)
+    only = set(args.only.split(","))
+    out_dir = args.out or os.path.join(repo, "bench", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    procs.ensure_gnu_time()
+
+    admin_url = f"postgres://postgres:postgres@127.0.0.1:{os.environ.get('COURIER_PG_PORT', '55432')}/postgres"
+    db_url = admin_url.rsplit("/", 1)[0] + "/" + DB
+    workdir = tempfile.mkdtemp(prefix="courier-bench-")
+    ctx = Context(repo, os.path.join(repo, "target", "release", "courier"), admin_url, db_url, workdir)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+
+    try:
+        pg.drop_bench_slots(admin_url)
+        pg.psql(admin_url, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        pg.psql(admin_url, f"CREATE DATABASE {DB}")
+        # Only this database: generating the backlog fast is not what is measured.
+        pg.psql(admin_url, f"ALTER DATABASE {DB} SET synchronous_commit = off")
+        doc = {"started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "quick": args.quick, "repeat": repeat, "machine": machine.describe(ctx),
+               "drain": [], "latency": [], "skipped": [], "workloads": {}}
+
+        sinks = []
+        for s in by_names([n for n in args.sinks.split(",") if n]):
+            if supported_by_binary(ctx, s):
+                s.setup(ctx)
+                sinks.append(s)
+            else:
+                log(f"sink {s.name}: this Courier build does not know type {s.type!r}; skipped")
+                doc["skipped"].append({"workload": "all", "sink": s.name,
+                                       "reason": f"type {s.type!r} not in this build"})
+        if not sinks:
+            raise SystemExit("no sink to measure")
+
+        for cls in DRAIN_WORKLOADS:
+            w = cls(args.quick)
+            if w.name not in only:
+                continue
+            log(f"{w.name}: preparing ({w.describe()})")
+            w.prepare(ctx)
+            doc["workloads"][w.name] = w.describe()
+            runs = []
+            for i in range(repeat):
+                r = drain.run_once(ctx, w, sinks, i)
+                log(f"{w.name} run {i + 1}/{repeat}: {r['changes']:,} changes; pg_recvlogical "
+                    f"{r['recv']['seconds']:.2f}s; " + "; ".join(
+                        f"courier→{n} {x['seconds']:.2f}s (ratio {x['ratio']:.2f}, "
+                        f"{x['rss_kb'] / 1024:.0f} MB)" for n, x in r["sinks"].items()))
+                runs.append(r)
+            doc["drain"].append(aggregate_drain(w.name, w.describe(), runs))
+
+        if "snapshot" in only:
+            w = Snapshot(args.quick)
+            log(f"snapshot: preparing ({w.describe()})")
+            w.prepare(ctx)
+            doc["workloads"][w.name] = w.describe() + "; reference: psql \\copy (SELECT * FROM t) TO /dev/null"
+            runs = []
+            for i in range(repeat):
+                r = snapshot.run_once(ctx, w, sinks, i)
+                log(f"snapshot run {i + 1}/{repeat}: psql \\copy {r['recv']['seconds']:.2f}s; " +
+                    "; ".join(f"courier→{n} {x['seconds']:.2f}s (ratio {x['ratio']:.2f})"
+                              for n, x in r["sinks"].items()))
+                runs.append(r)
+            doc["drain"].append(aggregate_drain(w.name, w.describe(), runs))
+
+        if "latency" in only:
+            w = Oltp(args.quick)
+            if "oltp" not in only:
+                w.prepare(ctx)
+            seconds = 5 if args.quick else 15
+            rates = [2000, 10000]
+            doc["workloads"]["latency"] = (
+                f"the OLTP transaction at a fixed rate (pgbench -R, 4 clients) for {seconds}s "
+                f"per run while Courier streams; rates {', '.join(map(str, rates))} tx/s")
+            for s in sinks:
+                if s.latency_probe(workdir, "probe-check") is None:
+                    doc["skipped"].append({"workload": "latency", "sink": s.name,
+                                           "reason": "no latency probe for this sink yet"})
+                    continue
+                for rate in rates:
+                    runs = []
+                    for i in range(repeat):
+                        r = latency.run_once(ctx, w, s, rate, seconds, i)
+                        log(f"latency {rate} tx/s → {s.name} run {i + 1}/{repeat}: achieved "
+                            f"{r['achieved_tps']:.0f} tx/s, p50 {r['p50_ms']:.1f} ms, "
+                            f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms")
+                        runs.append(r)
+                    agg = {"sink": s.name, "target_tps": rate, "runs": runs}
+                    for k in ("achieved_tps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rss_kb"):
+                        agg[k] = stats.summary([r[k] for r in runs])
+                    doc["latency"].append(agg)
+
+        doc["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        report.write(doc, os.path.join(out_dir, "latest.md"), os.path.join(out_dir, "latest.json"))
+        with open(os.path.join(out_dir, "latest.svg"), "w") as f:
+            f.write(chart.svg(doc))
+        print(report.markdown(doc))
+        log(f"results in {out_dir}/latest.{{md,json,svg}}")
+    finally:
+        procs.end_all()
+        left = pg.drop_bench_slots(admin_url)
+        if left:
+            log(f"dropped slots {', '.join(left)}")
+        pg.psql(admin_url, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e}); bench slots dropped")
+        sys.exit(130)

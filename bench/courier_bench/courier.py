@@ -1,0 +1,146 @@
+"""Starting and stopping Courier for one measurement: its config, its slot,
+its admin API, its peak RSS."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+from . import procs
+
+API_PORT = 57390
+
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+class CourierError(RuntimeError):
+    pass
+
+
+class Courier:
+    """One Courier process with one sink, on its own slot and state dir."""
+
+    def __init__(self, ctx, run_id, slot, publication, tables, sink, sink_type,
+                 sink_settings, snapshot="never"):
+        self.ctx = ctx
+        self.slot = slot
+        self.sink = sink
+        self.workdir = os.path.join(ctx.workdir, run_id)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.config_path = os.path.join(self.workdir, "courier.toml")
+        self.log_path = os.path.join(self.workdir, "courier.log")
+        lines = [
+            "[source]",
+            f"url = {toml_value(ctx.db_url)}",
+            f"slot = {toml_value(slot)}",
+            f"publication = {toml_value(publication)}",
+            f"tables = {toml_value(['public.' + t for t in tables])}",
+            f"snapshot = {toml_value(snapshot)}",
+            'status_interval = "20ms"',
+            "",
+            "[api]",
+            f'listen = "127.0.0.1:{API_PORT}"',
+            "",
+            "[state]",
+            f"dir = {toml_value(os.path.join(self.workdir, 'state'))}",
+            "",
+            f"[sinks.{sink}]",
+            f"type = {toml_value(sink_type)}",
+        ]
+        lines += [f"{k} = {toml_value(v)}" for k, v in sink_settings.items()]
+        with open(self.config_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.proc = None
+        self.started_at = None
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        env = {**os.environ, "RUST_LOG": os.environ.get("COURIER_BENCH_LOG", "info")}
+        self.started_at = time.perf_counter()
+        self.proc = procs.start([self.ctx.binary, "run", "--config", self.config_path],
+                                stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+        return self.started_at
+
+    def status(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}/v1/status", timeout=2) as r:
+                return json.load(r)
+        except Exception:
+            return None
+
+    def _alive(self):
+        if self.proc.poll() is not None:
+            raise CourierError(f"courier exited with {self.proc.returncode}; log:\n{self.log_tail()}")
+
+    def wait_streaming(self, timeout=60):
+        """Until /healthz answers 200 (the slot exists and changes stream)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._alive()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except Exception:
+                pass
+            time.sleep(0.05)
+        raise CourierError(f"courier not streaming after {timeout}s; log:\n{self.log_tail()}")
+
+    def wait_confirmed(self, session, lsn, timeout, poll=0.02):
+        """Until the slot's confirmed_flush_lsn >= lsn; returns perf_counter then."""
+        sql = (f"SELECT confirmed_flush_lsn >= '{lsn}'::pg_lsn FROM pg_replication_slots "
+               f"WHERE slot_name = '{self.slot}'")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if session.value(sql) == "t":
+                return time.perf_counter()
+            self._alive()
+            time.sleep(poll)
+        raise CourierError(f"slot {self.slot} not at {lsn} after {timeout}s; log:\n{self.log_tail()}")
+
+    def wait_events(self, n, timeout, poll=0.05):
+        """Until the sink reports n applied events; returns perf_counter then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s = self.status()
+            if s and s.get("sinks", {}).get(self.sink, {}).get("events", 0) >= n:
+                return time.perf_counter()
+            self._alive()
+            time.sleep(poll)
+        raise CourierError(f"sink {self.sink} did not apply {n} events in {timeout}s; "
+                           f"log:\n{self.log_tail()}")
+
+    def peak_rss_kb(self):
+        return procs.peak_rss_kb(self.proc.pid)
+
+    def stop(self):
+        """SIGTERM (drain, ack, exit 0); returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.log.close()
+        if code != 0:
+            raise CourierError(f"courier exited with {code} after SIGTERM; log:\n{self.log_tail()}")
+        return code
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return "(no log)"

@@ -1,0 +1,87 @@
+"""Drain rate (DESIGN §6): slots created first, the workload builds a backlog
+nobody reads, then pg_recvlogical and Courier each drain it, timed."""
+
+import os
+import subprocess
+import time
+
+from . import pg, procs
+from .courier import Courier
+
+RECVLOGICAL = f"{pg.PG_BIN}/pg_recvlogical"
+
+
+def publication(workload):
+    return f"{pg.SLOT_PREFIX}{workload.name}"
+
+
+def time_recvlogical(ctx, slot, pub, end_lsn):
+    """Seconds and peak RSS (KiB) of pg_recvlogical draining `slot` to end_lsn."""
+    rss_file = os.path.join(ctx.workdir, "recvlogical.rss")
+    args = ["/usr/bin/time", "-f", "%M", "-o", rss_file, RECVLOGICAL, "-d", ctx.db_url,
+            "--start", "-S", slot, "-o", "proto_version=1", "-o", f"publication_names={pub}",
+            "-f", "/dev/null", f"--endpos={end_lsn}", "--no-loop"]
+    t0 = time.perf_counter()
+    p = procs.start(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = p.communicate(timeout=900)
+    secs = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"pg_recvlogical failed ({p.returncode}): {err.strip()}")
+    with open(rss_file) as f:
+        rss = int(f.read().split()[-1])
+    return secs, rss
+
+
+def time_courier(ctx, workload, sink, slot, session, end_lsn, run_id):
+    """Seconds from starting Courier until its slot's confirmed_flush_lsn
+    reaches end_lsn, and its peak RSS (KiB)."""
+    c = ctx.courier(workload, sink, slot, run_id)
+    t0 = c.start()
+    t1 = c.wait_confirmed(session, end_lsn, timeout=900)
+    rss = c.peak_rss_kb()
+    c.stop()
+    return t1 - t0, rss
+
+
+def run_once(ctx, workload, sinks, repeat):
+    """One backlog, drained by pg_recvlogical and by Courier into each sink."""
+    url = ctx.db_url
+    pub = publication(workload)
+    recv_slot = f"{pg.SLOT_PREFIX}{workload.name}_recv"
+    slots = {s.name: f"{pg.SLOT_PREFIX}{workload.name}_{s.name}" for s in sinks}
+    workload.reset(ctx)
+    for s in sinks:
+        run_id = f"{workload.name}_{s.name}_{repeat}"
+        s.clear(ctx.workdir, run_id)
+        # Courier creates its publication and slot the way it wants them.
+        c = ctx.courier(workload, s, slots[s.name], run_id)
+        c.start()
+        c.wait_streaming()
+        c.stop()
+    pg.create_pgoutput_slot(url, recv_slot)
+    changes = workload.generate(ctx)
+    end_lsn = pg.current_lsn(url)
+
+    result = {"changes": changes, "end_lsn": end_lsn, "sinks": {}}
+    session = pg.Session(url)
+    try:
+        order = ["recv"] + [s.name for s in sinks]
+        if repeat % 2 == 1:
+            order.reverse()  # alternate who reads the WAL first (page cache)
+        for who in order:
+            if who == "recv":
+                secs, rss = time_recvlogical(ctx, recv_slot, pub, end_lsn)
+                result["recv"] = {"seconds": secs, "rate": changes / secs, "rss_kb": rss}
+            else:
+                s = next(x for x in sinks if x.name == who)
+                run_id = f"{workload.name}_{s.name}_{repeat}"
+                secs, rss = time_courier(ctx, workload, s, slots[who], session, end_lsn, run_id)
+                result["sinks"][who] = {"seconds": secs, "rate": changes / secs, "rss_kb": rss}
+                s.clear(ctx.workdir, run_id)
+    finally:
+        session.close()
+        for slot in [recv_slot, *slots.values()]:
+            pg.drop_slot(url, slot)
+    for name, r in result["sinks"].items():
+        r["ratio"] = r["rate"] / result["recv"]["rate"]
+    return result

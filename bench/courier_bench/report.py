@@ -1,0 +1,71 @@
+"""The markdown table and the JSON document of a run."""
+
+import json
+
+
+def _k(v):
+    return f"{v / 1000:,.1f}k"
+
+
+def _spread(s, fmt):
+    if s is None:
+        return "n/a"
+    if s["n"] == 1:
+        return fmt(s["median"])
+    return f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})"
+
+
+def _mb(kb):
+    return "n/a" if kb is None else f"{kb / 1024:.0f}"
+
+
+def markdown(doc):
+    m = doc["machine"]
+    out = [
+        f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB RAM, "
+        f"PostgreSQL {m['postgresql']}, Linux {m['kernel']}; Courier {m['courier_commit']}; "
+        f"{doc['repeat']} run(s) per figure, median (min–max); {doc['started']}.",
+        "",
+        "| workload | sink | changes | reference rate/s | Courier rate/s | ratio | Courier peak RSS MB | reference peak RSS MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for w in doc["drain"]:
+        ref = "psql \\copy" if w["workload"] == "snapshot" else "pg_recvlogical"
+        for sink, s in w["sinks"].items():
+            out.append(
+                f"| {w['workload']} | {sink} | {w['changes']:,} | "
+                f"{_spread(w['recv_rate'], _k)} ({ref}) | {_spread(s['rate'], _k)} | "
+                f"{_spread(s['ratio'], lambda v: f'{v:.2f}')} | "
+                f"{_spread(s['rss_kb'], _mb)} | {_spread(w['recv_rss_kb'], _mb)} |")
+    for w in doc.get("skipped", []):
+        out.append(f"| {w['workload']} | {w['sink']} | | | | not run: {w['reason']} | | |")
+    if doc["latency"]:
+        out += [
+            "",
+            "Commit → written to the sink (ms), under a steady OLTP load (2 changes per transaction):",
+            "",
+            "| target tx/s | achieved tx/s | sink | p50 | p95 | p99 | max | Courier peak RSS MB |",
+            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        f1 = lambda v: f"{v:.1f}"
+        for l in doc["latency"]:
+            out.append(
+                f"| {l['target_tps']:,} | {_spread(l['achieved_tps'], lambda v: f'{v:,.0f}')} | "
+                f"{l['sink']} | {_spread(l['p50_ms'], f1)} | {_spread(l['p95_ms'], f1)} | "
+                f"{_spread(l['p99_ms'], f1)} | {_spread(l['max_ms'], f1)} | "
+                f"{_spread(l['rss_kb'], _mb)} |")
+    out += ["", "Workloads:", ""]
+    for name, text in doc["workloads"].items():
+        out.append(f"- **{name}**: {text}")
+    return "\n".join(out) + "\n"
+
+
+def write(doc, md_path, json_path):
+    with open(json_path, "w") as f:
+        json.dump(doc, f, indent=2, sort_keys=False)
+        f.write("\n")
+    with open(md_path, "w") as f:
+        f.write("# Courier benchmark: latest run\n\n")
+        f.write("Produced by `bench/run.sh`; method in `bench/README.md`.\n\n")
+        f.write(markdown(doc))
+        f.write("\n![rates and latencies](latest.svg)\n")

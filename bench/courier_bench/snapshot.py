@@ -1,0 +1,38 @@
+"""Snapshot rate: Courier's initial snapshot of a table into a sink, against
+`psql \\copy (SELECT * FROM t) TO /dev/null` of the same table."""
+
+import subprocess
+import time
+
+from . import pg
+
+
+def time_psql_copy(ctx, table):
+    t0 = time.perf_counter()
+    subprocess.run([pg.PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", ctx.db_url, "-c",
+                    f"\\copy (SELECT * FROM {table}) TO /dev/null"], check=True)
+    return time.perf_counter() - t0
+
+
+def run_once(ctx, workload, sinks, repeat):
+    rows = workload.rows
+    secs = time_psql_copy(ctx, workload.tables[0])
+    result = {"changes": rows, "recv": {"seconds": secs, "rate": rows / secs, "rss_kb": None},
+              "sinks": {}}
+    for s in sinks:
+        slot = f"{pg.SLOT_PREFIX}snapshot_{s.name}"
+        run_id = f"snapshot_{s.name}_{repeat}"
+        s.clear(ctx.workdir, run_id)
+        c = ctx.courier(workload, s, slot, run_id, snapshot="initial")
+        try:
+            t0 = c.start()
+            t1 = c.wait_events(rows, timeout=900)
+            rss = c.peak_rss_kb()
+            c.stop()
+        finally:
+            pg.drop_slot(ctx.db_url, slot)
+            s.clear(ctx.workdir, run_id)
+        rate = rows / (t1 - t0)
+        result["sinks"][s.name] = {"seconds": t1 - t0, "rate": rate, "rss_kb": rss,
+                                   "ratio": rate / result["recv"]["rate"]}
+    return result

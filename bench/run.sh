@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Courier's benchmark runner (method: bench/README.md).
+#
+#   bench/run.sh [--quick] [--sinks file,redis] [--repeat N] [--only oltp,bulk,toast,snapshot,latency]
+#
+# Builds the release binary, starts the project's PostgreSQL, measures, and
+# writes bench/results/latest.{md,json,svg}. Its replication slots (named
+# courier_bench_*) and its database (courier_bench) are dropped on exit, even
+# after a failure or Ctrl-C.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+cleanup() {
+    # Backstop for a runner killed before its own clean-up ran: slots left
+    # behind would retain WAL forever.
+    "$REPO/dev/pg.sh" psql -q -At -d postgres -c "
+        SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+         WHERE slot_name LIKE 'courier\_bench\_%' AND active_pid IS NOT NULL;" >/dev/null 2>&1 || true
+    sleep 0.2
+    "$REPO/dev/pg.sh" psql -q -At -d postgres -c "
+        SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+         WHERE slot_name LIKE 'courier\_bench\_%' AND NOT active;" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+echo "[bench] building target/release/courier" >&2
+cargo build --release -p courier --quiet
+echo "[bench] starting PostgreSQL" >&2
+dev/pg.sh start >/dev/null
+
+PYTHONPATH="$REPO/bench${PYTHONPATH:+:$PYTHONPATH}" python3 -m courier_bench "$@"
