@@ -6,7 +6,12 @@ use crate::envelope::SourceInfo;
 use crate::BuildError;
 
 /// The sink types this build of Courier knows, for error messages.
-pub const SINK_TYPES: &[&str] = &["stdout", "file"];
+pub const SINK_TYPES: &[&str] = &[
+    "stdout",
+    "file",
+    #[cfg(feature = "redis")]
+    "redis",
+];
 
 /// Builds the sink `name` of type `kind` from its config table (without the
 /// `type` key). Unknown keys are errors that name the key.
@@ -26,6 +31,10 @@ pub async fn build_sink(
             settings.try_into().map_err(parse_err)?,
             source,
         )?)),
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Box::new(
+            crate::redis::build(name, settings.try_into().map_err(parse_err)?).await?,
+        )),
         "file" => Ok(Box::new(crate::file::FileSink::new(
             settings.try_into().map_err(parse_err)?,
             source,
