@@ -48,11 +48,12 @@ def aggregate_drain(name, describe, runs):
     for sink in runs[0]["sinks"]:
         rs = [r["sinks"][sink] for r in runs]
         sinks[sink] = {k: stats.summary([x[k] for x in rs])
-                       for k in ("rate", "ratio", "seconds", "rss_kb")}
+                       for k in ("rate", "ratio", "seconds", "rss_kb", "cpu_s")}
     return {"workload": name, "description": describe, "changes": runs[0]["changes"],
             "recv_rate": stats.summary([r["recv"]["rate"] for r in runs]),
             "recv_seconds": stats.summary([r["recv"]["seconds"] for r in runs]),
             "recv_rss_kb": stats.summary([r["recv"]["rss_kb"] for r in runs]),
+            "recv_cpu_s": stats.summary([r["recv"]["cpu_s"] for r in runs]),
             "sinks": sinks, "runs": runs}
 
 
@@ -107,9 +108,9 @@ def main():
             for i in range(repeat):
                 r = drain.run_once(ctx, w, sinks, i)
                 log(f"{w.name} run {i + 1}/{repeat}: {r['changes']:,} changes; pg_recvlogical "
-                    f"{r['recv']['seconds']:.2f}s; " + "; ".join(
+                    f"{r['recv']['seconds']:.2f}s ({r['recv']['cpu_s']:.2f} CPU s); " + "; ".join(
                         f"courier→{n} {x['seconds']:.2f}s (ratio {x['ratio']:.2f}, "
-                        f"{x['rss_kb'] / 1024:.0f} MB)" for n, x in r["sinks"].items()))
+                        f"{x['rss_kb'] / 1024:.0f} MB, {x['cpu_s']:.2f} CPU s)" for n, x in r["sinks"].items()))
                 runs.append(r)
             doc["drain"].append(aggregate_drain(w.name, w.describe(), runs))
 
@@ -134,7 +135,7 @@ def main():
             seconds = 5 if args.quick else 15
             rates = [2000, 10000]
             doc["workloads"]["latency"] = (
-                f"the OLTP transaction at a fixed rate (pgbench -R, 4 clients) for {seconds}s "
+                f"the OLTP transaction at a fixed rate (pgbench -R, 16 clients, synchronous_commit=on) for {seconds}s "
                 f"per run while Courier streams; rates {', '.join(map(str, rates))} tx/s")
             for s in sinks:
                 if s.latency_probe(workdir, "probe-check") is None:
@@ -166,7 +167,10 @@ def main():
         if left:
             log(f"dropped slots {', '.join(left)}")
         pg.psql(admin_url, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if os.environ.get("COURIER_BENCH_KEEP"):
+            log(f"kept {workdir} (COURIER_BENCH_KEEP is set)")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

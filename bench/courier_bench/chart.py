@@ -30,10 +30,11 @@ def _ratios(doc, x0):
                    f'y2="{y + 14}" stroke="#111" stroke-width="2"/>')
         out.append(_text(sx(r["median"]) + 4, y + 4, f"{r['median']:.2f}", 11))
     bottom = TOP + ROW * max(1, len(rows))
-    for v, label, dash in ((1.0, "1.0", ""), (0.9, "0.9 target", "4,3")):
+    for v, label, dash, anchor, dx in ((1.0, "1.0", "", "start", 3),
+                                       (0.9, "target 0.9", "4,3", "end", -3)):
         out.append(f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="{TOP - 2}" y2="{bottom}" '
                    f'stroke="#888" stroke-dasharray="{dash}"/>')
-        out.append(_text(sx(v), bottom + 14, label, 10, "middle", fill="#555"))
+        out.append(_text(sx(v) + dx, bottom + 14, label, 10, anchor, fill="#555"))
     return out, h
 
 
@@ -47,7 +48,10 @@ def _latency(doc, x0):
            _text(x0 + 10, 42, "medians of p50 / p95 / p99 over runs; max in text", 11, fill="#555")]
     y = TOP
     for label, l in rows:
-        out.append(_text(x0 + LEFT - 8, y + 22, label, 12, "end"))
+        out.append(_text(x0 + LEFT - 8, y + 17, label, 12, "end"))
+        if l["achieved_tps"]:
+            out.append(_text(x0 + LEFT - 8, y + 31, f"achieved {l['achieved_tps']['median']:,.0f} tx/s",
+                             10, "end", fill="#555"))
         for j, k in enumerate(("p50", "p95", "p99")):
             s = l[f"{k}_ms"]
             if not s:

@@ -123,6 +123,9 @@ class Courier:
     def peak_rss_kb(self):
         return procs.peak_rss_kb(self.proc.pid)
 
+    def cpu_seconds(self):
+        return procs.cpu_seconds(self.proc.pid)
+
     def stop(self):
         """SIGTERM (drain, ack, exit 0); returns the exit code."""
         if self.proc is None or self.proc.poll() is not None:

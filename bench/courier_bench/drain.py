@@ -16,9 +16,10 @@ def publication(workload):
 
 
 def time_recvlogical(ctx, slot, pub, end_lsn):
-    """Seconds and peak RSS (KiB) of pg_recvlogical draining `slot` to end_lsn."""
+    """Seconds, peak RSS (KiB) and CPU seconds of pg_recvlogical draining
+    `slot` to end_lsn."""
     rss_file = os.path.join(ctx.workdir, "recvlogical.rss")
-    args = ["/usr/bin/time", "-f", "%M", "-o", rss_file, RECVLOGICAL, "-d", ctx.db_url,
+    args = ["/usr/bin/time", "-f", "%U %S %M", "-o", rss_file, RECVLOGICAL, "-d", ctx.db_url,
             "--start", "-S", slot, "-o", "proto_version=1", "-o", f"publication_names={pub}",
             "-f", "/dev/null", f"--endpos={end_lsn}", "--no-loop"]
     t0 = time.perf_counter()
@@ -28,19 +29,27 @@ def time_recvlogical(ctx, slot, pub, end_lsn):
     if p.returncode != 0:
         raise RuntimeError(f"pg_recvlogical failed ({p.returncode}): {err.strip()}")
     with open(rss_file) as f:
-        rss = int(f.read().split()[-1])
-    return secs, rss
+        user, system, rss = f.read().split()[-3:]
+    return secs, int(rss), float(user) + float(system)
 
 
 def time_courier(ctx, workload, sink, slot, session, end_lsn, run_id):
     """Seconds from starting Courier until its slot's confirmed_flush_lsn
-    reaches end_lsn, and its peak RSS (KiB)."""
+    reaches end_lsn, its peak RSS (KiB) and CPU seconds."""
     c = ctx.courier(workload, sink, slot, run_id)
     t0 = c.start()
+    perf = None
+    if os.environ.get("COURIER_BENCH_PERF"):
+        # A CPU profile of each timed drain, kept next to the run's log.
+        perf = procs.start(["perf", "record", "-g", "-q", "-o",
+                            os.path.join(c.workdir, "perf.data"), "-p", str(c.proc.pid)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t1 = c.wait_confirmed(session, end_lsn, timeout=900)
-    rss = c.peak_rss_kb()
+    rss, cpu = c.peak_rss_kb(), c.cpu_seconds()
     c.stop()
-    return t1 - t0, rss
+    if perf is not None:
+        perf.wait(timeout=60)
+    return t1 - t0, rss, cpu
 
 
 def run_once(ctx, workload, sinks, repeat):
@@ -61,6 +70,7 @@ def run_once(ctx, workload, sinks, repeat):
     pg.create_pgoutput_slot(url, recv_slot)
     changes = workload.generate(ctx)
     end_lsn = pg.current_lsn(url)
+    pg.wait_flushed(url, end_lsn)
 
     result = {"changes": changes, "end_lsn": end_lsn, "sinks": {}}
     session = pg.Session(url)
@@ -70,13 +80,16 @@ def run_once(ctx, workload, sinks, repeat):
             order.reverse()  # alternate who reads the WAL first (page cache)
         for who in order:
             if who == "recv":
-                secs, rss = time_recvlogical(ctx, recv_slot, pub, end_lsn)
-                result["recv"] = {"seconds": secs, "rate": changes / secs, "rss_kb": rss}
+                secs, rss, cpu = time_recvlogical(ctx, recv_slot, pub, end_lsn)
+                result["recv"] = {"seconds": secs, "rate": changes / secs, "rss_kb": rss,
+                                  "cpu_s": cpu}
             else:
                 s = next(x for x in sinks if x.name == who)
                 run_id = f"{workload.name}_{s.name}_{repeat}"
-                secs, rss = time_courier(ctx, workload, s, slots[who], session, end_lsn, run_id)
-                result["sinks"][who] = {"seconds": secs, "rate": changes / secs, "rss_kb": rss}
+                secs, rss, cpu = time_courier(ctx, workload, s, slots[who], session, end_lsn,
+                                              run_id)
+                result["sinks"][who] = {"seconds": secs, "rate": changes / secs, "rss_kb": rss,
+                                        "cpu_s": cpu}
                 s.clear(ctx.workdir, run_id)
     finally:
         session.close()

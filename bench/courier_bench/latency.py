@@ -20,8 +20,11 @@ def run_once(ctx, workload, sink, rate, seconds, repeat):
         c.wait_streaming()
         probe.start()
         done, tps = pgbench(ctx, OLTP_SCRIPT.format(accounts=workload.accounts), "latency",
-                            ["-c", "4", "-j", "2", "-R", str(rate), "-T", str(seconds)])
+                            ["-c", "16", "-j", "2", "-R", str(rate), "-T", str(seconds)],
+                            # applications commit durably: WAL reaches the walsender at commit
+                            env={"PGOPTIONS": "-c synchronous_commit=on"})
         end_lsn = pg.current_lsn(ctx.db_url)
+        pg.wait_flushed(ctx.db_url, end_lsn)
         c.wait_confirmed(session, end_lsn, timeout=600)
         time.sleep(0.05)
         probe.stop()

@@ -76,6 +76,16 @@ def current_lsn(url):
     return psql(url, "SELECT pg_current_wal_lsn()")
 
 
+def wait_flushed(url, lsn, timeout=30):
+    """Until WAL through lsn is flushed (and so visible to walsenders); the
+    bench database commits asynchronously to build backlogs quickly."""
+    psql(url, f"""DO $$ BEGIN
+        FOR i IN 1..{timeout * 100} LOOP
+          EXIT WHEN pg_current_wal_flush_lsn() >= '{lsn}'::pg_lsn;
+          PERFORM pg_sleep(0.01);
+        END LOOP; END $$""")
+
+
 def create_pgoutput_slot(url, slot):
     psql(url, f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
 

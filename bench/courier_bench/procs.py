@@ -42,6 +42,16 @@ def peak_rss_kb(pid):
     return None
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a running process has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def ensure_gnu_time():
     """/usr/bin/time (Debian package `time`) reports a child's peak RSS."""
     if os.access("/usr/bin/time", os.X_OK):

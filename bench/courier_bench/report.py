@@ -26,19 +26,21 @@ def markdown(doc):
         f"PostgreSQL {m['postgresql']}, Linux {m['kernel']}; Courier {m['courier_commit']}; "
         f"{doc['repeat']} run(s) per figure, median (min–max); {doc['started']}.",
         "",
-        "| workload | sink | changes | reference rate/s | Courier rate/s | ratio | Courier peak RSS MB | reference peak RSS MB |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | sink | changes | reference | reference rate/s | Courier rate/s | ratio | Courier peak RSS MB | reference peak RSS MB |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for w in doc["drain"]:
         ref = "psql \\copy" if w["workload"] == "snapshot" else "pg_recvlogical"
         for sink, s in w["sinks"].items():
             out.append(
-                f"| {w['workload']} | {sink} | {w['changes']:,} | "
-                f"{_spread(w['recv_rate'], _k)} ({ref}) | {_spread(s['rate'], _k)} | "
+                f"| {w['workload']} | {sink} | {w['changes']:,} | {ref} | "
+                f"{_spread(w['recv_rate'], _k)} | {_spread(s['rate'], _k)} | "
                 f"{_spread(s['ratio'], lambda v: f'{v:.2f}')} | "
                 f"{_spread(s['rss_kb'], _mb)} | {_spread(w['recv_rss_kb'], _mb)} |")
+    if doc.get("skipped"):
+        out.append("")
     for w in doc.get("skipped", []):
-        out.append(f"| {w['workload']} | {w['sink']} | | | | not run: {w['reason']} | | |")
+        out.append(f"Not run: {w['sink']} ({w['workload']}): {w['reason']}.  ")
     if doc["latency"]:
         out += [
             "",

@@ -17,7 +17,8 @@ def time_psql_copy(ctx, table):
 def run_once(ctx, workload, sinks, repeat):
     rows = workload.rows
     secs = time_psql_copy(ctx, workload.tables[0])
-    result = {"changes": rows, "recv": {"seconds": secs, "rate": rows / secs, "rss_kb": None},
+    result = {"changes": rows, "recv": {"seconds": secs, "rate": rows / secs, "rss_kb": None,
+                                 "cpu_s": None},
               "sinks": {}}
     for s in sinks:
         slot = f"{pg.SLOT_PREFIX}snapshot_{s.name}"
@@ -27,12 +28,12 @@ def run_once(ctx, workload, sinks, repeat):
         try:
             t0 = c.start()
             t1 = c.wait_events(rows, timeout=900)
-            rss = c.peak_rss_kb()
+            rss, cpu = c.peak_rss_kb(), c.cpu_seconds()
             c.stop()
         finally:
             pg.drop_slot(ctx.db_url, slot)
             s.clear(ctx.workdir, run_id)
         rate = rows / (t1 - t0)
-        result["sinks"][s.name] = {"seconds": t1 - t0, "rate": rate, "rss_kb": rss,
+        result["sinks"][s.name] = {"seconds": t1 - t0, "rate": rate, "rss_kb": rss, "cpu_s": cpu,
                                    "ratio": rate / result["recv"]["rate"]}
     return result

@@ -23,13 +23,13 @@ UPDATE bench_wide SET counter = counter + 1 WHERE id = :id;
 """
 
 
-def pgbench(ctx, script_text, name, args):
+def pgbench(ctx, script_text, name, args, env=None):
     """Runs pgbench with a custom script; returns (processed transactions, tps)."""
     path = os.path.join(ctx.workdir, f"{name}.pgbench")
     with open(path, "w") as f:
         f.write(script_text)
     p = subprocess.run([PGBENCH, "-n", "-f", path, *args, ctx.db_url],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env={**os.environ, **(env or {})})
     if p.returncode != 0:
         raise RuntimeError(f"pgbench failed: {p.stderr.strip()[-2000:]}")
     done = re.search(r"number of transactions actually processed: (\d+)", p.stdout)
