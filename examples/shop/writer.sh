@@ -110,6 +110,13 @@ pick_sql() {
     fi
 }
 
+# Sleeping in the background and waiting for it lets a signal stop the writer
+# at once, without the shell reporting a killed sleep.
+pause() {
+    sleep "$1" &
+    wait $! 2>/dev/null
+}
+
 stop=0
 trap 'stop=1' INT TERM
 done_count=0
@@ -118,7 +125,7 @@ last_report=0
 
 while [ "$stop" -eq 0 ]; do
     if err="$("$psql_bin" "$url" -X -q -v ON_ERROR_STOP=1 -c "$(pick_sql)" 2>&1 >/dev/null)"; then
-        sleep "$interval"
+        pause "$interval"
     else
         failed=$((failed + 1))
         now="$(date +%s)"
@@ -126,7 +133,7 @@ while [ "$stop" -eq 0 ]; do
             echo "writer: a transaction failed ($failed so far), retrying: ${err%%$'\n'*}" >&2
             last_report="$now"
         fi
-        sleep 1
+        pause 1
     fi
     done_count=$((done_count + 1))
     if [ "$count" -gt 0 ] && [ "$done_count" -ge "$count" ]; then
