@@ -6,6 +6,7 @@
 
 pub mod fold;
 pub mod load;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
