@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The Courier demo in one command: starts the local PostgreSQL, (re)loads the
-# sample shop database, keeps a writer changing it, and runs Courier, which
-# snapshots the shop and then prints every change as a JSON line.
+# The Courier demo in one command: starts the local PostgreSQL and Redis,
+# (re)loads the sample shop database, keeps a writer changing it, and runs
+# Courier, which snapshots the shop, then prints every change as a JSON line
+# and keeps the products in Redis (redis-cli -p 56379 HGET product:42 row).
 # Ctrl-C stops Courier and the writer.
 #
 #   dev/demo.sh
@@ -9,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
 bash dev/pg.sh start >&2
+bash dev/redis.sh start >&2
 echo "building courier (release)" >&2
 cargo build --release -q -p courier
 
@@ -16,6 +18,8 @@ cargo build --release -q -p courier
 bash dev/pg.sh psql -q -d shop -c "SELECT pg_drop_replication_slot('courier_demo') FROM pg_replication_slots WHERE slot_name = 'courier_demo'" \
     -c "DROP PUBLICATION IF EXISTS courier_demo" >/dev/null
 rm -rf .dev/demo-state
+# ... and the previous demo's cache (its versions belong to the dropped slot).
+redis-cli -p 56379 --scan --pattern 'product:*' | xargs -r redis-cli -p 56379 UNLINK >/dev/null
 bash examples/shop/load.sh >&2
 
 bash examples/shop/writer.sh --rate 5 >/dev/null &
