@@ -150,7 +150,8 @@ def main():
                             f"{r['achieved_tps']:.0f} tx/s, p50 {r['p50_ms']:.1f} ms, "
                             f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms")
                         runs.append(r)
-                    agg = {"sink": s.name, "target_tps": rate, "runs": runs}
+                    agg = {"sink": s.name, "target_tps": rate, "runs": runs,
+                           "measured_from": runs[0]["measured_from"]}
                     for k in ("achieved_tps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rss_kb"):
                         agg[k] = stats.summary([r[k] for r in runs])
                     doc["latency"].append(agg)

@@ -98,11 +98,16 @@ class Courier:
 
     def wait_confirmed(self, session, lsn, timeout, poll=0.02):
         """Until the slot's confirmed_flush_lsn >= lsn; returns perf_counter then."""
-        sql = (f"SELECT confirmed_flush_lsn >= '{lsn}'::pg_lsn FROM pg_replication_slots "
-               f"WHERE slot_name = '{self.slot}'")
+        sql = (f"SELECT confirmed_flush_lsn >= '{lsn}'::pg_lsn, confirmed_flush_lsn "
+               f"FROM pg_replication_slots WHERE slot_name = '{self.slot}'")
+        #: distinct confirmed_flush_lsn values seen while waiting: how often
+        #: the slot moved during the drain (1-2 means only at the end)
+        self.positions_seen = set()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if session.value(sql) == "t":
+            done, position = (session.value(sql) or "f|").split("|")
+            self.positions_seen.add(position)
+            if done == "t":
                 return time.perf_counter()
             self._alive()
             time.sleep(poll)

@@ -47,6 +47,7 @@ def time_courier(ctx, workload, sink, slot, session, end_lsn, run_id):
     t1 = c.wait_confirmed(session, end_lsn, timeout=900)
     rss, cpu = c.peak_rss_kb(), c.cpu_seconds()
     c.stop()
+    ctx.last_slot_positions = len(c.positions_seen)
     if perf is not None:
         perf.wait(timeout=60)
     return t1 - t0, rss, cpu
@@ -89,7 +90,8 @@ def run_once(ctx, workload, sinks, repeat):
                 secs, rss, cpu = time_courier(ctx, workload, s, slots[who], session, end_lsn,
                                               run_id)
                 result["sinks"][who] = {"seconds": secs, "rate": changes / secs, "rss_kb": rss,
-                                        "cpu_s": cpu}
+                                        "cpu_s": cpu,
+                                        "slot_positions_seen": ctx.last_slot_positions}
                 s.clear(ctx.workdir, run_id)
     finally:
         session.close()

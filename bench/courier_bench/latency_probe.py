@@ -19,13 +19,16 @@ _OP = re.compile(rb'"op":"([a-z])"')
 
 
 class FileProbe:
+    #: what a latency is measured from, for the report
+    reference = "commit timestamp (source.ts_us)"
+
     def __init__(self, path):
         self.path = path
         self.samples = []  # (unix time in µs, size)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self):
+    def start(self, ctx):
         self._thread.start()
 
     def _run(self):

@@ -46,8 +46,8 @@ def markdown(doc):
             "",
             "Commit → written to the sink (ms), under a steady OLTP load (2 changes per transaction):",
             "",
-            "| target tx/s | achieved tx/s | sink | p50 | p95 | p99 | max | Courier peak RSS MB |",
-            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+            "| target tx/s | achieved tx/s | sink | p50 | p95 | p99 | max | Courier peak RSS MB | measured from |",
+            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         f1 = lambda v: f"{v:.1f}"
         for l in doc["latency"]:
@@ -55,7 +55,7 @@ def markdown(doc):
                 f"| {l['target_tps']:,} | {_spread(l['achieved_tps'], lambda v: f'{v:,.0f}')} | "
                 f"{l['sink']} | {_spread(l['p50_ms'], f1)} | {_spread(l['p95_ms'], f1)} | "
                 f"{_spread(l['p99_ms'], f1)} | {_spread(l['max_ms'], f1)} | "
-                f"{_spread(l['rss_kb'], _mb)} |")
+                f"{_spread(l['rss_kb'], _mb)} | {l.get('measured_from', '')} |")
     out += ["", "Workloads:", ""]
     for name, text in doc["workloads"].items():
         out.append(f"- **{name}**: {text}")

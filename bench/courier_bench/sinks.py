@@ -8,6 +8,7 @@ import subprocess
 import time
 
 from .latency_probe import FileProbe
+from .redis_probe import RedisProbe
 
 
 class SinkSpec:
@@ -28,7 +29,7 @@ class SinkSpec:
         """Remove what one Courier run wrote."""
 
     def latency_probe(self, workdir, run_id):
-        """An object with start(), stop() and latencies_us(), or None."""
+        """An object with start(ctx), stop() and latencies_us(), or None."""
         return None
 
 
@@ -67,6 +68,9 @@ class RedisSink(SinkSpec):
     def clear(self, workdir, run_id):
         subprocess.run(["redis-cli", "-p", str(self.port), "-n", str(self.db), "FLUSHDB"],
                        check=False, stdout=subprocess.DEVNULL)
+
+    def latency_probe(self, workdir, run_id):
+        return RedisProbe(self.port, self.db)
 
 
 SINKS = [FileSink(), RedisSink()]

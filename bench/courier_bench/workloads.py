@@ -55,7 +55,7 @@ class Oltp:
             CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL,
                 updated_at timestamptz NOT NULL, filler text NOT NULL);
             CREATE TABLE bench_history (id bigserial PRIMARY KEY, aid int NOT NULL,
-                delta int NOT NULL, ts timestamptz NOT NULL DEFAULT now(), note text);
+                delta int NOT NULL, ts timestamptz NOT NULL DEFAULT clock_timestamp(), note text);
             INSERT INTO bench_accounts
               SELECT g, 0, now(), repeat(md5(g::text), 10) FROM generate_series(1, {self.accounts}) g;
             VACUUM ANALYZE bench_accounts;
