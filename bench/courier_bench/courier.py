@@ -4,13 +4,20 @@ its admin API, its peak RSS."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
 
 from . import procs
 
-API_PORT = 57390
+
+
+def free_port():
+    """A loopback port nobody listens on now (for Courier's admin API)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def toml_value(v):
@@ -37,6 +44,7 @@ class Courier:
         self.sink = sink
         self.workdir = os.path.join(ctx.workdir, run_id)
         os.makedirs(self.workdir, exist_ok=True)
+        self.api_port = free_port()
         self.config_path = os.path.join(self.workdir, "courier.toml")
         self.log_path = os.path.join(self.workdir, "courier.log")
         lines = [
@@ -49,7 +57,7 @@ class Courier:
             'status_interval = "20ms"',
             "",
             "[api]",
-            f'listen = "127.0.0.1:{API_PORT}"',
+            f'listen = "127.0.0.1:{self.api_port}"',
             "",
             "[state]",
             f"dir = {toml_value(os.path.join(self.workdir, 'state'))}",
@@ -73,7 +81,7 @@ class Courier:
 
     def status(self):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}/v1/status", timeout=2) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/v1/status", timeout=2) as r:
                 return json.load(r)
         except Exception:
             return None
@@ -88,7 +96,7 @@ class Courier:
         while time.monotonic() < deadline:
             self._alive()
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}/healthz", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/healthz", timeout=2) as r:
                     if r.status == 200:
                         return
             except Exception:

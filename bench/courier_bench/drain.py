@@ -33,6 +33,10 @@ def time_recvlogical(ctx, slot, pub, end_lsn):
     return secs, int(rss), float(user) + float(system)
 
 
+class InvalidRun(RuntimeError):
+    """A run whose figures cannot be trusted; the runner repeats it."""
+
+
 def time_courier(ctx, workload, sink, slot, session, end_lsn, run_id):
     """Seconds from starting Courier until its slot's confirmed_flush_lsn
     reaches end_lsn, its peak RSS (KiB) and CPU seconds."""
@@ -97,6 +101,11 @@ def run_once(ctx, workload, sinks, repeat):
         session.close()
         for slot in [recv_slot, *slots.values()]:
             pg.drop_slot(url, slot)
+    recv = result["recv"]
+    if changes >= 10_000 and recv["cpu_s"] < 0.05:
+        # pg_recvlogical exits at --endpos; one that used no CPU received
+        # nothing, so this run has no reference.
+        raise InvalidRun(f"pg_recvlogical used {recv['cpu_s']} CPU s for {changes} changes")
     for name, r in result["sinks"].items():
         r["ratio"] = r["rate"] / result["recv"]["rate"]
     return result
