@@ -1,10 +1,10 @@
 //! PostgreSQL side of Courier.
-pub mod setup;
 pub mod catalog;
-pub mod pgoutput;
-pub mod types;
 pub mod conn;
+pub mod pgoutput;
 pub mod replication;
+pub mod setup;
+pub mod types;
 
 pub use conn::{PgConfig, PgError, Secret, ServerError, SslMode};
 pub use replication::{

@@ -4,7 +4,6 @@
 //! are in the README ("Change envelope"): `source.lsn` is the change's
 //! version (its transaction's commit LSN), `op` is `r`/`c`/`u`/`d`/`t`.
 
-use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use courier_core::{write_json_string, Change, Op, Row};
@@ -49,22 +48,27 @@ impl EnvelopeEncoder {
         write_json_string(out, &change.relation.id.schema);
         out.extend_from_slice(b",\"table\":");
         write_json_string(out, &change.relation.id.name);
-        let snapshot = if change.op == Op::Read {
-            "true"
-        } else {
-            "false"
-        };
-        let _ = writeln!(
-            out,
-            ",\"lsn\":{},\"txId\":{},\"ts_ms\":{},\"ts_us\":{},\"snapshot\":\"{}\"}},\"op\":\"{}\",\"ts_ms\":{}}}",
-            change.version.as_u64(),
-            change.xid,
-            change.commit_time_us.div_euclid(1000),
-            change.commit_time_us,
-            snapshot,
-            change.op.code(),
-            now_ms
+        let mut num = itoa::Buffer::new();
+        out.extend_from_slice(b",\"lsn\":");
+        out.extend_from_slice(num.format(change.version.as_u64()).as_bytes());
+        out.extend_from_slice(b",\"txId\":");
+        out.extend_from_slice(num.format(change.xid).as_bytes());
+        out.extend_from_slice(b",\"ts_ms\":");
+        out.extend_from_slice(
+            num.format(change.commit_time_us.div_euclid(1000))
+                .as_bytes(),
         );
+        out.extend_from_slice(b",\"ts_us\":");
+        out.extend_from_slice(num.format(change.commit_time_us).as_bytes());
+        out.extend_from_slice(if change.op == Op::Read {
+            b",\"snapshot\":\"true\"},\"op\":\""
+        } else {
+            b",\"snapshot\":\"false\"},\"op\":\""
+        });
+        out.extend_from_slice(change.op.code().as_bytes());
+        out.extend_from_slice(b"\",\"ts_ms\":");
+        out.extend_from_slice(num.format(now_ms).as_bytes());
+        out.extend_from_slice(b"}\n");
     }
 }
 

@@ -193,20 +193,33 @@ async fn table_added_to_the_config_is_snapshotted() {
     create_table(&client, "first", 1_000).await;
     create_table(&client, "second", 3_000).await;
     let dir = scratch("added");
-    let mut courier = CourierProc::start(&dir, &file_config(db, "added", &["public.first"], &dir, ""));
+    let mut courier =
+        CourierProc::start(&dir, &file_config(db, "added", &["public.first"], &dir, ""));
     wait_caught_up(&client, "added", CATCH_UP).await;
     assert!(courier.stop().success());
-    client.batch_execute("UPDATE second SET val = -1 WHERE id <= 10; DELETE FROM second WHERE id > 2990").await.unwrap();
+    client
+        .batch_execute(
+            "UPDATE second SET val = -1 WHERE id <= 10; DELETE FROM second WHERE id > 2990",
+        )
+        .await
+        .unwrap();
 
     let both = file_config(db, "added", &["public.first", "public.second"], &dir, "");
     std::fs::write(&courier.config, both).unwrap();
     courier.restart();
     wait_caught_up(&client, "added", CATCH_UP).await;
-    client.batch_execute("UPDATE second SET note = 'streamed' WHERE id = 5").await.unwrap();
+    client
+        .batch_execute("UPDATE second SET note = 'streamed' WHERE id = 5")
+        .await
+        .unwrap();
     wait_caught_up(&client, "added", CATCH_UP).await;
     assert!(courier.stop().success(), "{}", courier.log());
     let derived = fold_file(&dir.join("out.jsonl"));
     assert_eq!(derived["public.first"], pg_rows(&client, "first").await);
     assert_eq!(derived["public.second"], pg_rows(&client, "second").await);
-    assert!(courier.log().contains("table is new to this slot"), "{}", courier.log());
+    assert!(
+        courier.log().contains("table is new to this slot"),
+        "{}",
+        courier.log()
+    );
 }

@@ -93,6 +93,15 @@ impl ReplicationStream {
         }
     }
 
+    /// The next message if one is already buffered, without waiting for the
+    /// network: lets a caller drain a burst without re-entering its `select!`.
+    pub fn try_next(&mut self) -> Result<Option<ReplicationMessage>, PgError> {
+        if self.server_done {
+            return Ok(None);
+        }
+        self.decode_buffered()
+    }
+
     /// Decodes the next complete message from the read buffer, skipping
     /// notices; `None` when more bytes are needed or the stream ended.
     fn decode_buffered(&mut self) -> Result<Option<ReplicationMessage>, PgError> {

@@ -181,52 +181,11 @@ async fn stream_once(
                     backoff.reset();
                     reset_backoff = false;
                 }
-                match msg {
-                    ReplicationMessage::XLogData { data, .. } => {
-                        match decoder.decode(data).await.context("decode pgoutput message")? {
-                            Some(DecodedEvent::Begin { .. }) => b.in_transaction = true,
-                            Some(DecodedEvent::Change(c)) => {
-                                counter.count(&c);
-                                b.push(c);
-                                if b.is_full() {
-                                    ctx.fanout.send(b.take()).await?;
-                                }
-                            }
-                            Some(DecodedEvent::Truncate(cs)) => {
-                                for c in cs {
-                                    counter.count(&c);
-                                    b.push(c);
-                                }
-                            }
-                            Some(DecodedEvent::Commit { end_lsn, commit_lsn, commit_time_us }) => {
-                                b.in_transaction = false;
-                                b.last_commit_end = b.last_commit_end.max(end_lsn);
-                                ctx.status.note_commit_received(commit_lsn, commit_time_us);
-                                if b.is_full() || b.is_due() {
-                                    ctx.fanout.send(b.take()).await?;
-                                    counter.flush();
-                                }
-                            }
-                            Some(DecodedEvent::Relation(rel)) => {
-                                tracing::info!(table = %rel.id, columns = rel.columns.len(), "table shape received");
-                            }
-                            Some(DecodedEvent::Message { .. }) | None => {}
-                        }
-                    }
-                    ReplicationMessage::Keepalive { wal_end, reply_requested, .. } => {
-                        // Between transactions, everything up to wal_end has been
-                        // received: once sinks applied what is queued, the slot
-                        // may move there, so an idle source retains no WAL.
-                        if !b.in_transaction && wal_end > b.last_commit_end {
-                            b.last_commit_end = wal_end;
-                            if b.changes.is_empty() {
-                                ctx.fanout.send(b.take()).await?;
-                            }
-                        }
-                        if reply_requested {
-                            send_status(ctx, &mut stream, false).await?;
-                        }
-                    }
+                on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, msg).await?;
+                // Drain what is already buffered before going back to select!.
+                for _ in 0..4096 {
+                    let Some(msg) = stream.try_next().context("read replication stream")? else { break };
+                    on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, msg).await?;
                 }
             }
             _ = flush_tick.tick() => {
@@ -238,6 +197,77 @@ async fn stream_once(
             _ = status_tick.tick() => send_status(ctx, &mut stream, false).await?,
         }
     }
+}
+
+/// Handles one message from the replication stream.
+async fn on_message(
+    ctx: &StreamContext,
+    decoder: &mut Decoder,
+    b: &mut Batcher,
+    counter: &mut EventCounter,
+    stream: &mut ReplicationStream,
+    msg: ReplicationMessage,
+) -> anyhow::Result<()> {
+    match msg {
+        ReplicationMessage::XLogData { data, .. } => {
+            match decoder
+                .decode(data)
+                .await
+                .context("decode pgoutput message")?
+            {
+                Some(DecodedEvent::Begin { .. }) => b.in_transaction = true,
+                Some(DecodedEvent::Change(c)) => {
+                    counter.count(&c);
+                    b.push(c);
+                    if b.is_full() {
+                        ctx.fanout.send(b.take()).await?;
+                    }
+                }
+                Some(DecodedEvent::Truncate(cs)) => {
+                    for c in cs {
+                        counter.count(&c);
+                        b.push(c);
+                    }
+                }
+                Some(DecodedEvent::Commit {
+                    end_lsn,
+                    commit_lsn,
+                    commit_time_us,
+                }) => {
+                    b.in_transaction = false;
+                    b.last_commit_end = b.last_commit_end.max(end_lsn);
+                    ctx.status.note_commit_received(commit_lsn, commit_time_us);
+                    if b.is_full() || b.is_due() {
+                        ctx.fanout.send(b.take()).await?;
+                        counter.flush();
+                    }
+                }
+                Some(DecodedEvent::Relation(rel)) => {
+                    tracing::info!(table = %rel.id, columns = rel.columns.len(), "table shape received");
+                }
+                Some(DecodedEvent::Message { .. }) | None => {}
+            }
+        }
+        ReplicationMessage::Keepalive {
+            wal_end,
+            reply_requested,
+            ..
+        } => {
+            // Between transactions, everything up to wal_end has been
+            // received: once sinks applied what is queued, the slot
+            // may move there, so an idle source retains no WAL.
+            if !b.in_transaction && wal_end > b.last_commit_end {
+                b.last_commit_end = wal_end;
+                if b.changes.is_empty() {
+                    ctx.fanout.send(b.take()).await?;
+                }
+            }
+            if reply_requested {
+                send_status(ctx, stream, false).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn send_status(
