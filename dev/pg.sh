@@ -164,6 +164,9 @@ shared_buffers = 256MB
 wal_level = logical
 max_replication_slots = 20
 max_wal_senders = 20
+# A slot left behind by an interrupted test or benchmark must not fill the
+# disk: past this much retained WAL PostgreSQL invalidates it.
+max_slot_wal_keep_size = 8GB
 password_encryption = 'scram-sha-256'
 ssl = on
 ssl_cert_file = $(sql_quote "$PG_TLS/server.crt")

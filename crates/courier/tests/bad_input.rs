@@ -83,6 +83,7 @@ async fn table_without_key_says_how_to_add_one() {
         .await
         .unwrap();
     assert!(slots.is_empty());
+    drop_db(db).await;
 }
 
 #[tokio::test]
@@ -112,6 +113,7 @@ async fn role_without_replication_is_told_to_get_it() {
         stdout.contains("FAIL  role") && stdout.contains("ALTER ROLE courier_norepl REPLICATION"),
         "{stdout}"
     );
+    drop_db(db).await;
 }
 
 #[tokio::test]
@@ -139,6 +141,7 @@ async fn check_passes_on_a_good_setup() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
+    drop_db(db).await;
 }
 
 /// A throwaway cluster with `wal_level = replica`: both `run` and `check`

@@ -52,4 +52,5 @@ async fn million_row_transaction_with_bounded_memory() {
         peak < RSS_LIMIT_KIB,
         "peak RSS {peak} KiB is over {RSS_LIMIT_KIB} KiB"
     );
+    drop_db(db).await;
 }

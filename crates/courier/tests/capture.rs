@@ -51,6 +51,7 @@ async fn snapshot_then_stream_under_concurrent_writes() {
     );
     let log = courier.log();
     assert!(log.contains("snapshot complete"), "{log}");
+    drop_db(db).await;
 }
 
 /// kill -9 at random moments, several times, under load: after the last
@@ -96,6 +97,7 @@ async fn kill_9_and_restart_loses_nothing() {
         "rows missing / resurrected after kill -9"
     );
     assert_eq!(got, expected);
+    drop_db(db).await;
 }
 
 /// Columns added, dropped and retyped mid-stream show up in the events.
@@ -159,6 +161,7 @@ async fn schema_changes_mid_stream() {
         after(4, "c"),
         serde_json::json!({"id": 4, "a": 9007199254740993i64, "c": "4.125"})
     );
+    drop_db(db).await;
 }
 
 /// A TRUNCATE reaches the sink as an `op: t` event for the table.
@@ -182,6 +185,7 @@ async fn truncate_is_streamed() {
     let derived = fold_file(&dir.join("out.jsonl"));
     assert_eq!(derived["public.items"], pg_rows(&client, "items").await);
     assert_eq!(derived["public.items"].len(), 1);
+    drop_db(db).await;
 }
 
 /// A table added to the config later is snapshotted at the next start,
@@ -222,4 +226,5 @@ async fn table_added_to_the_config_is_snapshotted() {
         "{}",
         courier.log()
     );
+    drop_db(db).await;
 }

@@ -49,4 +49,5 @@ async fn postgres_restart_mid_stream_loses_nothing() {
     assert!(courier.log().contains("reconnecting"), "{}", courier.log());
     let derived = fold_file(&dir.join("out.jsonl"));
     assert_eq!(derived["public.items"], pg_rows(&client, "items").await);
+    drop_db(db).await;
 }

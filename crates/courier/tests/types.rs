@@ -142,4 +142,5 @@ async fn every_type_through_snapshot_and_stream() {
             "update of id {id} with an unchanged TOASTed column"
         );
     }
+    drop_db(db).await;
 }

@@ -78,6 +78,21 @@ pub async fn fresh_db(name: &str) -> Client {
     connect(name).await
 }
 
+/// Drops the test's database and its slots, so no slot retains WAL after
+/// the test (a failed test leaves them for the next run's `fresh_db`).
+pub async fn drop_db(name: &str) {
+    let admin = connect("postgres").await;
+    let _ = admin
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active",
+            &[&name],
+        )
+        .await;
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+}
+
 /// Polls `f` until it returns true, panicking with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
 where
