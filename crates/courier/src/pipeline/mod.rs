@@ -15,7 +15,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use courier_core::{LocalStateStore, Lsn, StateStore};
 use courier_postgres::catalog::Catalog;
-use courier_postgres::setup::{ensure_publication, preflight, resolve_tables, slot_info};
+use courier_postgres::setup::{
+    ensure_publication, preflight, resolve_tables, slot_info, SourceTable,
+};
 use courier_postgres::snapshot::SnapshotPlan;
 use courier_postgres::{PgConfig, ReplicationClient};
 use courier_sinks::envelope::SourceInfo;
@@ -91,10 +93,19 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     };
     let catalog = Catalog::new(Arc::new(client));
 
-    let prep = async {
+    // The first run creates the slot and copies every table under its
+    // exported snapshot before streaming: the export lives only while the
+    // connection that made it stays idle.
+    let first_run = async {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
-            match prepare_once(
+            if slot_info(catalog.client(), &config.source.slot)
+                .await?
+                .is_some()
+            {
+                return Ok::<(), anyhow::Error>(());
+            }
+            let result = create_slot_and_snapshot(
                 &config,
                 &pg,
                 &catalog,
@@ -103,9 +114,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 &status,
                 state.clone(),
             )
-            .await
-            {
-                Ok(()) => return Ok::<(), anyhow::Error>(()),
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                // The slot exists now; the remaining chunks are copied below.
                 Err(e) if snapshot_retriable(&e) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64,
@@ -116,15 +128,33 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             }
         }
     };
-    let mut prep_shutdown = shutdown.clone();
+    let mut first_run_shutdown = shutdown.clone();
     tokio::select! {
-        r = prep => r?,
-        _ = prep_shutdown.changed() => {
+        r = first_run => r?,
+        _ = first_run_shutdown.changed() => {
             tracing::info!("shutdown requested during the snapshot; progress is saved");
             return Ok(());
         }
         Some(exit) = sink_tasks.join_next() => return sink_failed(exit),
     }
+
+    // Chunks left by an interrupted snapshot, and tables new to the config,
+    // are copied under a temporary slot's snapshot while the stream runs:
+    // their rows carry that snapshot's consistent point as version, so they
+    // and the streamed changes meet in the sinks by version, in any order.
+    let mut catch_up = tokio::spawn(catch_up_until_done(CatchUp {
+        pg: pg.clone(),
+        catalog: catalog.clone(),
+        tables: tables.clone(),
+        fanout: fanout.clone(),
+        status: status.clone(),
+        state: state.clone(),
+        slot: config.source.slot.clone(),
+        chunk_rows: config.source.snapshot_chunk_rows,
+        parallelism: config.source.snapshot_parallelism,
+        warn_missing_plan: config.source.snapshot == SnapshotMode::Initial,
+    }));
+    let mut catch_up_running = true;
 
     let mut tasks = JoinSet::new();
     if let Some(every) = config.source.heartbeat {
@@ -147,10 +177,22 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         status: status.clone(),
     };
     let stream = stream::stream_until_shutdown(ctx, shutdown.clone());
-    let result = tokio::select! {
-        r = stream => r,
-        Some(exit) = sink_tasks.join_next() => sink_failed(exit),
+    tokio::pin!(stream);
+    let result = loop {
+        tokio::select! {
+            r = &mut stream => break r,
+            Some(exit) = sink_tasks.join_next() => break sink_failed(exit),
+            r = &mut catch_up, if catch_up_running => {
+                catch_up_running = false;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e),
+                    Err(e) => break Err(anyhow::anyhow!("snapshot task ended abnormally: {e}")),
+                }
+            }
+        }
     };
+    catch_up.abort();
     drop(fanout);
     while let Some(exit) = sink_tasks.join_next().await {
         if let Err(e) = sink_failed(exit) {
@@ -162,54 +204,61 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     result
 }
 
-/// Creates the slot and snapshots, or resumes an interrupted snapshot and
-/// snapshots tables new to the config, whichever this slot needs.
-async fn prepare_once(
-    config: &Config,
-    pg: &PgConfig,
-    catalog: &Catalog,
-    tables: &[courier_postgres::setup::SourceTable],
-    fanout: &Fanout,
-    status: &Status,
+/// What the background snapshot needs.
+struct CatchUp {
+    pg: PgConfig,
+    catalog: Catalog,
+    tables: Vec<SourceTable>,
+    fanout: Fanout,
+    status: Status,
     state: Arc<dyn StateStore>,
-) -> anyhow::Result<()> {
-    let existing = slot_info(catalog.client(), &config.source.slot).await?;
-    if existing.is_none() {
-        create_slot_and_snapshot(config, pg, catalog, tables, fanout, status, state.clone()).await
-    } else {
-        let plan = snapshot::load_plan(state.as_ref(), &config.source.slot)?;
-        match (plan, config.source.snapshot) {
-            (Some(plan), _) => {
-                snapshot::catch_up(
-                    pg,
-                    catalog,
-                    plan,
-                    tables,
-                    config.source.snapshot_chunk_rows,
-                    config.source.snapshot_parallelism,
-                    fanout.clone(),
-                    status.clone(),
-                    state.clone(),
-                    &config.source.slot,
-                )
-                .await
+    slot: String,
+    chunk_rows: u64,
+    parallelism: usize,
+    warn_missing_plan: bool,
+}
+
+/// Copies what the snapshot plan still lacks (see `snapshot::catch_up`),
+/// retrying after errors a new snapshot can get past.
+async fn catch_up_until_done(c: CatchUp) -> anyhow::Result<()> {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let Some(plan) = snapshot::load_plan(c.state.as_ref(), &c.slot)? else {
+            // A slot made outside Courier, or a lost state directory: the
+            // existing rows were never copied here, which only a rebuild fixes.
+            if c.warn_missing_plan {
+                tracing::warn!(slot = %c.slot,
+                    "the slot exists but no snapshot progress was found; streaming without a snapshot \
+                     (drop the slot to snapshot again)");
             }
-            (None, mode) => {
-                // A slot made outside Courier (or state lost): with
-                // snapshot = never, start streaming; otherwise the
-                // existing rows were never copied, which only a rebuild fixes.
-                if mode == SnapshotMode::Initial {
-                    tracing::warn!(
-                        slot = %config.source.slot,
-                        state_dir = %config.state_dir.display(),
-                        "the slot exists but no snapshot progress was found; streaming without a snapshot \
-                         (drop the slot to snapshot again)"
-                    );
-                }
-                let plan = SnapshotPlan::nothing_to_copy(tables);
-                state.put_json(&snapshot::plan_key(&config.source.slot), &plan)?;
-                Ok(())
+            let plan = SnapshotPlan::nothing_to_copy(&c.tables);
+            return c
+                .state
+                .put_json(&snapshot::plan_key(&c.slot), &plan)
+                .context("save snapshot progress");
+        };
+        let result = snapshot::catch_up(
+            &c.pg,
+            &c.catalog,
+            plan,
+            &c.tables,
+            c.chunk_rows,
+            c.parallelism,
+            c.fanout.clone(),
+            c.status.clone(),
+            c.state.clone(),
+            &c.slot,
+        )
+        .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if snapshot_retriable(&e) => {
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64,
+                    "snapshot interrupted; resuming the remaining chunks under a new snapshot");
+                tokio::time::sleep(wait).await;
             }
+            Err(e) => return Err(e),
         }
     }
 }
