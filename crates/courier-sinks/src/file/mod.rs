@@ -76,3 +76,6 @@ impl Sink for FileSink {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;
