@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Courier's whole test suite against real local services:
-# starts PostgreSQL, Redis (standalone and cluster) and ClickHouse with the dev/ scripts,
+# starts PostgreSQL, Redis (standalone and cluster), ClickHouse and OpenSearch with the dev/ scripts,
 # checks formatting and lints, then runs every unit and end-to-end test.
 #
 #   dev/test.sh            the whole suite (what CI runs)
@@ -15,6 +15,7 @@ bash dev/pg.sh start
 bash dev/redis.sh start
 bash dev/redis-cluster.sh start
 bash dev/clickhouse.sh start
+bash dev/opensearch.sh start
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
