@@ -154,7 +154,7 @@ def main():
             w = Oltp(args.quick)
             if "oltp" not in only:
                 w.prepare(ctx)
-            seconds = 5 if args.quick else 15
+            seconds = 5 if args.quick else 10
             rates = [2000, 10000]
             doc["workloads"]["latency"] = (
                 f"the OLTP transaction at a fixed rate (pgbench -R, 16 clients, synchronous_commit=on) for {seconds}s "
@@ -179,6 +179,7 @@ def main():
                         agg[k] = stats.summary([r[k] for r in runs])
                     doc["latency"].append(agg)
 
+        doc["machine"]["load_at_end"] = round(os.getloadavg()[0], 1)
         doc["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         report.write(doc, os.path.join(out_dir, "latest.md"), os.path.join(out_dir, "latest.json"))
         with open(os.path.join(out_dir, "latest.svg"), "w") as f:

@@ -63,6 +63,8 @@ def run_once(ctx, workload, sinks, repeat):
     pub = publication(workload)
     recv_slot = f"{pg.SLOT_PREFIX}{workload.name}_recv"
     slots = {s.name: f"{pg.SLOT_PREFIX}{workload.name}_{s.name}" for s in sinks}
+    for slot in [recv_slot, *slots.values()]:
+        pg.drop_slot(url, slot)  # left by an interrupted attempt
     workload.reset(ctx)
     for s in sinks:
         run_id = f"{workload.name}_{s.name}_{repeat}"

@@ -35,4 +35,5 @@ def describe(ctx):
         "kernel": platform.release(),
         "postgresql": pg.server_version(ctx.db_url),
         "courier_commit": commit + ("+local changes" if dirty else ""),
+        "load_at_start": round(os.getloadavg()[0], 1),
     }

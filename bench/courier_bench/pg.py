@@ -95,7 +95,12 @@ def drop_slot(url, slot):
     psql(url, f"""
         SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
          WHERE slot_name = '{slot}' AND active_pid IS NOT NULL;
-        SELECT pg_sleep(0.1) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active;
+        DO $$ BEGIN
+          FOR i IN 1..50 LOOP
+            EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_replication_slots
+                                   WHERE slot_name = '{slot}' AND active);
+            PERFORM pg_sleep(0.1);
+          END LOOP; END $$;
         SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
          WHERE slot_name = '{slot}' AND NOT active;""", check=False)
 

@@ -24,7 +24,9 @@ def markdown(doc):
     out = [
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB RAM, "
         f"PostgreSQL {m['postgresql']}, Linux {m['kernel']}; Courier {m['courier_commit']}; "
-        f"{doc['repeat']} run(s) per figure, median (min–max); {doc['started']}.",
+        f"{doc['repeat']} run(s) per figure, median (min–max); {doc['started']}; "
+        f"1-minute load average {m.get('load_at_start', '?')} at start, "
+        f"{m.get('load_at_end', '?')} at end (other work on the machine adds noise).",
         "",
         "| workload | sink | changes | reference | reference rate/s | Courier rate/s | ratio | Courier peak RSS MB | reference peak RSS MB |",
         "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
