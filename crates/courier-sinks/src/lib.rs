@@ -1,6 +1,8 @@
 //! Courier's sinks: one module per derived store, all built through
 //! [`build_sink`] from the `[sinks.NAME]` tables of the configuration.
 
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
 #[cfg(any(test, feature = "compliance"))]
 pub mod compliance;
 pub mod envelope;

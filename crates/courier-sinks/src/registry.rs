@@ -11,6 +11,8 @@ pub const SINK_TYPES: &[&str] = &[
     "file",
     #[cfg(feature = "redis")]
     "redis",
+    #[cfg(feature = "clickhouse")]
+    "clickhouse",
 ];
 
 /// Builds the sink `name` of type `kind` from its config table (without the
@@ -34,6 +36,10 @@ pub async fn build_sink(
         #[cfg(feature = "redis")]
         "redis" => Ok(Box::new(
             crate::redis::build(name, settings.try_into().map_err(parse_err)?).await?,
+        )),
+        #[cfg(feature = "clickhouse")]
+        "clickhouse" => Ok(Box::new(
+            crate::clickhouse::build(name, settings.try_into().map_err(parse_err)?).await?,
         )),
         "file" => Ok(Box::new(crate::file::FileSink::new(
             settings.try_into().map_err(parse_err)?,

@@ -1,0 +1,381 @@
+//! The `clickhouse` sink: analytics tables that track PostgreSQL exactly,
+//! written in large blocks.
+//!
+//! # Building it
+//!
+//! ```ignore
+//! let config: ClickHouseSinkConfig = toml::Value::Table(settings).try_into()?;
+//! let sink = courier_sinks::clickhouse::build("analytics", config).await?;
+//! ```
+//!
+//! ```toml
+//! [sinks.analytics]
+//! type = "clickhouse"
+//! url = "http://127.0.0.1:8123"     # the HTTP interface; https:// for TLS
+//! database = "shop"                  # created if missing
+//! # user = "default"; password = "${CLICKHOUSE_PASSWORD}"  (or in the URL)
+//! # tables = ["public.*"]; table = "{table}"  (also {schema})
+//! # max_rows = 1000000; max_bytes = 67108864; timeout = "60s"
+//! # tls_ca_file = "/etc/courier/clickhouse-ca.pem"
+//! ```
+//!
+//! # Tables
+//!
+//! One table per source table, created by Courier: the source's columns
+//! (types in [`types::ChType::of_column`], documented in the README) plus
+//! `_version UInt64` (the commit LSN of the row's change), `_deleted UInt8`
+//! and `_synced_at DateTime` (when ClickHouse received it). The engine is
+//! `ReplacingMergeTree(_version, _deleted)` on servers that have it (23.2),
+//! else `ReplacingMergeTree(_version)`, ordered by the key columns: of all
+//! rows with one key, the one with the greatest `_version` (the last
+//! inserted among equals) is the row. The view `<table>_current` shows that
+//! row when it is not deleted (`FINAL`, `_deleted = 0`).
+//!
+//! # Writes
+//!
+//! Each batch becomes one INSERT per table (more when it exceeds `max_rows`
+//! or `max_bytes`), holding per key only the change that wins the version
+//! rule, so ClickHouse never has to choose within a block. A delete inserts
+//! the key with `_deleted = 1`. A TRUNCATE inserts a tombstone, at its
+//! version, for every current row that is not newer, in order with the
+//! stream; the tombstones keep older replayed writes out as deletes do. A
+//! batch is applied once ClickHouse answered 200 for each INSERT; on servers
+//! with `insert_deduplication_token` (22.2) a retried INSERT carries the same
+//! token, so it is not stored twice.
+//!
+//! # Why TabSeparated over plain HTTP
+//!
+//! The oldest server Courier supports, 18.16, has no
+//! `RowBinaryWithNamesAndTypes`, `DateTime64` or query parameters, and the
+//! `clickhouse` crate only talks to it with validation turned off. HTTP with
+//! `FORMAT TabSeparated` works the same on every version; ClickHouse parses
+//! it at hundreds of MB/s, and writing it is cheaper for Courier than
+//! converting values to RowBinary's fixed-width forms. Values are checked
+//! against their column type first, so ClickHouse never guesses.
+//!
+//! # Schema changes
+//!
+//! Each change carries its relation; when it differs from the one a table
+//! was last aligned with, the table follows: a new column is added
+//! (Nullable: rows written before hold NULL), a dropped column is kept and
+//! made Nullable (NULL from then on), a widened type (int4 → int8, numeric
+//! precision, a nullable column) is modified, and the view is recreated. A
+//! change ClickHouse cannot follow without losing data is a fatal error
+//! naming table, column, both types and the fix (rebuild the table).
+//!
+//! # Errors
+//!
+//! No answer, a 5xx without a ClickHouse exception, and exceptions such as
+//! `TOO_MANY_PARTS`, `MEMORY_LIMIT_EXCEEDED` or `TIMEOUT_EXCEEDED` are
+//! retriable. Any other exception, and a value the column's type cannot hold
+//! (checked before sending), is fatal and names the table, the column where
+//! known, and the LSN — never the value.
+
+mod client;
+mod config;
+mod encode;
+#[cfg(any(test, feature = "compliance"))]
+pub mod readback;
+mod schema;
+#[cfg(test)]
+mod tests;
+pub mod types;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use courier_core::{Batch, Change, Op, Relation, Sink, SinkError, TableId, Value};
+
+pub use config::ClickHouseSinkConfig;
+pub use schema::{DELETED_COLUMN, SYNCED_AT_COLUMN, VERSION_COLUMN, VIEW_SUFFIX};
+
+use client::{ChError, Client};
+use config::{redact, Settings};
+use encode::write_field;
+use schema::{quote, sync_table, TableState};
+use types::Features;
+
+use crate::BuildError;
+
+/// Checks the configuration, asks the server its version and creates the
+/// database.
+///
+/// Errors name the setting to fix, or the server (password hidden) that
+/// could not be reached.
+pub async fn build(name: &str, config: ClickHouseSinkConfig) -> Result<ClickHouseSink, BuildError> {
+    let shown_url = redact(&config.url);
+    let settings = config.validate().map_err(|message| BuildError::Config {
+        sink: name.to_string(),
+        message,
+    })?;
+    let client = Client::new(&settings).map_err(|message| BuildError::Config {
+        sink: name.to_string(),
+        message,
+    })?;
+    let connect_err = |what: &str, e: ChError| BuildError::Connect {
+        sink: name.to_string(),
+        message: format!("{what} clickhouse at {shown_url}: {e}"),
+        source: None,
+    };
+    let version = client
+        .query("SELECT version()")
+        .await
+        .map_err(|e| connect_err("connect to", e))?;
+    let features = Features::of_version(&version);
+    client
+        .query(&format!(
+            "CREATE DATABASE IF NOT EXISTS {}",
+            quote(&settings.database)
+        ))
+        .await
+        .map_err(|e| connect_err(&format!("create database {} in", settings.database), e))?;
+    tracing::info!(
+        sink = name,
+        version = version.trim(),
+        "clickhouse server version"
+    );
+    Ok(ClickHouseSink {
+        settings,
+        client,
+        features,
+        tables: HashMap::new(),
+        names: HashMap::new(),
+    })
+}
+
+/// Keeps one ClickHouse table per selected source table; see the module
+/// documentation.
+pub struct ClickHouseSink {
+    settings: Settings,
+    client: Client,
+    features: Features,
+    tables: HashMap<TableId, TableState>,
+    /// ClickHouse table name → the source table it belongs to.
+    names: HashMap<String, TableId>,
+}
+
+impl ClickHouseSink {
+    /// The server features this sink detected.
+    pub fn features(&self) -> Features {
+        self.features
+    }
+}
+
+#[async_trait]
+impl Sink for ClickHouseSink {
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        // Tables are independent; within a table, stream order is kept.
+        let mut order: Vec<&TableId> = Vec::new();
+        let mut per_table: HashMap<&TableId, Vec<&Change>> = HashMap::new();
+        for c in &batch.changes {
+            if !self.settings.selection.includes(&c.relation.id) {
+                continue;
+            }
+            per_table
+                .entry(&c.relation.id)
+                .or_insert_with(|| {
+                    order.push(&c.relation.id);
+                    Vec::new()
+                })
+                .push(c);
+        }
+        for t in order {
+            self.apply_table(&per_table[t]).await?;
+        }
+        Ok(())
+    }
+}
+
+impl ClickHouseSink {
+    async fn apply_table(&mut self, changes: &[&Change]) -> Result<(), SinkError> {
+        let mut run: Vec<&Change> = Vec::new();
+        for &c in changes {
+            let aligned = self
+                .tables
+                .get(&c.relation.id)
+                .is_some_and(|s| Arc::ptr_eq(&s.relation, &c.relation) || s.relation == c.relation);
+            if !aligned {
+                self.write_rows(&run).await?;
+                run.clear();
+                self.align(&c.relation).await?;
+            }
+            if c.op == Op::Truncate {
+                self.write_rows(&run).await?;
+                run.clear();
+                self.truncate(c).await?;
+            } else {
+                run.push(c);
+            }
+        }
+        self.write_rows(&run).await
+    }
+
+    /// Creates or evolves the table for `rel`.
+    async fn align(&mut self, rel: &Arc<Relation>) -> Result<(), SinkError> {
+        let name = self.settings.table_name(&rel.id);
+        if let Some(other) = self.names.get(&name).filter(|t| **t != rel.id) {
+            return Err(SinkError::fatal(format!(
+                "clickhouse: {} and {other} would both be written to table {name}; set the sink's table template to tell them apart, e.g. table = \"{{schema}}_{{table}}\"",
+                rel.id
+            ))
+            .with_table(&rel.id));
+        }
+        let state = sync_table(
+            &self.client,
+            &self.features,
+            &self.settings.database,
+            &name,
+            rel,
+        )
+        .await?;
+        self.names.insert(name, rel.id.clone());
+        self.tables.insert(rel.id.clone(), state);
+        Ok(())
+    }
+
+    /// Inserts the winning change of each key among `run` (one relation).
+    async fn write_rows(&self, run: &[&Change]) -> Result<(), SinkError> {
+        let Some(first) = run.first() else {
+            return Ok(());
+        };
+        let Some(state) = self.tables.get(&first.relation.id) else {
+            return Ok(());
+        };
+        let rel = &state.relation;
+        let keys: Vec<usize> = rel.key_indexes().collect();
+        let fatal_at = |c: &Change, column: &str, reason: &str| {
+            SinkError::fatal(format!(
+                "clickhouse: column {column} of {} ({}): {reason}",
+                rel.id, state.qualified
+            ))
+            .with_table(&rel.id)
+            .with_lsn(c.version)
+        };
+
+        // Per key, the change that wins: the greatest version, later in
+        // stream order among equals.
+        let mut winners: Vec<&Change> = Vec::with_capacity(run.len());
+        let mut slot: HashMap<Vec<u8>, usize> = HashMap::with_capacity(run.len());
+        let mut key_buf = Vec::new();
+        for &c in run {
+            let Some(row) = c.key_row() else { continue };
+            key_buf.clear();
+            for &k in &keys {
+                write_field(&mut key_buf, &state.types[k], &row[k], &rel.columns[k].name)
+                    .map_err(|e| fatal_at(c, &e.column, &e.reason))?;
+                key_buf.push(b'\t');
+            }
+            match slot.get(&key_buf) {
+                Some(&i) if winners[i].version <= c.version => winners[i] = c,
+                Some(_) => {}
+                None => {
+                    slot.insert(key_buf.clone(), winners.len());
+                    winners.push(c);
+                }
+            }
+        }
+
+        let mut body = Vec::with_capacity(winners.len() * 128);
+        let mut rows = 0;
+        for c in winners {
+            let (row, deleted) = match (&c.after, c.op) {
+                (Some(r), Op::Insert | Op::Update | Op::Read) => (r, b'0'),
+                _ => match &c.before {
+                    Some(r) => (r, b'1'),
+                    None => continue,
+                },
+            };
+            for (i, (col, t)) in rel.columns.iter().zip(&state.types).enumerate() {
+                let v = if deleted == b'1' && !col.is_key {
+                    &Value::Null
+                } else {
+                    row.get(i).unwrap_or(&Value::Null)
+                };
+                write_field(&mut body, t, v, &col.name)
+                    .map_err(|e| fatal_at(c, &e.column, &e.reason))?;
+                body.push(b'\t');
+            }
+            body.extend_from_slice(itoa::Buffer::new().format(c.version.as_u64()).as_bytes());
+            body.push(b'\t');
+            body.push(deleted);
+            body.push(b'\n');
+            rows += 1;
+            if rows >= self.settings.max_rows || body.len() >= self.settings.max_bytes {
+                self.send(&first.relation.id, c, std::mem::take(&mut body))
+                    .await?;
+                rows = 0;
+            }
+        }
+        if !body.is_empty() {
+            self.send(&first.relation.id, first, body).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, table: &TableId, at: &Change, body: Vec<u8>) -> Result<(), SinkError> {
+        let Some(state) = self.tables.get(table) else {
+            return Ok(());
+        };
+        let mut settings = Vec::new();
+        if self.features.dedup_token {
+            settings.push((
+                "insert_deduplication_token",
+                format!("courier-{:016x}-{}", fnv1a(&body), body.len()),
+            ));
+        }
+        self.client
+            .insert(&state.insert, body, &settings)
+            .await
+            .map_err(|e| insert_error(e, "insert into", &state.qualified, table, at))
+    }
+
+    /// Turns every current row at or below the truncate's version into a
+    /// tombstone at that version.
+    async fn truncate(&self, c: &Change) -> Result<(), SinkError> {
+        let Some(state) = self.tables.get(&c.relation.id) else {
+            return Ok(());
+        };
+        let keys: Vec<String> = state
+            .relation
+            .key_indexes()
+            .map(|k| quote(&state.relation.columns[k].name))
+            .collect();
+        let v = c.version.as_u64();
+        let sql = format!(
+            "INSERT INTO {t} ({k}, {ver}, {del}) SELECT {k}, {v}, 1 FROM {t} FINAL WHERE {ver} <= {v} AND {del} = 0",
+            t = state.qualified,
+            k = keys.join(", "),
+            ver = quote(VERSION_COLUMN),
+            del = quote(DELETED_COLUMN),
+        );
+        self.client
+            .query(&sql)
+            .await
+            .map(|_| ())
+            .map_err(|e| insert_error(e, "truncate", &state.qualified, &c.relation.id, c))
+    }
+}
+
+fn insert_error(
+    e: ChError,
+    what: &str,
+    qualified: &str,
+    table: &TableId,
+    at: &Change,
+) -> SinkError {
+    let message = format!("clickhouse: {what} {qualified}: {e}");
+    let err = if e.is_retriable() {
+        SinkError::retriable(message)
+    } else {
+        SinkError::fatal(message)
+    };
+    err.with_table(table).with_lsn(at.version).with_source(e)
+}
+
+/// FNV-1a: a stable digest of an INSERT's rows, for its deduplication token.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
