@@ -3,6 +3,7 @@
 //! applied (DESIGN §1.1, §2).
 
 mod fanout;
+mod housekeeping;
 mod metrics;
 mod sink_task;
 mod snapshot;
@@ -158,9 +159,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 
     let mut tasks = JoinSet::new();
     if let Some(every) = config.source.heartbeat {
-        tasks.spawn(heartbeat(pg.clone(), every, shutdown.clone()));
+        tasks.spawn(housekeeping::heartbeat(pg.clone(), every, shutdown.clone()));
     }
-    tasks.spawn(poll_positions(
+    tasks.spawn(housekeeping::poll_positions(
         pg.clone(),
         config.source.slot.clone(),
         status.clone(),
@@ -362,68 +363,4 @@ async fn create_slot_and_snapshot(
     .await;
     drop(repl);
     result
-}
-
-/// Emits a small WAL message now and then, so a slot whose tables are quiet
-/// still sees traffic and its position keeps moving.
-async fn heartbeat(pg: PgConfig, every: Duration, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(every);
-    let mut client = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if client.is_none() {
-            client = pg.connect().await.ok();
-        }
-        if let Some(c) = &client {
-            if let Err(e) = c
-                .execute(
-                    "SELECT pg_logical_emit_message(false, 'courier.heartbeat', '')",
-                    &[],
-                )
-                .await
-            {
-                tracing::debug!(error = %e, "heartbeat");
-                client = None;
-            }
-        }
-    }
-}
-
-/// Keeps the source's positions in the status fresh (for the API and metrics).
-async fn poll_positions(
-    pg: PgConfig,
-    slot: String,
-    status: Status,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    let mut client = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if client.is_none() {
-            client = pg.connect().await.ok();
-        }
-        let Some(c) = &client else { continue };
-        let row = c
-            .query_opt(
-                "SELECT (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1), \
-                        pg_current_wal_lsn()::text",
-                &[&slot],
-            )
-            .await;
-        match row {
-            Ok(Some(r)) => {
-                let parse = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
-                status.set_source_positions(parse(r.get(0)), parse(r.get(1)));
-            }
-            Ok(None) => {}
-            Err(_) => client = None,
-        }
-    }
 }
