@@ -10,8 +10,14 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, RedisError, TlsCertificates, Value};
 
 use super::config::Settings;
-use super::encode::{Action, KeyCommand};
-use super::script::APPLY;
+use super::encode::{Action, Fields, KeyCommand};
+use super::script::{APPLY, OP_DELETE, OP_SET, OP_TRUNCATE, ROW_FIELD};
+use super::slot::slot;
+
+/// Rows per script call (or `UNLINK`): enough that the call's own cost in
+/// the server is shared, few enough that one call holds the single-threaded
+/// server only briefly (well under a millisecond).
+pub(crate) const ROWS_PER_CALL: usize = 64;
 
 /// How a failed command should be handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,43 +146,57 @@ impl Client {
         Ok(())
     }
 
-    /// The Redis command for a key command.
-    pub fn command(&self, kc: &KeyCommand) -> Cmd {
-        let mut cmd = match &kc.action {
-            Action::Unlink => {
-                let mut c = redis::cmd("UNLINK");
-                c.arg(&kc.key);
-                return c;
+    /// One command applying `rows` (all `Unlink`, or none; on a cluster all
+    /// in one hash slot): an `UNLINK` of their keys, or one call of the script.
+    pub fn call(&self, rows: &[&KeyCommand]) -> Cmd {
+        if rows.first().is_some_and(|kc| kc.action == Action::Unlink) {
+            let mut cmd = redis::cmd("UNLINK");
+            for kc in rows {
+                cmd.arg(&kc.key);
             }
-            _ => redis::cmd("EVALSHA"),
-        };
-        cmd.arg(&self.sha).arg(1).arg(&kc.key);
-        let version = kc.version.as_u64().to_string();
-        match &kc.action {
-            Action::Upsert(fields) => {
-                cmd.arg("set").arg(version).arg(self.ttl_ms);
-                for (f, v) in fields {
-                    cmd.arg(f).arg(v);
+            return cmd;
+        }
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(rows.len());
+        for kc in rows {
+            cmd.arg(&kc.key);
+        }
+        cmd.arg(self.ttl_ms).arg(self.tombstone_ttl_ms);
+        let mut version = itoa::Buffer::new();
+        for kc in rows {
+            let (op, fields) = match &kc.action {
+                Action::Upsert(fields) => (OP_SET, Some(fields)),
+                Action::Delete | Action::Unlink => (OP_DELETE, None),
+                Action::Truncate => (OP_TRUNCATE, None),
+            };
+            cmd.arg(op)
+                .arg(version.format(kc.version.as_u64()))
+                .arg(fields.map_or(0, Fields::len));
+            match fields {
+                Some(Fields::Json(row)) => {
+                    cmd.arg(ROW_FIELD).arg(row.as_slice());
                 }
+                Some(Fields::Hash(columns)) => {
+                    for (i, value) in columns {
+                        cmd.arg(kc.relation.columns[*i].name.as_str())
+                            .arg(value.as_slice());
+                    }
+                }
+                None => {}
             }
-            Action::Delete => {
-                cmd.arg("del").arg(version).arg(self.tombstone_ttl_ms);
-            }
-            Action::Truncate => {
-                cmd.arg("trunc").arg(version).arg(self.tombstone_ttl_ms);
-            }
-            Action::Unlink => {}
         }
         cmd
     }
 
-    /// Runs the commands, at most `batch_size` per pipeline and
-    /// `max_in_flight` pipelines at once; one result per command, in order.
+    /// Runs the commands, one result per command, in order.
     ///
-    /// The commands must touch distinct keys: they may complete in any order.
-    /// Each pipeline is built just before it is sent, so building the next
-    /// overlaps with the server working on the previous ones.
-    pub async fn run(&self, cmds: &[KeyCommand]) -> Vec<Result<Value, Failure>> {
+    /// Rows are grouped into calls of up to [`ROWS_PER_CALL`] (on a cluster,
+    /// rows of one hash slot), sent in pipelines of about `batch_size` rows,
+    /// `max_in_flight` pipelines at once. The commands must touch distinct
+    /// keys: they may complete in any order. Each pipeline is built just
+    /// before it is sent, so building the next overlaps with the server
+    /// working on the previous ones.
+    pub async fn run(&self, cmds: &[KeyCommand]) -> Vec<Result<(), Failure>> {
         match &self.conn {
             Conn::Single(conn) => {
                 // Futures do nothing until polled: at most `max_in_flight` run.
@@ -190,17 +210,29 @@ impl Client {
                     .collect()
                     .await
             }
-            // A cluster pipeline must stay within one slot, so commands go
-            // one by one; the client still pipelines them per node.
+            // A cluster pipeline must stay within one slot, so calls go one
+            // by one, each with rows of one slot; the client still
+            // pipelines them per node.
             Conn::Cluster(conn) => {
-                let sends: Vec<_> = cmds
+                let groups = slot_groups(cmds);
+                let sends: Vec<_> = groups
                     .iter()
-                    .map(|kc| self.send_one(conn.clone(), kc))
+                    .map(|g| {
+                        let rows: Vec<&KeyCommand> = g.iter().map(|&i| &cmds[i]).collect();
+                        self.send_call(conn.clone(), rows)
+                    })
                     .collect();
-                stream::iter(sends)
+                let results: Vec<Vec<Result<(), Failure>>> = stream::iter(sends)
                     .buffered(self.batch_size.saturating_mul(self.max_in_flight))
                     .collect()
-                    .await
+                    .await;
+                let mut out = vec![Ok(()); cmds.len()];
+                for (g, rs) in groups.iter().zip(results) {
+                    for (&i, r) in g.iter().zip(rs) {
+                        out[i] = r;
+                    }
+                }
+                out
             }
         }
     }
@@ -209,14 +241,15 @@ impl Client {
         &self,
         mut conn: ConnectionManager,
         chunk: &[KeyCommand],
-    ) -> Vec<Result<Value, Failure>> {
-        let n = chunk.len();
+    ) -> Vec<Result<(), Failure>> {
+        let calls: Vec<Vec<&KeyCommand>> = calls(chunk.iter());
         let mut pipe = redis::pipe();
-        for kc in chunk {
-            pipe.add_command(self.command(kc));
+        for rows in &calls {
+            pipe.add_command(self.call(rows));
         }
-        match conn.req_packed_commands(&pipe, 0, n).await {
-            Ok(values) if values.len() == n => values.into_iter().map(value_result).collect(),
+        let n = calls.len();
+        let replies = match conn.req_packed_commands(&pipe, 0, n).await {
+            Ok(values) if values.len() == n => values,
             Ok(values) => {
                 let f = Failure {
                     class: Class::Retriable,
@@ -225,21 +258,55 @@ impl Client {
                         values.len()
                     ),
                 };
-                vec![Err(f); n]
+                return vec![Err(f); chunk.len()];
             }
-            Err(e) => vec![Err(Failure::from(&e)); n],
+            Err(e) => return vec![Err(Failure::from(&e)); chunk.len()],
+        };
+        let mut out = Vec::with_capacity(chunk.len());
+        for (rows, reply) in calls.iter().zip(replies) {
+            match value_result(reply) {
+                Err(f) if f.class == Class::Fatal && rows.len() > 1 => {
+                    out.extend(self.one_by_one(&mut conn, rows).await)
+                }
+                r => out.extend(std::iter::repeat_n(r, rows.len())),
+            }
+        }
+        out
+    }
+
+    async fn send_call(
+        &self,
+        mut conn: ClusterConnection,
+        rows: Vec<&KeyCommand>,
+    ) -> Vec<Result<(), Failure>> {
+        match self.call(&rows).query_async::<Value>(&mut conn).await {
+            Ok(_) => vec![Ok(()); rows.len()],
+            Err(e) => match Failure::from(&e) {
+                f if f.class == Class::Fatal && rows.len() > 1 => {
+                    self.one_by_one(&mut conn, &rows).await
+                }
+                f => vec![Err(f); rows.len()],
+            },
         }
     }
 
-    async fn send_one(
+    /// Runs each row as a call of its own, to tell which row a failed call
+    /// of several failed on (rows it applied before failing are applied
+    /// again, which their versions make harmless).
+    async fn one_by_one<C: ConnectionLike>(
         &self,
-        mut conn: ClusterConnection,
-        kc: &KeyCommand,
-    ) -> Result<Value, Failure> {
-        self.command(kc)
-            .query_async::<Value>(&mut conn)
-            .await
-            .map_err(|e| Failure::from(&e))
+        conn: &mut C,
+        rows: &[&KeyCommand],
+    ) -> Vec<Result<(), Failure>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for kc in rows {
+            let r = match conn.req_packed_command(&self.call(&[kc])).await {
+                Ok(v) => value_result(v),
+                Err(e) => Err(Failure::from(&e)),
+            };
+            out.push(r);
+        }
+        out
     }
 
     /// The nodes whose keys together are all keys: the server, or every master.
@@ -296,11 +363,56 @@ impl Client {
     }
 }
 
-fn value_result(v: Value) -> Result<Value, Failure> {
+fn value_result(v: Value) -> Result<(), Failure> {
     match v {
         Value::ServerError(e) => Err(Failure::from(&RedisError::from(e))),
-        other => Ok(other),
+        _ => Ok(()),
     }
+}
+
+/// Splits rows into calls: runs of up to [`ROWS_PER_CALL`] rows, an
+/// `UNLINK` never sharing a call with a script row.
+fn calls<'a>(rows: impl Iterator<Item = &'a KeyCommand>) -> Vec<Vec<&'a KeyCommand>> {
+    let mut out: Vec<Vec<&KeyCommand>> = Vec::new();
+    for kc in rows {
+        let unlink = kc.action == Action::Unlink;
+        match out.last_mut() {
+            Some(call)
+                if call.len() < ROWS_PER_CALL && (call[0].action == Action::Unlink) == unlink =>
+            {
+                call.push(kc)
+            }
+            _ => out.push(vec![kc]),
+        }
+    }
+    out
+}
+
+/// The commands' indexes grouped into calls whose keys share a hash slot.
+fn slot_groups(cmds: &[KeyCommand]) -> Vec<Vec<usize>> {
+    let mut by_slot: Vec<(u16, usize)> = cmds
+        .iter()
+        .enumerate()
+        .map(|(i, kc)| (slot(&kc.key), i))
+        .collect();
+    by_slot.sort_unstable();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut last_slot = None;
+    for (s, i) in by_slot {
+        let unlink = cmds[i].action == Action::Unlink;
+        match out.last_mut() {
+            Some(call)
+                if last_slot == Some(s)
+                    && call.len() < ROWS_PER_CALL
+                    && (cmds[call[0]].action == Action::Unlink) == unlink =>
+            {
+                call.push(i)
+            }
+            _ => out.push(vec![i]),
+        }
+        last_slot = Some(s);
+    }
+    out
 }
 
 /// The healthy masters listed by `CLUSTER NODES`.

@@ -7,10 +7,27 @@ use courier_core::{Change, Lsn, Op, Relation, SinkError, Value};
 
 use super::config::{Format, Mode};
 use super::key::KeyTemplate;
-use super::script::{DELETED_FIELD, ROW_FIELD, VERSION_FIELD};
+use super::script::{DELETED_FIELD, VERSION_FIELD};
 
-/// A hash's field/value pairs, in order.
-pub(crate) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+/// The row an upsert stores, per the configured format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Fields {
+    /// `format = "json"`: the row as one JSON object (the field `row`).
+    Json(Vec<u8>),
+    /// `format = "hash"`: each non-NULL column's index in the relation and
+    /// its value (the column's name is the field).
+    Hash(Vec<(usize, Vec<u8>)>),
+}
+
+impl Fields {
+    /// How many field/value pairs the row has in the hash.
+    pub fn len(&self) -> usize {
+        match self {
+            Fields::Json(_) => 1,
+            Fields::Hash(f) => f.len(),
+        }
+    }
+}
 
 /// What to do to one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,28 +67,39 @@ pub(crate) struct Encoder<'a> {
 impl Encoder<'_> {
     /// Appends the commands of `changes` (none of which is a truncate).
     pub fn encode(&self, changes: &[&Change]) -> Result<Vec<KeyCommand>, SinkError> {
-        let mut out: Vec<KeyCommand> = Vec::with_capacity(changes.len());
-        let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(changes.len());
-        let mut push = |cmd: KeyCommand| match index.get(&cmd.key) {
-            Some(&i) => {
-                if cmd.version >= out[i].version {
-                    out[i] = cmd;
+        let mut all: Vec<KeyCommand> = Vec::with_capacity(changes.len());
+        for c in changes {
+            self.commands(c, &mut all)?;
+        }
+        // The winner per key, found without copying keys: the map borrows them.
+        let mut keep = vec![false; all.len()];
+        {
+            let mut winner: HashMap<&[u8], usize> = HashMap::with_capacity(all.len());
+            for (i, cmd) in all.iter().enumerate() {
+                match winner.get_mut(cmd.key.as_slice()) {
+                    Some(w) => {
+                        if cmd.version >= all[*w].version {
+                            keep[*w] = false;
+                            keep[i] = true;
+                            *w = i;
+                        }
+                    }
+                    None => {
+                        keep[i] = true;
+                        winner.insert(&cmd.key, i);
+                    }
                 }
             }
-            None => {
-                index.insert(cmd.key.clone(), out.len());
-                out.push(cmd);
-            }
-        };
-        for c in changes {
-            for cmd in self.commands(c)? {
-                push(cmd);
-            }
         }
-        Ok(out)
+        if keep.iter().all(|&k| k) {
+            return Ok(all);
+        }
+        let mut keep = keep.into_iter();
+        all.retain(|_| keep.next().unwrap_or(false));
+        Ok(all)
     }
 
-    fn commands(&self, c: &Change) -> Result<Vec<KeyCommand>, SinkError> {
+    fn commands(&self, c: &Change, out: &mut Vec<KeyCommand>) -> Result<(), SinkError> {
         let rel = &c.relation;
         let cmd = |key: Vec<u8>, action: Action| KeyCommand {
             key,
@@ -96,30 +124,29 @@ impl Encoder<'_> {
             .with_lsn(c.version));
         }
         match c.op {
-            Op::Truncate => Ok(Vec::new()),
+            Op::Truncate => {}
             Op::Delete => {
                 let before = c.before.as_ref().ok_or_else(missing)?;
-                Ok(vec![cmd(self.key_of(rel, before), self.removal())])
+                out.push(cmd(self.key_of(rel, before), self.removal()));
             }
             Op::Insert | Op::Update | Op::Read => {
                 let after = c.after.as_ref().ok_or_else(missing)?;
                 let key = self.key_of(rel, after);
-                let mut cmds = Vec::with_capacity(2);
                 // An update that changed the key moves the row: the old key goes.
                 if let Some(before) = &c.before {
                     let old = self.key_of(rel, before);
                     if old != key && rel.key_indexes().any(|i| !before[i].is_null()) {
-                        cmds.push(cmd(old, self.removal()));
+                        out.push(cmd(old, self.removal()));
                     }
                 }
                 let action = match self.mode {
                     Mode::Invalidate => Action::Unlink,
                     Mode::Upsert => Action::Upsert(self.fields(c, after)?),
                 };
-                cmds.push(cmd(key, action));
-                Ok(cmds)
+                out.push(cmd(key, action));
             }
         }
+        Ok(())
     }
 
     fn removal(&self) -> Action {
@@ -137,10 +164,10 @@ impl Encoder<'_> {
     fn fields(&self, c: &Change, row: &[Value]) -> Result<Fields, SinkError> {
         let rel = &c.relation;
         match self.format {
-            Format::Json => Ok(vec![(ROW_FIELD.as_bytes().to_vec(), row_json(rel, row))]),
+            Format::Json => Ok(Fields::Json(row_json(rel, row))),
             Format::Hash => {
                 let mut fields = Vec::with_capacity(row.len());
-                for (col, v) in rel.columns.iter().zip(row) {
+                for (i, (col, v)) in rel.columns.iter().zip(row).enumerate() {
                     if col.name == VERSION_FIELD || col.name == DELETED_FIELD {
                         return Err(SinkError::fatal(format!(
                             "column {:?} has a name the hash format reserves; use format = \"json\"",
@@ -150,10 +177,10 @@ impl Encoder<'_> {
                         .with_lsn(c.version));
                     }
                     if !v.is_null() {
-                        fields.push((col.name.as_bytes().to_vec(), hash_field(v)));
+                        fields.push((i, hash_field(v)));
                     }
                 }
-                Ok(fields)
+                Ok(Fields::Hash(fields))
             }
         }
     }
@@ -222,10 +249,10 @@ mod tests {
         let cmds = enc.encode(&[&a, &b, &old, &other]).unwrap();
         assert_eq!(cmds.len(), 2);
         assert_eq!(cmds[0].key, b"t:1");
-        let Action::Upsert(fields) = &cmds[0].action else {
-            panic!("expected an upsert")
+        let Action::Upsert(Fields::Json(json)) = &cmds[0].action else {
+            panic!("expected an upsert of a JSON row")
         };
-        let row: serde_json::Value = serde_json::from_slice(&fields[0].1).unwrap();
+        let row: serde_json::Value = serde_json::from_slice(json).unwrap();
         assert_eq!(row["name"], "second");
     }
 

@@ -112,6 +112,7 @@ mod key;
 #[cfg(any(test, feature = "compliance"))]
 pub mod readback;
 mod script;
+mod slot;
 #[cfg(test)]
 mod tests;
 

@@ -7,29 +7,60 @@ pub const DELETED_FIELD: &str = "_courier_deleted";
 /// The hash field holding the row's JSON object (`format = "json"`).
 pub const ROW_FIELD: &str = "row";
 
-/// `KEYS[1]` the row's key. `ARGV`: op (`set`, `del` or `trunc`), version
-/// (decimal), expiry in milliseconds (0: none), then field/value pairs (`set`).
+/// Op of a row written whole (`ARGV` group: op, version, n, n field/value pairs).
+pub(crate) const OP_SET: &str = "s";
+/// Op of a delete: leave a tombstone (`ARGV` group: op, version, 0).
+pub(crate) const OP_DELETE: &str = "d";
+/// Op of a truncated row: a tombstone, but only over one of Courier's rows.
+pub(crate) const OP_TRUNCATE: &str = "t";
+
+/// Applies one or more rows' changes, each to its own key.
 ///
-/// Returns 1 when applied, 0 when the stored version is newer (or, for
-/// `trunc`, when the key is not one of Courier's rows).
+/// `KEYS` the rows' keys. `ARGV[1]` the rows' expiry in milliseconds (0:
+/// none), `ARGV[2]` the tombstones' expiry in milliseconds, then one group
+/// per key, in the order of `KEYS`: op ([`OP_SET`], [`OP_DELETE`] or
+/// [`OP_TRUNCATE`]), version (decimal), the number n of field/value pairs
+/// that follow, and those pairs (a set's row).
+///
+/// Each key is applied only if its version is greater than or equal to the
+/// stored one (a truncate: and only if the key holds one of Courier's rows).
+/// Returns how many keys were applied.
 ///
 /// Versions are compared as decimal strings (by length, then bytes), exact
-/// for the whole u64 range where Lua numbers would round.
+/// for the whole u64 range where Lua numbers would round. One call carries
+/// many rows because a call's own cost in the server (parsing, setting up
+/// the script's arguments) is then shared; each row's cost is its three
+/// commands. On a cluster all keys of a call share a hash slot.
 pub(crate) const APPLY: &str = r#"
-local cur = redis.call('HGET', KEYS[1], '_courier_version')
-local v = ARGV[2]
-if cur then
-  if #v < #cur or (#v == #cur and v < cur) then return 0 end
-elseif ARGV[1] == 'trunc' then
-  return 0
+local row_ttl = tonumber(ARGV[1])
+local tomb_ttl = tonumber(ARGV[2])
+local a = 3
+local applied = 0
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local op = ARGV[a]
+  local v = ARGV[a + 1]
+  local first = a + 3
+  a = first + 2 * tonumber(ARGV[a + 2])
+  local cur = redis.call('HGET', key, '_courier_version')
+  local go = true
+  if cur then
+    if #v < #cur or (#v == #cur and v < cur) then go = false end
+  elseif op == 't' then
+    go = false
+  end
+  if go then
+    redis.call('DEL', key)
+    local ttl = tomb_ttl
+    if op == 's' then
+      redis.call('HSET', key, '_courier_version', v, unpack(ARGV, first, a - 1))
+      ttl = row_ttl
+    else
+      redis.call('HSET', key, '_courier_version', v, '_courier_deleted', '1')
+    end
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+    applied = applied + 1
+  end
 end
-redis.call('DEL', KEYS[1])
-if ARGV[1] == 'set' then
-  redis.call('HSET', KEYS[1], '_courier_version', v, unpack(ARGV, 4))
-else
-  redis.call('HSET', KEYS[1], '_courier_version', v, '_courier_deleted', '1')
-end
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
+return applied
 "#;
