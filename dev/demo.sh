@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The Courier demo in one command: starts the local PostgreSQL and Redis,
+# The Courier demo in one command: starts the local PostgreSQL, Redis and ClickHouse,
 # (re)loads the sample shop database, keeps a writer changing it, and runs
 # Courier, which snapshots the shop, then prints every change as a JSON line
-# and keeps the products in Redis (redis-cli -p 56379 HGET product:42 row).
+# keeps the products in Redis (redis-cli -p 56379 HGET product:42 row) and
+# every table in ClickHouse (dev/clickhouse.sh client -q 'SELECT count() FROM shop.orders_current').
 # Ctrl-C stops Courier and the writer.
 #
 #   dev/demo.sh
@@ -11,6 +12,7 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
 bash dev/pg.sh start >&2
 bash dev/redis.sh start >&2
+bash dev/clickhouse.sh start >&2
 echo "building courier (release)" >&2
 cargo build --release -q -p courier
 
@@ -20,6 +22,8 @@ bash dev/pg.sh psql -q -d shop -c "SELECT pg_drop_replication_slot('courier_demo
 rm -rf .dev/demo-state
 # ... and the previous demo's cache (its versions belong to the dropped slot).
 redis-cli -p 56379 --scan --pattern 'product:*' | xargs -r redis-cli -p 56379 UNLINK >/dev/null
+# ... and the previous demo's analytics tables.
+curl -fsS http://127.0.0.1:58123/ --data-binary 'DROP DATABASE IF EXISTS shop' >/dev/null
 bash examples/shop/load.sh >&2
 
 bash examples/shop/writer.sh --rate 5 >/dev/null &
