@@ -10,6 +10,8 @@ pub mod file;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod registry;
+#[cfg(feature = "search")]
+pub mod search;
 mod selection;
 pub mod stdout;
 

@@ -13,6 +13,10 @@ pub const SINK_TYPES: &[&str] = &[
     "redis",
     #[cfg(feature = "clickhouse")]
     "clickhouse",
+    #[cfg(feature = "search")]
+    "elasticsearch",
+    #[cfg(feature = "search")]
+    "opensearch",
 ];
 
 /// Builds the sink `name` of type `kind` from its config table (without the
@@ -40,6 +44,10 @@ pub async fn build_sink(
         #[cfg(feature = "clickhouse")]
         "clickhouse" => Ok(Box::new(
             crate::clickhouse::build(name, settings.try_into().map_err(parse_err)?).await?,
+        )),
+        #[cfg(feature = "search")]
+        "elasticsearch" | "opensearch" => Ok(Box::new(
+            crate::search::build(name, settings.try_into().map_err(parse_err)?).await?,
         )),
         "file" => Ok(Box::new(crate::file::FileSink::new(
             settings.try_into().map_err(parse_err)?,

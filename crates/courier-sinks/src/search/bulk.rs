@@ -1,0 +1,282 @@
+//! Sending items through `_bulk` until each is applied or rejected: the
+//! item-level results are read, and only the items the server could not
+//! take yet (429, `es_rejected_execution_exception`, 5xx) are sent again,
+//! with exponential backoff and jitter.
+
+use std::time::{Duration, Instant};
+
+use courier_core::SinkError;
+use serde_json::Value as Json;
+
+use super::client::{error_text, Client};
+use super::encode::Item;
+
+/// An item the server rejected for its content (mapping conflict, too large,
+/// ...): retrying cannot help.
+#[derive(Debug)]
+pub(crate) struct Rejected {
+    /// Index into the items given to [`send_items`].
+    pub index: usize,
+    pub status: u16,
+    /// The server's `type: reason`, which may quote a value of the row.
+    pub reason: String,
+    pub error_type: String,
+}
+
+/// Limits of one `send_items` call.
+pub(crate) struct Limits {
+    pub batch_size: usize,
+    pub batch_bytes: usize,
+    /// How long overloaded items are retried before giving up with a
+    /// retriable error (Courier then retries the batch).
+    pub retry_for: Duration,
+}
+
+/// Sends every item; returns the rejected ones. An error means some item
+/// is neither applied nor rejected: the whole request failed for a reason
+/// retrying cannot fix (fatal), or items stayed overloaded for
+/// `retry_for` (retriable).
+pub(crate) async fn send_items(
+    client: &Client,
+    items: &[Item<'_>],
+    limits: &Limits,
+) -> Result<Vec<Rejected>, SinkError> {
+    let started = Instant::now();
+    let mut pending: Vec<usize> = (0..items.len()).collect();
+    let mut rejected = Vec::new();
+    let mut attempt = 0u32;
+    let mut jitter = Jitter::new();
+    while !pending.is_empty() {
+        let mut again = Vec::new();
+        let mut last_reason = String::new();
+        for chunk in chunks(items, &pending, limits) {
+            let mut body = Vec::new();
+            for &i in &chunk {
+                items[i].write(&mut body);
+            }
+            let resp = match client.bulk(body).await {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() => {
+                    last_reason = e.to_string();
+                    again.extend_from_slice(&chunk);
+                    continue;
+                }
+                Err(e) => {
+                    let first = &items[chunk[0]];
+                    return Err(
+                        SinkError::fatal(format!("search: bulk request failed: {e}"))
+                            .with_table(&first.change.relation.id)
+                            .with_lsn(first.change.version),
+                    );
+                }
+            };
+            let results = resp.get("items").and_then(Json::as_array);
+            let results = match results {
+                Some(r) if r.len() == chunk.len() => r,
+                _ => {
+                    return Err(SinkError::retriable(format!(
+                        "search: the bulk response lists {} items for {} sent",
+                        results.map_or(0, Vec::len),
+                        chunk.len()
+                    )))
+                }
+            };
+            for (&i, result) in chunk.iter().zip(results) {
+                match classify(result) {
+                    Verdict::Applied => {}
+                    Verdict::Overloaded(reason) => {
+                        last_reason = reason;
+                        again.push(i);
+                    }
+                    Verdict::Rejected {
+                        status,
+                        reason,
+                        error_type,
+                    } => rejected.push(Rejected {
+                        index: i,
+                        status,
+                        reason,
+                        error_type,
+                    }),
+                }
+            }
+        }
+        if again.is_empty() {
+            break;
+        }
+        if started.elapsed() >= limits.retry_for {
+            let first = &items[again[0]];
+            return Err(SinkError::retriable(format!(
+                "search: {} documents still not accepted after retrying for {:?}: {last_reason}",
+                again.len(),
+                limits.retry_for
+            ))
+            .with_table(&first.change.relation.id)
+            .with_lsn(first.change.version));
+        }
+        tracing::debug!(
+            items = again.len(),
+            attempt,
+            "search server is overloaded; retrying the items it did not take"
+        );
+        tokio::time::sleep(jitter.backoff(attempt)).await;
+        attempt += 1;
+        pending = again;
+    }
+    Ok(rejected)
+}
+
+/// Splits the pending items into requests of at most `batch_size` items
+/// and about `batch_bytes` bytes.
+fn chunks(items: &[Item<'_>], pending: &[usize], limits: &Limits) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut bytes = 0;
+    let mut scratch = Vec::new();
+    for &i in pending {
+        scratch.clear();
+        items[i].write(&mut scratch);
+        if !cur.is_empty()
+            && (cur.len() >= limits.batch_size || bytes + scratch.len() > limits.batch_bytes)
+        {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += scratch.len();
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+enum Verdict {
+    Applied,
+    Overloaded(String),
+    Rejected {
+        status: u16,
+        reason: String,
+        error_type: String,
+    },
+}
+
+/// One item of a bulk response: `{"index": {"status": 201, ...}}`.
+fn classify(result: &Json) -> Verdict {
+    let Some(body) = result.as_object().and_then(|o| o.values().next()) else {
+        return Verdict::Overloaded("an unreadable item in the bulk response".into());
+    };
+    let status = body.get("status").and_then(Json::as_u64).unwrap_or(0) as u16;
+    let error = body.get("error");
+    let error_type = error
+        .and_then(|e| e.get("type"))
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .to_string();
+    match status {
+        // 409: the stored version is newer; 404: a delete of a missing
+        // document, which still leaves its versioned tombstone.
+        200..=299 | 409 | 404 if error_type != "index_not_found_exception" => Verdict::Applied,
+        429 | 500..=599 => Verdict::Overloaded(error.map(error_text).unwrap_or_default()),
+        _ if error_type == "es_rejected_execution_exception" => {
+            Verdict::Overloaded(error.map(error_text).unwrap_or_default())
+        }
+        _ => Verdict::Rejected {
+            status,
+            reason: error
+                .map(error_text)
+                .unwrap_or_else(|| format!("HTTP {status}")),
+            error_type,
+        },
+    }
+}
+
+/// Exponential backoff with full jitter, from a small generator seeded by
+/// the clock (no need for cryptographic randomness here).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9E37_79B9_7F4A_7C15);
+        Jitter(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Between half and all of `min(50 ms × 2^attempt, 5 s)`.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let cap = (50u64 << attempt.min(7)).min(5_000);
+        Duration::from_millis(cap / 2 + self.next() % (cap / 2 + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn classifies_item_results() {
+        assert!(matches!(
+            classify(&json!({"index": {"status": 201}})),
+            Verdict::Applied
+        ));
+        assert!(matches!(
+            classify(
+                &json!({"index": {"status": 409, "error": {"type": "version_conflict_engine_exception"}}})
+            ),
+            Verdict::Applied
+        ));
+        assert!(matches!(
+            classify(&json!({"delete": {"status": 404, "result": "not_found"}})),
+            Verdict::Applied
+        ));
+        assert!(matches!(
+            classify(
+                &json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}})
+            ),
+            Verdict::Overloaded(_)
+        ));
+        assert!(matches!(
+            classify(&json!({"index": {"status": 503}})),
+            Verdict::Overloaded(_)
+        ));
+        match classify(
+            &json!({"index": {"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "bad"}}}),
+        ) {
+            Verdict::Rejected {
+                status, error_type, ..
+            } => {
+                assert_eq!(
+                    (status, error_type.as_str()),
+                    (400, "mapper_parsing_exception")
+                )
+            }
+            _ => panic!("a mapping error is a rejection"),
+        }
+        assert!(matches!(
+            classify(
+                &json!({"index": {"status": 404, "error": {"type": "index_not_found_exception"}}})
+            ),
+            Verdict::Rejected { .. }
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        let mut j = Jitter::new();
+        for attempt in 0..20 {
+            let d = j.backoff(attempt);
+            assert!(d <= Duration::from_secs(5), "{d:?}");
+            assert!(d >= Duration::from_millis(25), "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! HTTP requests to the search server, with errors classed by whether a
+//! retry can help.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value as Json;
+
+use super::config::Settings;
+use super::server::Server;
+
+/// A request that failed, with the method and path it was for.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HttpError {
+    #[error("{method} {path}: {source}")]
+    Transport {
+        method: Method,
+        path: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{method} {path}: HTTP {status}: {reason}")]
+    Status {
+        method: Method,
+        path: String,
+        status: u16,
+        /// The server's `error.type: error.reason`.
+        reason: String,
+    },
+    #[error("{method} {path}: the response is not JSON: {source}")]
+    Body {
+        method: Method,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl HttpError {
+    /// Connection failures, timeouts, 429 and 5xx can pass with time.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            HttpError::Transport { .. } => true,
+            HttpError::Status { status, .. } => *status == 429 || *status >= 500,
+            HttpError::Body { .. } => false,
+        }
+    }
+}
+
+/// The server's error object as one line: `type: reason`.
+pub(crate) fn error_text(error: &Json) -> String {
+    match error {
+        Json::Object(o) => {
+            let t = o.get("type").and_then(Json::as_str).unwrap_or("error");
+            let r = o.get("reason").and_then(Json::as_str).unwrap_or("");
+            let mut text = format!("{t}: {r}");
+            if let Some(cause) = o.get("caused_by") {
+                text.push_str(" (caused by ");
+                text.push_str(&error_text(cause));
+                text.push(')');
+            }
+            text
+        }
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A connection pool to one search server.
+#[derive(Clone)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: Option<String>,
+}
+
+impl Client {
+    pub fn new(settings: &Settings) -> Result<Client, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(std::time::Duration::from_secs(10)))
+            .build()?;
+        Ok(Client {
+            http,
+            base: settings.base.clone(),
+            auth: settings.auth.clone(),
+        })
+    }
+
+    /// Sends a request; a status other than 2xx is an error unless listed
+    /// in `ok`. Returns the status and the parsed body (`null` when empty).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Vec<u8>, &'static str)>,
+        ok: &[u16],
+    ) -> Result<(StatusCode, Json), HttpError> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(a) = &self.auth {
+            req = req.header("authorization", a);
+        }
+        if let Some((bytes, content_type)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
+        let transport = |source| HttpError::Transport {
+            method: method.clone(),
+            path: path.to_string(),
+            source,
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        let json: Json = if bytes.is_empty() {
+            Json::Null
+        } else {
+            match serde_json::from_slice(&bytes) {
+                Ok(j) => j,
+                Err(_) if !status.is_success() => {
+                    Json::String(String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into())
+                }
+                Err(source) => {
+                    return Err(HttpError::Body {
+                        method,
+                        path: path.to_string(),
+                        source,
+                    })
+                }
+            }
+        };
+        if status.is_success() || ok.contains(&status.as_u16()) {
+            return Ok((status, json));
+        }
+        let reason = match json.get("error") {
+            Some(e) => error_text(e),
+            None => json.to_string(),
+        };
+        Err(HttpError::Status {
+            method,
+            path: path.to_string(),
+            status: status.as_u16(),
+            reason,
+        })
+    }
+
+    /// `GET` returning the body.
+    pub async fn get(&self, path: &str, ok: &[u16]) -> Result<(StatusCode, Json), HttpError> {
+        self.send(Method::GET, path, None, ok).await
+    }
+
+    /// A request with a JSON body.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Json,
+        ok: &[u16],
+    ) -> Result<(StatusCode, Json), HttpError> {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        self.send(method, path, Some((bytes, "application/json")), ok)
+            .await
+    }
+
+    /// `POST /_bulk` with an NDJSON body; the response lists every item.
+    pub async fn bulk(&self, body: Vec<u8>) -> Result<Json, HttpError> {
+        let (_, json) = self
+            .send(
+                Method::POST,
+                "/_bulk",
+                Some((body, "application/x-ndjson")),
+                &[],
+            )
+            .await?;
+        Ok(json)
+    }
+
+    /// The server's flavour and version (`GET /`).
+    pub async fn server(&self) -> Result<Option<Server>, HttpError> {
+        let (_, root) = self.get("/", &[]).await?;
+        Ok(Server::parse_root(&root))
+    }
+}

@@ -1,0 +1,197 @@
+//! Each table's alias and the versioned index behind it: created with the
+//! derived mapping on first use, and kept in step with new columns.
+
+use std::collections::HashMap;
+
+use courier_core::{Column, Relation, SinkError, TableId};
+use reqwest::Method;
+use serde_json::{json, Map, Value as Json};
+
+use super::client::{Client, HttpError};
+use super::config::Settings;
+use super::mapping::{diff, properties};
+use super::server::Server;
+
+/// The concrete index behind a new alias: `<alias>_v1`; a rebuild writes
+/// `<alias>_v2` and moves the alias.
+pub(crate) fn first_index(alias: &str) -> String {
+    format!("{alias}_v1")
+}
+
+/// The tables whose index is known to be ready, with the columns it was
+/// checked for.
+#[derive(Default)]
+pub(crate) struct Indexes {
+    ready: HashMap<TableId, (String, Vec<Column>)>,
+}
+
+impl Indexes {
+    /// The alias to write `rel`'s rows to, after making sure its index
+    /// exists and maps every column of `rel`.
+    pub async fn ensure(
+        &mut self,
+        client: &Client,
+        settings: &Settings,
+        server: &Server,
+        rel: &Relation,
+    ) -> Result<String, SinkError> {
+        if let Some((alias, cols)) = self.ready.get(&rel.id) {
+            if *cols == rel.columns {
+                return Ok(alias.clone());
+            }
+        }
+        let fatal = |m: String| SinkError::fatal(m).with_table(&rel.id);
+        let alias = settings
+            .index
+            .alias(&rel.id)
+            .map_err(|e| fatal(format!("search: index name for {}: {e}", rel.id)))?;
+        let overrides = settings.overrides.get(&rel.id.to_string());
+        let wanted = properties(rel, server, overrides);
+        let http = |e: HttpError| {
+            let m = format!(
+                "search: prepare the index of {} (alias {alias}): {e}",
+                rel.id
+            );
+            if e.is_retriable() {
+                SinkError::retriable(m).with_table(&rel.id)
+            } else {
+                SinkError::fatal(m).with_table(&rel.id)
+            }
+        };
+        let concrete = match write_index(client, &alias).await.map_err(http)? {
+            Some(c) => c,
+            None => create(client, settings, &alias, &wanted)
+                .await
+                .map_err(http)?,
+        };
+        let (_, body) = client
+            .get(&format!("/{concrete}/_mapping"), &[])
+            .await
+            .map_err(http)?;
+        let existing = body
+            .get(&concrete)
+            .and_then(|b| b.pointer("/mappings/properties"))
+            .and_then(Json::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let add = diff(&existing, &wanted).map_err(|c| {
+            fatal(format!(
+                "search: column {} of {} is now mapped as {:?} but index {concrete} holds it as {:?}, \
+                 a change a mapping cannot follow; rebuild the index (write a new {alias}_vN and move \
+                 the alias {alias} to it), or map the column in the `mappings` file as the index has it",
+                c.column, rel.id, c.wanted, c.existing
+            ))
+        })?;
+        if !add.is_empty() {
+            tracing::info!(table = %rel.id, index = %concrete, fields = add.len(), "adding new columns to the search mapping");
+            client
+                .json(
+                    Method::PUT,
+                    &format!("/{concrete}/_mapping"),
+                    &json!({ "properties": add }),
+                    &[],
+                )
+                .await
+                .map_err(http)?;
+        }
+        self.ready
+            .insert(rel.id.clone(), (alias.clone(), rel.columns.clone()));
+        Ok(alias)
+    }
+}
+
+/// The index the alias writes to, or `None` when the alias does not exist.
+/// An index (not an alias) of that name is an error: Courier writes through
+/// aliases so that indexes can be rebuilt without downtime.
+async fn write_index(client: &Client, alias: &str) -> Result<Option<String>, HttpError> {
+    let (status, body) = client.get(&format!("/_alias/{alias}"), &[404]).await?;
+    if status.as_u16() == 404 {
+        let (status, _) = client.get(&format!("/{alias}"), &[404]).await?;
+        if status.as_u16() != 404 {
+            return Err(HttpError::Status {
+                method: Method::GET,
+                path: format!("/_alias/{alias}"),
+                status: 400,
+                reason: format!(
+                    "{alias} is an index, not an alias; Courier writes through the alias {alias} \
+                     to {}: reindex it there or delete it",
+                    first_index(alias)
+                ),
+            });
+        }
+        return Ok(None);
+    }
+    let Some(indexes) = body.as_object() else {
+        return Ok(None);
+    };
+    let write = indexes.iter().find(|(_, v)| {
+        v.pointer(&format!("/aliases/{alias}/is_write_index"))
+            .and_then(Json::as_bool)
+            == Some(true)
+    });
+    Ok(match write {
+        Some((name, _)) => Some(name.clone()),
+        None if indexes.len() == 1 => indexes.keys().next().cloned(),
+        None => {
+            return Err(HttpError::Status {
+                method: Method::GET,
+                path: format!("/_alias/{alias}"),
+                status: 400,
+                reason: format!(
+                    "alias {alias} points at several indexes and none is its write index; \
+                     mark one with is_write_index"
+                ),
+            })
+        }
+    })
+}
+
+/// Creates `<alias>_v1` with the mapping and the alias; returns its name.
+async fn create(
+    client: &Client,
+    settings: &Settings,
+    alias: &str,
+    wanted: &Map<String, Json>,
+) -> Result<String, HttpError> {
+    let concrete = first_index(alias);
+    let mut index_settings = json!({
+        "number_of_shards": settings.number_of_shards,
+        "gc_deletes": settings.gc_deletes,
+    });
+    if let Some(r) = settings.number_of_replicas {
+        index_settings["number_of_replicas"] = json!(r);
+    }
+    let body = json!({
+        "settings": { "index": index_settings },
+        "mappings": { "dynamic": false, "properties": wanted },
+        "aliases": { alias: { "is_write_index": true } },
+    });
+    tracing::info!(index = %concrete, alias, "creating the search index");
+    let (status, resp) = client
+        .json(Method::PUT, &format!("/{concrete}"), &body, &[400])
+        .await?;
+    if status.as_u16() == 400 {
+        let kind = resp.pointer("/error/type").and_then(Json::as_str);
+        if kind != Some("resource_already_exists_exception") {
+            return Err(HttpError::Status {
+                method: Method::PUT,
+                path: format!("/{concrete}"),
+                status: 400,
+                reason: resp
+                    .get("error")
+                    .map(super::client::error_text)
+                    .unwrap_or_default(),
+            });
+        }
+        // Made by a concurrent start, or left without its alias: point it.
+        client
+            .json(
+                Method::POST,
+                "/_aliases",
+                &json!({"actions": [{"add": {"index": concrete, "alias": alias, "is_write_index": true}}]}),
+                &[],
+            )
+            .await?;
+    }
+    Ok(concrete)
+}

@@ -1,0 +1,104 @@
+//! TRUNCATE: every document of the table is deleted at the truncate's
+//! version, so documents written later (a newer version) stay, and older
+//! replayed writes meet a tombstone.
+
+use courier_core::{Change, SinkError};
+use reqwest::Method;
+use serde_json::{json, Value as Json};
+
+use super::bulk::{send_items, Limits};
+use super::client::{Client, HttpError};
+use super::encode::Item;
+
+/// Deletes, at `c.version`, every document the alias holds.
+pub(crate) async fn truncate(
+    client: &Client,
+    alias: &str,
+    c: &Change,
+    limits: &Limits,
+) -> Result<(), SinkError> {
+    let err = |e: HttpError| {
+        let m = format!("search: truncate {} (alias {alias}): {e}", c.relation.id);
+        if e.is_retriable() {
+            SinkError::retriable(m)
+        } else {
+            SinkError::fatal(m)
+        }
+        .with_table(&c.relation.id)
+        .with_lsn(c.version)
+    };
+    // Documents written just before the truncate must be visible to the search.
+    client
+        .send(Method::POST, &format!("/{alias}/_refresh"), None, &[])
+        .await
+        .map_err(err)?;
+    let (_, mut page) = client
+        .json(
+            Method::POST,
+            &format!("/{alias}/_search?scroll=2m"),
+            &json!({"size": limits.batch_size.min(10_000), "_source": false, "sort": ["_doc"]}),
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    let mut scroll_id = None;
+    loop {
+        scroll_id = page
+            .get("_scroll_id")
+            .and_then(Json::as_str)
+            .map(str::to_string)
+            .or(scroll_id);
+        let ids: Vec<String> = page
+            .pointer("/hits/hits")
+            .and_then(Json::as_array)
+            .map(|hits| {
+                hits.iter()
+                    .filter_map(|h| h.get("_id").and_then(Json::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.is_empty() {
+            break;
+        }
+        let items: Vec<Item> = ids
+            .into_iter()
+            .map(|id| Item {
+                change: c,
+                alias: alias.to_string(),
+                id,
+            })
+            .collect();
+        let rejected = send_items(client, &items, limits).await?;
+        if let Some(r) = rejected.first() {
+            return Err(SinkError::fatal(format!(
+                "search: truncate {} (alias {alias}): the server refused to delete a document: HTTP {} {}",
+                c.relation.id, r.status, r.error_type
+            ))
+            .with_table(&c.relation.id)
+            .with_lsn(c.version));
+        }
+        let Some(id) = &scroll_id else { break };
+        page = client
+            .json(
+                Method::POST,
+                "/_search/scroll",
+                &json!({"scroll": "2m", "scroll_id": id}),
+                &[],
+            )
+            .await
+            .map_err(err)?
+            .1;
+    }
+    if let Some(id) = scroll_id {
+        // Frees the server's scroll context early; it expires anyway.
+        let _ = client
+            .json(
+                Method::DELETE,
+                "/_search/scroll",
+                &json!({"scroll_id": [id]}),
+                &[404],
+            )
+            .await;
+    }
+    Ok(())
+}
