@@ -143,6 +143,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     // are copied under a temporary slot's snapshot while the stream runs:
     // their rows carry that snapshot's consistent point as version, so they
     // and the streamed changes meet in the sinks by version, in any order.
+    snapshot::update_plan(
+        state.as_ref(),
+        &config.source.slot,
+        &tables,
+        config.source.snapshot_chunk_rows,
+        config.source.snapshot_parallelism,
+        config.source.snapshot == SnapshotMode::Initial,
+    )?;
     let mut catch_up = tokio::spawn(catch_up_until_done(CatchUp {
         pg: pg.clone(),
         catalog: catalog.clone(),
@@ -151,9 +159,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         status: status.clone(),
         state: state.clone(),
         slot: config.source.slot.clone(),
-        chunk_rows: config.source.snapshot_chunk_rows,
         parallelism: config.source.snapshot_parallelism,
-        warn_missing_plan: config.source.snapshot == SnapshotMode::Initial,
     }));
     let mut catch_up_running = true;
 
@@ -214,9 +220,7 @@ struct CatchUp {
     status: Status,
     state: Arc<dyn StateStore>,
     slot: String,
-    chunk_rows: u64,
     parallelism: usize,
-    warn_missing_plan: bool,
 }
 
 /// Copies what the snapshot plan still lacks (see `snapshot::catch_up`),
@@ -224,26 +228,12 @@ struct CatchUp {
 async fn catch_up_until_done(c: CatchUp) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
-        let Some(plan) = snapshot::load_plan(c.state.as_ref(), &c.slot)? else {
-            // A slot made outside Courier, or a lost state directory: the
-            // existing rows were never copied here, which only a rebuild fixes.
-            if c.warn_missing_plan {
-                tracing::warn!(slot = %c.slot,
-                    "the slot exists but no snapshot progress was found; streaming without a snapshot \
-                     (drop the slot to snapshot again)");
-            }
-            let plan = SnapshotPlan::nothing_to_copy(&c.tables);
-            return c
-                .state
-                .put_json(&snapshot::plan_key(&c.slot), &plan)
-                .context("save snapshot progress");
-        };
+        let plan = snapshot::load_plan(c.state.as_ref(), &c.slot)?.unwrap_or_default();
         let result = snapshot::catch_up(
             &c.pg,
             &c.catalog,
             plan,
             &c.tables,
-            c.chunk_rows,
             c.parallelism,
             c.fanout.clone(),
             c.status.clone(),

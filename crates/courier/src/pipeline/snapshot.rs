@@ -122,35 +122,62 @@ pub async fn run_snapshot(
     Ok(())
 }
 
-/// Snapshots what the plan still lacks under a TEMPORARY slot's exported
-/// snapshot: the remaining chunks of an interrupted snapshot, or tables
-/// added to the config since.
+/// Brings the stored plan in line with the configured tables: a table new
+/// to the config gets chunks to copy, a table removed from it is no longer
+/// copied. A slot without a plan (made outside Courier, or the state
+/// directory was lost) streams without a snapshot. Saves and returns the plan.
+pub fn update_plan(
+    state: &dyn StateStore,
+    slot: &str,
+    tables: &[SourceTable],
+    chunk_rows: u64,
+    parallelism: usize,
+    warn_missing_plan: bool,
+) -> anyhow::Result<SnapshotPlan> {
+    let plan = match load_plan(state, slot)? {
+        Some(mut plan) => {
+            for t in tables {
+                if !plan.knows(&t.id.to_string()) {
+                    tracing::info!(table = %t.id, "table is new to this slot; it will be snapshotted");
+                    plan.add_table(t, chunk_rows, parallelism);
+                }
+            }
+            plan.tables
+                .retain(|name, _| tables.iter().any(|t| t.id.to_string() == *name));
+            plan
+        }
+        None => {
+            if warn_missing_plan {
+                tracing::warn!(slot = %slot,
+                    "the slot exists but no snapshot progress was found; streaming without a snapshot \
+                     (drop the slot to snapshot again)");
+            }
+            SnapshotPlan::nothing_to_copy(tables)
+        }
+    };
+    state
+        .put_json(&plan_key(slot), &plan)
+        .context("save snapshot progress")?;
+    Ok(plan)
+}
+
+/// Copies the plan's remaining chunks under a TEMPORARY slot's exported
+/// snapshot: the rest of an interrupted snapshot, or tables added to the
+/// config since.
 #[allow(clippy::too_many_arguments)]
 pub async fn catch_up(
     pg: &PgConfig,
     catalog: &Catalog,
-    mut plan: SnapshotPlan,
+    plan: SnapshotPlan,
     tables: &[SourceTable],
-    chunk_rows: u64,
     parallelism: usize,
     fanout: Fanout,
     status: Status,
     state: Arc<dyn StateStore>,
     slot: &str,
 ) -> anyhow::Result<()> {
-    for t in tables {
-        if !plan.knows(&t.id.to_string()) {
-            tracing::info!(table = %t.id, "table is new to this slot; it will be snapshotted");
-            plan.add_table(t, chunk_rows, parallelism);
-        }
-    }
-    // Tables removed from the config are no longer copied.
-    plan.tables
-        .retain(|name, _| tables.iter().any(|t| t.id.to_string() == *name));
     if plan.is_complete() {
-        return state
-            .put_json(&plan_key(slot), &plan)
-            .context("save snapshot progress");
+        return Ok(());
     }
     let mut repl = ReplicationClient::connect(pg)
         .await

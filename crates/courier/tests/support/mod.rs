@@ -108,10 +108,21 @@ where
     }
 }
 
-/// Waits until Courier streams from the slot (so its snapshot is done) and
-/// the slot acknowledged everything committed so far, which Courier does
-/// only after every sink applied it.
+/// Waits until Courier streams from the slot, every snapshot of it is done
+/// (its plan in the state store has no table left), and the slot
+/// acknowledged everything committed so far, which Courier does only after
+/// every sink applied it.
 pub async fn wait_caught_up(client: &Client, slot: &str, timeout: Duration) {
+    let start = Instant::now();
+    wait_until(
+        &format!("the snapshot of slot {slot} to finish"),
+        timeout,
+        || async { snapshot_done(slot) },
+    )
+    .await;
+    let timeout = timeout
+        .saturating_sub(start.elapsed())
+        .max(Duration::from_secs(1));
     let target: String = client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await
@@ -130,6 +141,23 @@ pub async fn wait_caught_up(client: &Client, slot: &str, timeout: Duration) {
             .is_some()
     })
     .await;
+}
+
+/// Whether the snapshot plan of `slot` (in a test folder's `state/`, the
+/// layout every test config uses) has no table left to copy.
+fn snapshot_done(slot: &str) -> bool {
+    let e2e = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+    let Ok(dirs) = std::fs::read_dir(e2e) else {
+        return false;
+    };
+    for d in dirs.flatten() {
+        let plan = d.path().join("state").join(format!("snapshot-{slot}.json"));
+        if let Ok(text) = std::fs::read_to_string(plan) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            return v["tables"].as_object().is_some_and(|t| t.is_empty());
+        }
+    }
+    false
 }
 
 /// A `courier` child process with its own folder (config, state, logs).
