@@ -109,5 +109,10 @@ def run_once(ctx, workload, sinks, repeat):
         # nothing, so this run has no reference.
         raise InvalidRun(f"pg_recvlogical used {recv['cpu_s']} CPU s for {changes} changes")
     for name, r in result["sinks"].items():
+        if changes >= 10_000 and r["cpu_s"] is not None and r["cpu_s"] < 0.05:
+            # Courier's slot passed END without Courier doing the work: kept
+            # and reported, never retried away (it may be a lost backlog).
+            r["anomaly"] = (f"slot reached END after {r['seconds']:.1f}s with Courier using "
+                            f"{r['cpu_s']} CPU s for {changes} changes")
         r["ratio"] = r["rate"] / result["recv"]["rate"]
     return result

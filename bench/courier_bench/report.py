@@ -39,6 +39,11 @@ def markdown(doc):
                 f"{_spread(w['recv_rate'], _k)} | {_spread(s['rate'], _k)} | "
                 f"{_spread(s['ratio'], lambda v: f'{v:.2f}')} | "
                 f"{_spread(s['rss_kb'], _mb)} | {_spread(w['recv_rss_kb'], _mb)} |")
+    for w in doc["drain"]:
+        for run in w.get("runs", []):
+            for sink, r in run["sinks"].items():
+                if r.get("anomaly"):
+                    out.append(f"\n**Anomaly** ({w['workload']} → {sink}): {r['anomaly']}.")
     if doc.get("skipped"):
         out.append("")
     for w in doc.get("skipped", []):
