@@ -11,7 +11,7 @@ use redis::{Cmd, ErrorKind, RedisError, TlsCertificates, Value};
 
 use super::config::Settings;
 use super::encode::{Action, Fields, KeyCommand};
-use super::script::{APPLY, OP_DELETE, OP_SET, OP_TRUNCATE, ROW_FIELD};
+use super::script::{APPLY, OP_DELETE, OP_JSON, OP_SET, OP_TRUNCATE, ROW_FIELD};
 use super::slot::slot;
 
 /// Rows per script call (or `UNLINK`): enough that the call's own cost in
@@ -165,7 +165,8 @@ impl Client {
         let mut version = itoa::Buffer::new();
         for kc in rows {
             let (op, fields) = match &kc.action {
-                Action::Upsert(fields) => (OP_SET, Some(fields)),
+                Action::Upsert(fields @ Fields::Json(_)) => (OP_JSON, Some(fields)),
+                Action::Upsert(fields @ Fields::Hash(_)) => (OP_SET, Some(fields)),
                 Action::Delete | Action::Unlink => (OP_DELETE, None),
                 Action::Truncate => (OP_TRUNCATE, None),
             };

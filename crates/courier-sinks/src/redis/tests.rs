@@ -135,6 +135,67 @@ async fn ttl_applies_to_rows_and_tombstones() {
 }
 
 #[tokio::test]
+async fn a_json_row_written_over_an_existing_key_is_as_if_written_anew() {
+    let url = standalone_url();
+    let rel = unique("inplace");
+    let key = |id: i64| format!("{}.{}:{id}", rel.id.schema, rel.id.name);
+    let mut conn = redis_conn(&url).await;
+    // Row 1 written with a TTL, row 2 deleted (a tombstone, which expires),
+    // row 3 written in the hash format: then all updated without a TTL.
+    let mut with_ttl = sink(&format!("url = {url:?}\nttl = \"1h\"")).await;
+    with_ttl
+        .apply(&batch(vec![
+            change(&rel, Op::Insert, 1, "one", 10),
+            change(&rel, Op::Insert, 2, "two", 10),
+            change(&rel, Op::Delete, 2, "", 11),
+        ]))
+        .await
+        .unwrap();
+    let mut hash = sink(&format!("url = {url:?}\nformat = \"hash\"")).await;
+    hash.apply(&batch(vec![change(&rel, Op::Insert, 3, "three", 10)]))
+        .await
+        .unwrap();
+    let mut plain = sink(&format!("url = {url:?}")).await;
+    plain
+        .apply(&batch(vec![
+            change(&rel, Op::Update, 1, "one again", 20),
+            change(&rel, Op::Insert, 2, "two again", 20),
+            change(&rel, Op::Update, 3, "three again", 20),
+        ]))
+        .await
+        .unwrap();
+    let mut rb = RedisReadback::connect(&[&url], false, "{schema}.{table}:{pk}", Format::Json)
+        .await
+        .unwrap();
+    for (id, name) in [(1, "one again"), (2, "two again"), (3, "three again")] {
+        let row = rb.read_row(&rel, &[Value::Int(id)]).await.unwrap();
+        assert_eq!(row["name"], name, "row {id}");
+        let mut fields: Vec<String> = rb
+            .fields(key(id).as_bytes())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        fields.sort();
+        assert_eq!(fields, [VERSION_FIELD, ROW_FIELD], "fields of row {id}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key(id))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ttl, -1, "row {id} no longer expires");
+    }
+    // And an older write over a live row still changes nothing.
+    plain
+        .apply(&batch(vec![change(&rel, Op::Update, 1, "stale", 15)]))
+        .await
+        .unwrap();
+    let row = rb.read_row(&rel, &[Value::Int(1)]).await.unwrap();
+    assert_eq!(row["name"], "one again");
+}
+
+#[tokio::test]
 async fn invalidate_mode_unlinks_keys() {
     let url = standalone_url();
     let mut s = sink(&format!("url = {url:?}\nmode = \"invalidate\"")).await;
