@@ -13,6 +13,7 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 bash dev/pg.sh start >&2
 bash dev/redis.sh start >&2
 bash dev/clickhouse.sh start >&2
+bash dev/opensearch.sh start >&2
 echo "building courier (release)" >&2
 cargo build --release -q -p courier
 
@@ -24,6 +25,8 @@ rm -rf .dev/demo-state
 redis-cli -p 56379 --scan --pattern 'product:*' | xargs -r redis-cli -p 56379 UNLINK >/dev/null
 # ... and the previous demo's analytics tables.
 curl -fsS http://127.0.0.1:58123/ --data-binary 'DROP DATABASE IF EXISTS shop' >/dev/null
+# ... and the previous demo's search index.
+curl -fsS -X DELETE 'http://127.0.0.1:59200/products_v*' >/dev/null 2>&1 || true
 bash examples/shop/load.sh >&2
 
 bash examples/shop/writer.sh --rate 5 >/dev/null &
