@@ -41,7 +41,7 @@ pub struct RedisSinkConfig {
     /// Expiry of delete tombstones (default `"24h"`).
     #[serde(default, deserialize_with = "opt_duration")]
     pub tombstone_ttl: Option<Duration>,
-    /// Commands per pipeline (default 512).
+    /// Rows per pipeline (default 512), sent as script calls of up to 64 rows.
     pub batch_size: Option<usize>,
     /// Pipelines in flight at once (default 8).
     pub max_in_flight: Option<usize>,

@@ -52,7 +52,8 @@
 //! the change envelope calls `source.lsn`. Every write runs one server-side
 //! script (loaded once, called with `EVALSHA`, reloaded after a server
 //! restart or `SCRIPT FLUSH`) that applies the change only if its version is
-//! greater than or equal to the stored one. So a replayed or late, older
+//! greater than or equal to the stored one, atomically per row (one call
+//! carries up to 64 rows, each on its own key). So a replayed or late, older
 //! change never overwrites newer data, and within a transaction the later
 //! change to a row wins.
 //!
@@ -88,17 +89,21 @@
 //!
 //! # Cluster
 //!
-//! Everything a row needs is under one key, so every command is single-key
-//! and runs unchanged on Redis Cluster (`cluster = true`, one or more seed
-//! URLs). The client follows `MOVED`/`ASK` redirects and reloads the slot
+//! Everything a row needs is under one key, so every row's change is
+//! single-key and runs unchanged on Redis Cluster (`cluster = true`, one or
+//! more seed URLs); a script call carries only rows whose keys share a hash
+//! slot. The client follows `MOVED`/`ASK` redirects and reloads the slot
 //! map; the script is loaded on every master; truncates scan every master.
 //!
 //! # Applied, and errors
 //!
-//! A batch is applied when Redis acknowledged every command of it. Changes
-//! are pipelined (`batch_size` commands per pipeline, `max_in_flight`
-//! pipelines at once; on a cluster, where a pipeline must stay within one
-//! slot, at most `batch_size × max_in_flight` single commands at once).
+//! A batch is applied when Redis acknowledged every command of it. Rows are
+//! sent as script calls (or `UNLINK`s) of up to 64 rows, pipelined
+//! (`batch_size` rows per pipeline, `max_in_flight` pipelines at once; on a
+//! cluster, where a pipeline must stay within one slot, at most
+//! `batch_size × max_in_flight` calls at once). A failed call of several
+//! rows is sent again one row per call, so that the error names the row's
+//! table and LSN.
 //! Connection loss, timeouts, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
 //! `LOADING` and failovers are retriable: Courier retries the batch, which
 //! the versions make harmless. Any other rejection (a key of the wrong type,
