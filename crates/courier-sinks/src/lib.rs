@@ -13,6 +13,7 @@ mod registry;
 #[cfg(feature = "search")]
 pub mod search;
 mod selection;
+mod settings;
 pub mod stdout;
 
 use std::path::PathBuf;

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use courier_core::TableId;
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::selection::TableSelection;
+pub(crate) use crate::settings::redact_url as redact;
+use crate::settings::{opt_duration, percent_decode};
 
 /// The ClickHouse sink's settings, as written in the configuration (minus `type`).
 ///
@@ -87,9 +88,11 @@ impl ClickHouseSinkConfig {
         let endpoint = format!("{}://{host}:{port}/", parsed.scheme());
         let url_user = match parsed.username() {
             "" => None,
-            u => Some(decode(u)),
+            u => Some(String::from_utf8_lossy(&percent_decode(u)).into_owned()),
         };
-        let url_password = parsed.password().map(decode);
+        let url_password = parsed
+            .password()
+            .map(|p| String::from_utf8_lossy(&percent_decode(p)).into_owned());
         if self.database.is_empty() {
             return Err("database: give the ClickHouse database to write into".into());
         }
@@ -135,13 +138,6 @@ impl ClickHouseSinkConfig {
     }
 }
 
-fn decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
 impl fmt::Debug for ClickHouseSinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClickHouseSinkConfig")
@@ -168,53 +164,6 @@ impl fmt::Debug for Settings {
             .field("table", &self.table)
             .finish_non_exhaustive()
     }
-}
-
-/// The URL with its password replaced by `***`, safe to show.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some(at) = rest.rfind('@') else {
-        return url.to_string();
-    };
-    let (userinfo, host) = rest.split_at(at);
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{host}"),
-        None => url.to_string(),
-    }
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = Option<Duration>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a duration such as \"500ms\", \"30s\", \"2m\", or a number of seconds")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(Duration::from_secs(v)))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v)
-                .map(|v| Some(Duration::from_secs(v)))
-                .map_err(|_| E::custom("a duration cannot be negative"))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            let t = v.trim();
-            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-            let (num, unit) = t.split_at(split);
-            let bad = || E::custom(format!("invalid duration {v:?}: expected e.g. \"30s\""));
-            let n: u64 = num.parse().map_err(|_| bad())?;
-            match unit.trim() {
-                "ms" => Ok(Some(Duration::from_millis(n))),
-                "" | "s" => Ok(Some(Duration::from_secs(n))),
-                "m" => Ok(Some(Duration::from_secs(n.saturating_mul(60)))),
-                _ => Err(bad()),
-            }
-        }
-    }
-    d.deserialize_any(V)
 }
 
 #[cfg(test)]
