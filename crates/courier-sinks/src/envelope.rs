@@ -6,7 +6,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use courier_core::{write_json_string, Change, Op, Row};
+use courier_core::{write_json_string, Batch, Change, Op, Row};
+
+use crate::selection::TableSelection;
 
 /// Where the changes come from, stamped into every envelope's `source`.
 #[derive(Clone, Debug)]
@@ -69,6 +71,38 @@ impl EnvelopeEncoder {
         out.extend_from_slice(b"\",\"ts_ms\":");
         out.extend_from_slice(num.format(now_ms).as_bytes());
         out.extend_from_slice(b"}\n");
+    }
+}
+
+/// A sink's envelope lines for a batch: the changes of its selected tables,
+/// encoded into a reused buffer.
+pub struct EnvelopeLines {
+    encoder: EnvelopeEncoder,
+    selection: TableSelection,
+    buf: Vec<u8>,
+}
+
+impl EnvelopeLines {
+    pub fn new(source: &SourceInfo, selection: TableSelection) -> Self {
+        EnvelopeLines {
+            encoder: EnvelopeEncoder::new(source),
+            selection,
+            buf: Vec::with_capacity(1 << 20),
+        }
+    }
+
+    /// The lines of the batch's selected changes (empty when none).
+    pub fn encode(&mut self, batch: &Batch) -> &[u8] {
+        self.buf.clear();
+        let now = now_ms();
+        for c in batch
+            .changes
+            .iter()
+            .filter(|c| self.selection.includes(&c.relation.id))
+        {
+            self.encoder.encode_line(c, now, &mut self.buf);
+        }
+        &self.buf
     }
 }
 

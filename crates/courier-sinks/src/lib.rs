@@ -13,6 +13,7 @@ mod registry;
 #[cfg(feature = "search")]
 pub mod search;
 mod selection;
+#[cfg(any(feature = "clickhouse", feature = "search", feature = "redis"))]
 mod settings;
 pub mod stdout;
 

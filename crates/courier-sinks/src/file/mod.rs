@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use courier_core::{Batch, Sink, SinkError};
 use serde::Deserialize;
 
-use crate::envelope::{now_ms, EnvelopeEncoder, SourceInfo};
+use crate::envelope::{EnvelopeLines, SourceInfo};
 use crate::selection::TableSelection;
 use crate::BuildError;
 
@@ -30,9 +30,7 @@ pub struct FileConfig {
 pub struct FileSink {
     file: File,
     path: PathBuf,
-    encoder: EnvelopeEncoder,
-    selection: TableSelection,
-    buf: Vec<u8>,
+    lines: EnvelopeLines,
 }
 
 impl FileSink {
@@ -45,12 +43,11 @@ impl FileSink {
             .append(true)
             .open(&config.path)
             .map_err(|e| BuildError::Io(config.path.clone(), e))?;
+        let selection = TableSelection::from_setting(config.tables.as_deref())?;
         Ok(FileSink {
             file,
             path: config.path,
-            encoder: EnvelopeEncoder::new(source),
-            selection: TableSelection::from_setting(config.tables.as_deref())?,
-            buf: Vec::with_capacity(1 << 20),
+            lines: EnvelopeLines::new(source, selection),
         })
     }
 }
@@ -58,22 +55,15 @@ impl FileSink {
 #[async_trait]
 impl Sink for FileSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        self.buf.clear();
-        let now = now_ms();
-        for c in batch
-            .changes
-            .iter()
-            .filter(|c| self.selection.includes(&c.relation.id))
-        {
-            self.encoder.encode_line(c, now, &mut self.buf);
-        }
-        if self.buf.is_empty() {
+        let lines = self.lines.encode(batch);
+        if lines.is_empty() {
             return Ok(());
         }
-        let (file, buf) = (&mut self.file, &self.buf);
-        tokio::task::block_in_place(|| file.write_all(buf).and_then(|_| file.sync_data())).map_err(
-            |e| SinkError::retriable(format!("append to {}", self.path.display())).with_source(e),
-        )
+        let file = &mut self.file;
+        tokio::task::block_in_place(|| file.write_all(lines).and_then(|_| file.sync_data()))
+            .map_err(|e| {
+                SinkError::retriable(format!("append to {}", self.path.display())).with_source(e)
+            })
     }
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use courier_core::{Batch, Sink, SinkError};
 use serde::Deserialize;
 
-use crate::envelope::{now_ms, EnvelopeEncoder, SourceInfo};
+use crate::envelope::{EnvelopeLines, SourceInfo};
 use crate::selection::TableSelection;
 use crate::BuildError;
 
@@ -23,17 +23,14 @@ pub struct StdoutConfig {
 
 /// Writes envelope lines to standard output.
 pub struct StdoutSink {
-    encoder: EnvelopeEncoder,
-    selection: TableSelection,
-    buf: Vec<u8>,
+    lines: EnvelopeLines,
 }
 
 impl StdoutSink {
     pub fn new(config: StdoutConfig, source: &SourceInfo) -> Result<Self, BuildError> {
+        let selection = TableSelection::from_setting(config.tables.as_deref())?;
         Ok(StdoutSink {
-            encoder: EnvelopeEncoder::new(source),
-            selection: TableSelection::from_setting(config.tables.as_deref())?,
-            buf: Vec::with_capacity(1 << 20),
+            lines: EnvelopeLines::new(source, selection),
         })
     }
 }
@@ -41,20 +38,12 @@ impl StdoutSink {
 #[async_trait]
 impl Sink for StdoutSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        self.buf.clear();
-        let now = now_ms();
-        for c in batch
-            .changes
-            .iter()
-            .filter(|c| self.selection.includes(&c.relation.id))
-        {
-            self.encoder.encode_line(c, now, &mut self.buf);
-        }
-        if self.buf.is_empty() {
+        let lines = self.lines.encode(batch);
+        if lines.is_empty() {
             return Ok(());
         }
         let mut out = std::io::stdout().lock();
-        out.write_all(&self.buf)
+        out.write_all(lines)
             .and_then(|_| out.flush())
             .map_err(|e| SinkError::fatal("write to standard output").with_source(e))
     }
