@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Courier's benchmark runner (method: bench/README.md).
 #
-#   bench/run.sh [--quick] [--sinks file,redis] [--repeat N] [--only oltp,bulk,toast,snapshot,latency]
+#   bench/run.sh [--quick] [--sinks file,redis,clickhouse,opensearch] [--repeat N] [--only oltp,bulk,toast,snapshot,latency]
 #
 # Builds the release binary, starts the project's PostgreSQL, measures, and
 # writes bench/results/latest.{md,json,svg}. Its replication slots (named
 # courier_bench_*) and its database (courier_bench) are dropped on exit, even
-# after a failure or Ctrl-C.
+# after a failure or Ctrl-C; so are the sinks' bench data (ClickHouse database
+# courier_bench, search indexes courier_bench_*) unless the runner was killed.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -52,6 +52,10 @@ def aggregate_drain(name, describe, runs):
         rs = [r["sinks"][sink] for r in runs]
         sinks[sink] = {k: stats.summary([x[k] for x in rs])
                        for k in ("rate", "ratio", "seconds", "rss_kb", "cpu_s")}
+        if any(x.get("native_rate") for x in rs):
+            for k in ("native_rate", "native_ratio", "native_seconds"):
+                sinks[sink][k] = stats.summary([x.get(k) for x in rs])
+            sinks[sink]["native_what"] = next(x["native_what"] for x in rs if x.get("native_what"))
     return {"workload": name, "description": describe, "changes": runs[0]["changes"],
             "recv_rate": stats.summary([r["recv"]["rate"] for r in runs]),
             "recv_seconds": stats.summary([r["recv"]["seconds"] for r in runs]),
@@ -97,6 +101,7 @@ def main():
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_signal)
 
+    sinks = []
     try:
         pg.drop_bench_slots(admin_url)
         pg.psql(admin_url, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -107,10 +112,15 @@ def main():
                "quick": args.quick, "repeat": repeat, "machine": machine.describe(ctx),
                "drain": [], "latency": [], "skipped": [], "workloads": {}}
 
-        sinks = []
         for s in by_names([n for n in args.sinks.split(",") if n]):
             if supported_by_binary(ctx, s):
-                s.setup(ctx)
+                try:
+                    s.setup(ctx)
+                except (subprocess.CalledProcessError, OSError, RuntimeError) as e:
+                    log(f"sink {s.name}: its server could not be prepared ({e}); skipped")
+                    doc["skipped"].append({"workload": "all", "sink": s.name,
+                                           "reason": f"server not available: {str(e).splitlines()[0]}"})
+                    continue
                 sinks.append(s)
             else:
                 log(f"sink {s.name}: this Courier build does not know type {s.type!r}; skipped")
@@ -132,7 +142,10 @@ def main():
                 log(f"{w.name} run {i + 1}/{repeat}: {r['changes']:,} changes; pg_recvlogical "
                     f"{r['recv']['seconds']:.2f}s ({r['recv']['cpu_s']:.2f} CPU s); " + "; ".join(
                         f"courier→{n} {x['seconds']:.2f}s (ratio {x['ratio']:.2f}, "
-                        f"{x['rss_kb'] / 1024:.0f} MB, {x['cpu_s']:.2f} CPU s)" for n, x in r["sinks"].items()))
+                        f"{x['rss_kb'] / 1024:.0f} MB, {x['cpu_s']:.2f} CPU s"
+                        + (f"; node's own _bulk {x['native_seconds']:.2f}s, Courier at "
+                           f"{x['native_ratio']:.2f} of it" if x.get("native_rate") else "") + ")"
+                        for n, x in r["sinks"].items()))
                 runs.append(r)
             doc["drain"].append(aggregate_drain(w.name, w.describe(), runs))
 
@@ -162,7 +175,7 @@ def main():
             for s in sinks:
                 if s.latency_probe(workdir, "probe-check") is None:
                     doc["skipped"].append({"workload": "latency", "sink": s.name,
-                                           "reason": "no latency probe for this sink yet"})
+                                           "reason": s.no_probe_reason})
                     continue
                 for rate in rates:
                     runs = []
@@ -188,6 +201,11 @@ def main():
         log(f"results in {out_dir}/latest.{{md,json,svg}}")
     finally:
         procs.end_all()
+        for s in sinks:
+            try:
+                s.clear(workdir, "end")  # what a failed run left in the sink's server
+            except Exception as e:
+                log(f"sink {s.name}: clean-up failed: {e}")
         left = pg.drop_bench_slots(admin_url)
         if left:
             log(f"dropped slots {', '.join(left)}")

@@ -98,6 +98,11 @@ def run_once(ctx, workload, sinks, repeat):
                 result["sinks"][who] = {"seconds": secs, "rate": changes / secs, "rss_kb": rss,
                                         "cpu_s": cpu,
                                         "slot_positions_seen": ctx.last_slot_positions}
+                # The server's own rate for the same documents, while
+                # Courier's output (its mapping, its tables) still exists.
+                native = s.native_rate(ctx, workload, changes)
+                if native:
+                    result["sinks"][who].update(native)
                 s.clear(ctx.workdir, run_id)
     finally:
         session.close()
@@ -115,4 +120,6 @@ def run_once(ctx, workload, sinks, repeat):
             r["anomaly"] = (f"slot reached END after {r['seconds']:.1f}s with Courier using "
                             f"{r['cpu_s']} CPU s for {changes} changes")
         r["ratio"] = r["rate"] / result["recv"]["rate"]
+        if r.get("native_rate"):
+            r["native_ratio"] = r["rate"] / r["native_rate"]
     return result

@@ -39,6 +39,21 @@ def markdown(doc):
                 f"{_spread(w['recv_rate'], _k)} | {_spread(s['rate'], _k)} | "
                 f"{_spread(s['ratio'], lambda v: f'{v:.2f}')} | "
                 f"{_spread(s['rss_kb'], _mb)} | {_spread(w['recv_rss_kb'], _mb)} |")
+    native = [(w, sink, s) for w in doc["drain"] for sink, s in w["sinks"].items()
+              if s.get("native_rate")]
+    if native:
+        out += [
+            "",
+            "The sink server's own ingest rate for the same documents, measured in the same run "
+            f"({native[0][2]['native_what']}):",
+            "",
+            "| workload | sink | documents | server's own rate/s | Courier rate/s | Courier / server |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for w, sink, s in native:
+            out.append(
+                f"| {w['workload']} | {sink} | {w['changes']:,} | {_spread(s['native_rate'], _k)} | "
+                f"{_spread(s['rate'], _k)} | {_spread(s['native_ratio'], lambda v: f'{v:.2f}')} |")
     for w in doc["drain"]:
         for run in w.get("runs", []):
             for sink, r in run["sinks"].items():

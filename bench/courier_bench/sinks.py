@@ -7,6 +7,8 @@ import re
 import subprocess
 import time
 
+from . import clickhouse_probe, search_bulk
+from .clickhouse_probe import ClickHouseProbe
 from .latency_probe import FileProbe
 from .redis_probe import RedisProbe
 
@@ -28,8 +30,17 @@ class SinkSpec:
     def clear(self, workdir, run_id):
         """Remove what one Courier run wrote."""
 
+    #: why latency is not measured, when latency_probe gives None
+    no_probe_reason = "no latency probe for this sink yet"
+
     def latency_probe(self, workdir, run_id):
         """An object with start(ctx), stop() and latencies_us(), or None."""
+        return None
+
+    def native_rate(self, ctx, workload, changes):
+        """The sink server's own ingest rate for the documents Courier wrote
+        in a drain, measured right after it (before `clear`): a dict of
+        `native_*` figures, or None."""
         return None
 
 
@@ -73,7 +84,66 @@ class RedisSink(SinkSpec):
         return RedisProbe(self.port, self.db)
 
 
-SINKS = [FileSink(), RedisSink()]
+def _dev(ctx, script):
+    subprocess.run([os.path.join(ctx.repo, "dev", script), "start"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+class ClickHouseSink(SinkSpec):
+    """The dev server (`dev/clickhouse.sh`); Courier writes into its own
+    database, dropped between runs."""
+
+    name = type = "clickhouse"
+    port = int(os.environ.get("COURIER_CLICKHOUSE_HTTP_PORT", "58123"))
+    database = "courier_bench"
+
+    def settings(self, workdir, run_id):
+        return {"url": f"http://127.0.0.1:{self.port}", "database": self.database}
+
+    def setup(self, ctx):
+        _dev(ctx, "clickhouse.sh")
+        self.clear(None, None)
+
+    def clear(self, workdir, run_id):
+        clickhouse_probe.query(self.port, f"DROP DATABASE IF EXISTS {self.database}")
+
+    def latency_probe(self, workdir, run_id):
+        return ClickHouseProbe(self.port, self.database)
+
+
+class OpenSearchSink(SinkSpec):
+    """The dev node (`dev/opensearch.sh`); Courier's aliases and indexes are
+    named `courier_bench_<table>` (`_v1` behind the alias) and deleted
+    between runs. Other indexes on the node are left alone."""
+
+    name = type = "opensearch"
+    host = "127.0.0.1"
+    port = int(os.environ.get("COURIER_OPENSEARCH_PORT", "59200"))
+    prefix = "courier_bench_"
+    no_probe_reason = ("documents become searchable only at the index's refresh (every 1 s by "
+                       "default), which would be most of the figure; not measured")
+
+    @property
+    def base(self):
+        return f"http://{self.host}:{self.port}"
+
+    def settings(self, workdir, run_id):
+        return {"url": self.base, "index": self.prefix + "{table}",
+                "dead_letter_index": self.prefix + "dead_letter"}
+
+    def setup(self, ctx):
+        _dev(ctx, "opensearch.sh")
+        self.clear(None, None)
+
+    def clear(self, workdir, run_id):
+        search_bulk.delete_indexes(self.base, self.prefix)
+
+    def native_rate(self, ctx, workload, changes):
+        return search_bulk.raw_bulk(ctx, self.base, self.host, self.port, self.prefix, workload,
+                                    changes)
+
+
+SINKS = [FileSink(), RedisSink(), ClickHouseSink(), OpenSearchSink()]
 
 
 def by_names(names):
