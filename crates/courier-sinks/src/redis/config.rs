@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::key::KeyTemplate;
 use crate::selection::TableSelection;
+use crate::settings::{opt_duration, redact_url};
 
 /// The Redis sink's settings, as written in the configuration (minus `type`).
 ///
@@ -209,14 +210,11 @@ pub(crate) fn redact(url: &str) -> String {
         return url.to_string();
     };
     let (userinfo, host) = rest.split_at(at);
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{host}"),
-        None if !userinfo.is_empty() && scheme.starts_with("redis") => {
-            // `redis://password@host` is also read as a password.
-            format!("{scheme}://***{host}")
-        }
-        None => url.to_string(),
+    if userinfo.is_empty() || userinfo.contains(':') {
+        return redact_url(url);
     }
+    // `redis://password@host` is also read as a password.
+    format!("{scheme}://***{host}")
 }
 
 /// Splits `redis://a:1,redis://b:2` into URLs; a comma not followed by a
@@ -258,46 +256,4 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
         }
     }
     d.deserialize_any(V)
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = Option<Duration>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(
-                "a duration such as \"90s\", \"15m\", \"1h\", \"7d\", or a number of seconds",
-            )
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(Duration::from_secs(v)))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v)
-                .map(|v| Some(Duration::from_secs(v)))
-                .map_err(|_| E::custom("a duration cannot be negative"))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            parse_duration(v).map(Some).map_err(E::custom)
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// Parses `500ms`, `90s`, `15m`, `1h`, `7d` or a bare number of seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("invalid duration {s:?}: expected e.g. \"90s\", \"15m\", \"1h\", \"7d\"");
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs).ok_or_else(bad);
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86400),
-        _ => Err(bad()),
-    }
 }
