@@ -9,12 +9,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::load::{create_table, pg_rows, run_writers};
+use support::load::{create_table, pg_rows};
 use support::*;
 
 const CATCH_UP: Duration = Duration::from_secs(180);
@@ -117,28 +116,16 @@ async fn kill_9_under_load() {
     fresh_ch(database).await;
     create_table(&client, "items", 20_000).await;
     let dir = scratch(db);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = tokio::spawn(run_writers(db, "items", 3, stop.clone()));
-    let mut courier = CourierProc::start(&dir, &config(db, &["public.items"], &dir, database));
-    for round in 0..5u64 {
-        if round >= 2 {
-            let streams = round as usize - 1;
-            wait_until("courier to stream", CATCH_UP, || async {
-                courier.log().matches("streaming changes").count() >= streams
-            })
-            .await;
-        }
-        let wait_ms = 150 + (round * 397 + rand::random::<u64>() % 700) % 1600;
-        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        courier.kill9();
-        courier.restart();
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let txns = writers.await.unwrap();
-    assert!(txns > 100, "the load committed only {txns} transactions");
-    wait_caught_up(&client, db, CATCH_UP).await;
-    assert!(courier.stop().success(), "log:\n{}", courier.log());
+    support::chaos::kill_9_under_load(
+        &client,
+        db,
+        &dir,
+        &config(db, &["public.items"], &dir, database),
+        5,
+        150,
+        CATCH_UP,
+    )
+    .await;
 
     let expected = pg_rows(&client, "items").await;
     let got = ch_items(database).await;

@@ -7,11 +7,9 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use support::load::{create_table, pg_rows, run_writers};
+use support::load::{create_table, pg_rows};
 use support::redis::{clear, cluster_url, redis_config, standalone_url, RedisNodes};
 use support::*;
 
@@ -35,31 +33,7 @@ async fn kill_9_under_load(db: &'static str, url: &str, cluster: bool, prefix: &
         &format!("url = {url:?}\ncluster = {cluster}\nkey = \"{prefix}{{pk}}\""),
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = tokio::spawn(run_writers(db, "items", 3, stop.clone()));
-    let mut courier = CourierProc::start(&dir, &config);
-    // Two kills during the snapshot, then three while streaming (each once
-    // the restarted process streams again, mid-batch as the load goes on).
-    for round in 0..5u64 {
-        if round >= 2 {
-            let streams = round as usize - 1;
-            wait_until("courier to stream", CATCH_UP, || async {
-                courier.log().matches("streaming changes").count() >= streams
-            })
-            .await;
-        }
-        let wait_ms = 150 + (round * 397 + rand::random::<u64>() % 700) % 1600;
-        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        courier.kill9();
-        courier.restart();
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let txns = writers.await.unwrap();
-    assert!(txns > 100, "the load committed only {txns} transactions");
-
-    wait_caught_up(&client, db, CATCH_UP).await;
-    assert!(courier.stop().success(), "log:\n{}", courier.log());
+    support::chaos::kill_9_under_load(&client, db, &dir, &config, 5, 150, CATCH_UP).await;
 
     let expected = pg_rows(&client, "items").await;
     let got = nodes.json_rows(prefix).await;

@@ -4,6 +4,7 @@
 //! PostgreSQL's.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod fold;
 pub mod load;
 pub mod redis;

@@ -1,0 +1,51 @@
+//! kill -9 under a concurrent write load: the scenario every sink's
+//! end-to-end test runs before comparing its rows with PostgreSQL's.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use super::load::run_writers;
+use super::{wait_caught_up, wait_until, CourierProc};
+
+/// Starts Courier on `config` while three writers change `db.items`, kills
+/// it with SIGKILL `rounds` times (two kills during the snapshot, the rest
+/// each once the restarted process streams again) and restarts it, stops
+/// the load, waits until the slot `db` caught up, and stops Courier
+/// cleanly. `first_wait_ms` is the shortest pause before a kill.
+pub async fn kill_9_under_load(
+    client: &Client,
+    db: &'static str,
+    dir: &Path,
+    config: &str,
+    rounds: u64,
+    first_wait_ms: u64,
+    catch_up: Duration,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = tokio::spawn(run_writers(db, "items", 3, stop.clone()));
+    let mut courier = CourierProc::start(dir, config);
+    for round in 0..rounds {
+        if round >= 2 {
+            let streams = round as usize - 1;
+            wait_until("courier to stream", catch_up, || async {
+                courier.log().matches("streaming changes").count() >= streams
+            })
+            .await;
+        }
+        let wait_ms = first_wait_ms + (round * 397 + rand::random::<u64>() % 700) % 1600;
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        courier.kill9();
+        courier.restart();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let txns = writers.await.unwrap();
+    assert!(txns > 100, "the load committed only {txns} transactions");
+
+    wait_caught_up(client, db, catch_up).await;
+    assert!(courier.stop().success(), "log:\n{}", courier.log());
+}
