@@ -20,7 +20,7 @@ pub mod stdout;
 use std::path::PathBuf;
 
 pub use registry::{build_sink, SINK_TYPES};
-pub use selection::TableSelection;
+pub use selection::{Segment, TableSelection};
 
 /// A sink that cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-use courier_core::{TableFilter, TableId};
+use courier_core::{Batch, Change, Op, TableFilter, TableId};
 
 /// Which source tables a sink receives: its `tables` setting, or every
 /// source table when the setting is absent.
@@ -28,5 +28,41 @@ impl TableSelection {
 
     pub fn includes(&self, t: &TableId) -> bool {
         self.0.as_ref().is_none_or(|f| f.matches(t))
+    }
+}
+
+/// A piece of a batch as a keyed sink applies it: a run of row changes
+/// (which may be applied concurrently, one winner per key), or a truncate,
+/// which is a barrier between runs.
+#[derive(Debug)]
+pub enum Segment<'a> {
+    Rows(Vec<&'a Change>),
+    Truncate(&'a Change),
+}
+
+impl TableSelection {
+    /// The batch's changes of selected tables, in stream order, cut into
+    /// runs of row changes at each truncate. Empty runs are left out.
+    pub fn segments<'a>(&self, batch: &'a Batch) -> Vec<Segment<'a>> {
+        let mut out = Vec::new();
+        let mut run: Vec<&Change> = Vec::new();
+        for c in batch
+            .changes
+            .iter()
+            .filter(|c| self.includes(&c.relation.id))
+        {
+            if c.op == Op::Truncate {
+                if !run.is_empty() {
+                    out.push(Segment::Rows(std::mem::take(&mut run)));
+                }
+                out.push(Segment::Truncate(c));
+            } else {
+                run.push(c);
+            }
+        }
+        if !run.is_empty() {
+            out.push(Segment::Rows(run));
+        }
+        out
     }
 }

@@ -122,7 +122,7 @@ mod slot;
 mod tests;
 
 use async_trait::async_trait;
-use courier_core::{Batch, Change, Op, Sink, SinkError};
+use courier_core::{Batch, Change, Sink, SinkError};
 
 pub use config::{Format, Mode, RedisSinkConfig};
 pub use key::{KeyTemplate, KeyTemplateError};
@@ -132,6 +132,7 @@ use client::{Class, Client, Failure};
 use config::{redact, Settings};
 use encode::{Action, Encoder, KeyCommand};
 
+use crate::selection::Segment;
 use crate::BuildError;
 
 /// Checks the configuration, connects to Redis (every node, for a cluster)
@@ -173,20 +174,13 @@ impl Sink for RedisSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         // Runs of row changes are applied concurrently (one winner per key);
         // a truncate is a barrier between them.
-        let mut run: Vec<&Change> = Vec::new();
-        for c in &batch.changes {
-            if !self.settings.selection.includes(&c.relation.id) {
-                continue;
-            }
-            if c.op == Op::Truncate {
-                self.apply_rows(&run).await?;
-                run.clear();
-                self.truncate(c).await?;
-            } else {
-                run.push(c);
+        for segment in self.settings.selection.segments(batch) {
+            match segment {
+                Segment::Rows(rows) => self.apply_rows(&rows).await?,
+                Segment::Truncate(c) => self.truncate(c).await?,
             }
         }
-        self.apply_rows(&run).await
+        Ok(())
     }
 }
 

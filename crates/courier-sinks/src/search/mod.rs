@@ -73,7 +73,7 @@ mod tests;
 mod truncate;
 
 use async_trait::async_trait;
-use courier_core::{Batch, Change, Op, Sink, SinkError};
+use courier_core::{Batch, Change, Sink, SinkError};
 
 pub use config::{OnError, SearchSinkConfig};
 pub use server::{Flavour, Server};
@@ -84,6 +84,7 @@ use config::{redact, Settings};
 use encode::{collapse, doc_id, Item};
 use indexes::Indexes;
 
+use crate::selection::Segment;
 use crate::BuildError;
 
 /// Checks the configuration, reaches the server and reads its flavour and
@@ -152,20 +153,13 @@ impl SearchSink {
 #[async_trait]
 impl Sink for SearchSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let mut run: Vec<&Change> = Vec::new();
-        for c in &batch.changes {
-            if !self.settings.selection.includes(&c.relation.id) {
-                continue;
-            }
-            if c.op == Op::Truncate {
-                self.apply_rows(&run).await?;
-                run.clear();
-                self.truncate(c).await?;
-            } else {
-                run.push(c);
+        for segment in self.settings.selection.segments(batch) {
+            match segment {
+                Segment::Rows(rows) => self.apply_rows(&rows).await?,
+                Segment::Truncate(c) => self.truncate(c).await?,
             }
         }
-        self.apply_rows(&run).await
+        Ok(())
     }
 }
 
