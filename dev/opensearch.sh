@@ -16,6 +16,19 @@
 # 127.0.0.1:59200, transport on 127.0.0.1:59300, heap 1 GiB; everything lives
 # in <repo>/.dev/opensearch/. OpenSearch refuses to run as root, so as root
 # the node runs as the `courier-opensearch` system user (created if missing).
+#
+# A second, deliberately overloaded node for tests of the sink's backpressure
+# handling runs beside it from the same unpacked distribution:
+#
+#   COURIER_OPENSEARCH_INSTANCE=overload dev/opensearch.sh start   (and stop, status, url, ...)
+#
+# HTTP on 127.0.0.1:59201, transport on 127.0.0.1:59301, heap 512 MiB, data in
+# <repo>/.dev/opensearch-overload/, and a write thread pool of one thread with
+# a queue of one (`thread_pool.write.size`/`queue_size`, static settings), so
+# concurrent bulk requests get items refused with 429
+# `es_rejected_execution_exception`. Its ports and heap:
+# COURIER_OPENSEARCH_OVERLOAD_PORT, COURIER_OPENSEARCH_OVERLOAD_TRANSPORT_PORT,
+# COURIER_OPENSEARCH_OVERLOAD_HEAP.
 set -euo pipefail
 
 # shellcheck disable=SC2034 # read by lib.sh
@@ -26,15 +39,42 @@ DEV_NAME=opensearch
 OS_VERSION="${COURIER_OPENSEARCH_VERSION:-2.19.6}"
 OS_ARTIFACT="org.opensearch.distribution.integ-test-zip:opensearch:$OS_VERSION:zip"
 OS_HOST=127.0.0.1
-OS_HTTP_PORT="${COURIER_OPENSEARCH_PORT:-59200}"
-OS_TRANSPORT_PORT="${COURIER_OPENSEARCH_TRANSPORT_PORT:-59300}"
-OS_HEAP="${COURIER_OPENSEARCH_HEAP:-1g}"
 OS_USER=courier-opensearch
 OS_START_TIMEOUT_S=180
 
-OS_DIR="$COURIER_REPO/.dev/opensearch"
-OS_DIST="$OS_DIR/dist"
+# The distribution is unpacked once, under the main node's folder, and shared.
+OS_DIST="$COURIER_REPO/.dev/opensearch/dist"
 OS_HOME="$OS_DIST/opensearch-$OS_VERSION"
+
+OS_INSTANCE="${COURIER_OPENSEARCH_INSTANCE:-main}"
+case "$OS_INSTANCE" in
+    main)
+        OS_HTTP_PORT="${COURIER_OPENSEARCH_PORT:-59200}"
+        OS_TRANSPORT_PORT="${COURIER_OPENSEARCH_TRANSPORT_PORT:-59300}"
+        OS_HEAP="${COURIER_OPENSEARCH_HEAP:-1g}"
+        OS_CLUSTER=courier-dev
+        OS_DIR="$COURIER_REPO/.dev/opensearch"
+        # Settings added to opensearch.yml.
+        OS_EXTRA_SETTINGS=""
+        ;;
+    overload)
+        # shellcheck disable=SC2034 # read by lib.sh
+        DEV_NAME=opensearch-overload
+        OS_HTTP_PORT="${COURIER_OPENSEARCH_OVERLOAD_PORT:-59201}"
+        OS_TRANSPORT_PORT="${COURIER_OPENSEARCH_OVERLOAD_TRANSPORT_PORT:-59301}"
+        OS_HEAP="${COURIER_OPENSEARCH_OVERLOAD_HEAP:-512m}"
+        OS_CLUSTER=courier-overload
+        OS_DIR="$COURIER_REPO/.dev/opensearch-overload"
+        OS_EXTRA_SETTINGS="# Deliberately tiny: one write thread and a queue of one, so concurrent
+# bulk requests get items refused with 429 es_rejected_execution_exception.
+thread_pool.write.size: 1
+thread_pool.write.queue_size: 1"
+        ;;
+    *)
+        die "COURIER_OPENSEARCH_INSTANCE=$OS_INSTANCE: expected main or overload"
+        ;;
+esac
+
 OS_CONF="$OS_DIR/config"
 OS_DATA="$OS_DIR/data"
 OS_LOGS="$OS_DIR/logs"
@@ -65,12 +105,20 @@ ensure_tools() {
     find_java_home >/dev/null || die "no Java 17 found under /usr/lib/jvm after installing openjdk-17-jre-headless"
 }
 
-# The distribution, unpacked once per version. Maven resolves it through the
+# The distribution, unpacked once per version and shared by both nodes (a
+# lock lets them start at the same time). Maven resolves it through the
 # local repository (~/.m2 by default), so a warm machine downloads nothing.
 ensure_distribution() {
     [ -x "$OS_HOME/bin/opensearch" ] && return 0
+    mkdir -p "$OS_DIST"
+    exec 7>"$OS_DIST/.lock"
+    flock 7
+    if [ -x "$OS_HOME/bin/opensearch" ]; then
+        exec 7>&-
+        return 0
+    fi
     say "fetching OpenSearch $OS_VERSION ($OS_ARTIFACT) with mvn"
-    local stage="$OS_DIR/dist.tmp" log="$OS_DIR/mvn.log"
+    local stage="$OS_DIST.tmp" log="$COURIER_REPO/.dev/opensearch/mvn.log"
     rm -rf "$stage"
     mkdir -p "$stage"
     if ! (cd "$stage" && mvn -B -q org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
@@ -88,6 +136,7 @@ ensure_distribution() {
     rm -rf "$OS_HOME"
     mv "$stage/opensearch-$OS_VERSION" "$OS_HOME"
     rm -rf "$stage"
+    exec 7>&-
 }
 
 ensure_user() {
@@ -104,8 +153,8 @@ write_config() {
     cp "$OS_HOME/config/log4j2.properties" "$OS_CONF/log4j2.properties"
     cat >"$OS_CONF/opensearch.yml" <<EOF
 # Written by dev/opensearch.sh on every start: change the script, not this file.
-cluster.name: courier-dev
-node.name: courier-dev-1
+cluster.name: $OS_CLUSTER
+node.name: $OS_CLUSTER-1
 path.data: $OS_DATA
 path.logs: $OS_LOGS
 network.host: $OS_HOST
@@ -119,6 +168,7 @@ bootstrap.memory_lock: false
 cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: false
 EOF
+    [ -z "$OS_EXTRA_SETTINGS" ] || printf '%s\n' "$OS_EXTRA_SETTINGS" >>"$OS_CONF/opensearch.yml"
     cat >"$OS_CONF/jvm.options" <<EOF
 # Written by dev/opensearch.sh on every start: change the script, not this file.
 -Xms$OS_HEAP
@@ -139,6 +189,7 @@ EOF
         chown -R "$OS_USER:" "$OS_CONF" "$OS_DATA" "$OS_LOGS" "$OS_TMP"
         chown "$OS_USER:" "$OS_DIR"
         make_reachable_by "$OS_USER" "$OS_DIR"
+        make_reachable_by "$OS_USER" "$OS_HOME"
     fi
 }
 
@@ -196,7 +247,7 @@ start() {
         while [ ! -s "$OS_PIDFILE" ]; do
             if ! kill -0 "$launcher" 2>/dev/null || [ $((SECONDS - started)) -ge 60 ]; then
                 grep -v 'no-jdk distributions' "$OS_LOGS/launcher.out" >&2 || true
-                tail -n 30 "$OS_LOGS/courier-dev.log" >&2 2>/dev/null || true
+                tail -n 30 "$OS_LOGS/$OS_CLUSTER.log" >&2 2>/dev/null || true
                 die "OpenSearch did not start (output above; logs in $OS_LOGS)"
             fi
             sleep 0.2
@@ -207,7 +258,7 @@ start() {
     fi
     while ! healthy; do
         if ! node_pid >/dev/null; then
-            tail -n 30 "$OS_LOGS/courier-dev.log" >&2 2>/dev/null || true
+            tail -n 30 "$OS_LOGS/$OS_CLUSTER.log" >&2 2>/dev/null || true
             die "OpenSearch exited during startup (log above; logs in $OS_LOGS)"
         fi
         [ $((SECONDS - started)) -lt "$OS_START_TIMEOUT_S" ] ||
@@ -276,7 +327,7 @@ case "${1:-}" in
         ;;
     status) status ;;
     url) printf '%s\n' "$OS_URL" ;;
-    log) printf '%s\n' "$OS_LOGS/courier-dev.log" ;;
+    log) printf '%s\n' "$OS_LOGS/$OS_CLUSTER.log" ;;
     destroy) destroy ;;
     *)
         echo "usage: $0 start|stop|restart|status|url|log|destroy" >&2

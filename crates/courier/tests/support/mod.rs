@@ -4,10 +4,12 @@
 //! PostgreSQL's.
 #![allow(dead_code)]
 
+pub mod bulk_tap;
 pub mod chaos;
 pub mod fold;
 pub mod load;
 pub mod redis;
+pub mod search;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,133 @@
+//! Reading a search node (Elasticsearch or OpenSearch) the way the search
+//! sink's end-to-end tests compare it with PostgreSQL: requests by URL, every
+//! document of an alias, and the started nodes of `dev/opensearch.sh`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+/// Runs `dev/opensearch.sh start` for `instance` (`main` or `overload`) once
+/// per test process, and returns `url`.
+pub fn started_node(instance: &str, url: &str) -> String {
+    static STARTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !started.iter().any(|i| i == instance) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/opensearch.sh");
+        let status = std::process::Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .env("COURIER_OPENSEARCH_INSTANCE", instance)
+            .status()
+            .unwrap_or_else(|e| panic!("run dev/opensearch.sh: {e}"));
+        assert!(
+            status.success(),
+            "COURIER_OPENSEARCH_INSTANCE={instance} dev/opensearch.sh start failed"
+        );
+        started.push(instance.to_string());
+    }
+    url.to_string()
+}
+
+/// One request to the node at `base`: (HTTP status, JSON body or `null`).
+pub async fn call(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Every document under `alias` on `base`, NULL fields left out, by `_id`.
+pub async fn documents(base: &str, alias: &str) -> BTreeMap<String, Value> {
+    call(
+        base,
+        reqwest::Method::POST,
+        &format!("/{alias}/_refresh"),
+        None,
+    )
+    .await;
+    let mut out = BTreeMap::new();
+    let (_, mut page) = call(
+        base,
+        reqwest::Method::POST,
+        &format!("/{alias}/_search?scroll=1m"),
+        Some(json!({"size": 5000, "sort": ["_doc"]})),
+    )
+    .await;
+    loop {
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            break;
+        }
+        for h in hits {
+            let id = h["_id"].as_str().unwrap().to_string();
+            out.insert(id, without_nulls(&h["_source"]));
+        }
+        let scroll_id = page["_scroll_id"].clone();
+        page = call(
+            base,
+            reqwest::Method::POST,
+            "/_search/scroll",
+            Some(json!({"scroll": "1m", "scroll_id": scroll_id})),
+        )
+        .await
+        .1;
+    }
+    out
+}
+
+/// `v` with its `null` fields left out (the sink does not write them).
+pub fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Panics unless `got` holds exactly `expected`'s documents with equal values
+/// (no row missing, none deleted in PostgreSQL still found, none differing).
+pub fn assert_same_documents(
+    expected: &BTreeMap<String, Value>,
+    got: &BTreeMap<String, Value>,
+    when: &str,
+) {
+    let missing = expected.keys().filter(|k| !got.contains_key(*k)).count();
+    let extra = got.keys().filter(|k| !expected.contains_key(*k)).count();
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "(missing, resurrected) documents in the index {when}"
+    );
+    let differing: Vec<&String> = expected
+        .keys()
+        .filter(|k| got[*k] != without_nulls(&expected[*k]))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} documents differ {when}, e.g. id {}: search {} vs postgres {}",
+        differing.len(),
+        differing[0],
+        got[differing[0]],
+        expected[differing[0]]
+    );
+}
