@@ -19,7 +19,7 @@ pub use change::{Change, Op, Row};
 pub use filter::{TableFilter, TablePatternError};
 pub use lsn::{Lsn, ParseLsnError};
 pub use relation::{quote_ident, Column, PgType, Relation, TableId};
-pub use sink::{Sink, SinkError, SinkErrorKind};
+pub use sink::{Grouping, Sink, SinkError, SinkErrorKind};
 pub use state::{LocalStateStore, StateError, StateStore};
 pub use value::{write_json_string, Value};
 pub use watermark::Watermark;

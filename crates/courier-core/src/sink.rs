@@ -1,4 +1,5 @@
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -34,10 +35,49 @@ pub trait Sink: Send {
     /// Applies the batch durably, per the contract above.
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError>;
 
+    /// How this sink wants its batches grouped. Courier hands a sink several
+    /// consecutive batches at once (through [`Sink::apply_all`]) when they
+    /// are already queued, up to `max_changes`, and waits up to `max_delay`
+    /// for more: stores that prefer few large writes (ClickHouse parts, bulk
+    /// requests) get them under load without delaying an idle stream past
+    /// `max_delay`. The default groups nothing.
+    fn grouping(&self) -> Grouping {
+        Grouping::NONE
+    }
+
+    /// Applies consecutive batches as one unit, per the contract above: `Ok`
+    /// only when every change of every batch is durable; on an error Courier
+    /// retries the whole group. The default applies them one by one.
+    async fn apply_all(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
+        for b in batches {
+            self.apply(b).await?;
+        }
+        Ok(())
+    }
+
     /// Releases resources at shutdown, after the last `apply`.
     async fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+}
+
+/// How many changes a sink wants per call and how long a queued change may
+/// wait for others to join it (see [`Sink::grouping`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grouping {
+    /// Stop grouping once this many changes are gathered (a single batch
+    /// larger than this is still applied whole).
+    pub max_changes: usize,
+    /// The longest the first batch of a group waits for more to arrive.
+    pub max_delay: Duration,
+}
+
+impl Grouping {
+    /// One batch per call, no waiting.
+    pub const NONE: Grouping = Grouping {
+        max_changes: 0,
+        max_delay: Duration::ZERO,
+    };
 }
 
 /// Whether retrying can help.

@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -153,9 +154,12 @@ async fn worker(
         futures_util::pin_mut!(stream);
         let mut rows = 0u64;
         let mut batch = Vec::with_capacity(BATCH_ROWS);
+        // One vector of fields for every row: emptied after each row, so its
+        // allocation can outlive the lines its fields borrowed from.
+        let mut spare: Vec<Option<Cow<'static, str>>> = Vec::with_capacity(rel.columns.len());
         while let Some(line) = stream.next().await {
             let line = line.map_err(|e| pg_err(&table, "read COPY data")(e.into()))?;
-            let mut fields = Vec::with_capacity(rel.columns.len());
+            let mut fields = reuse(std::mem::take(&mut spare));
             split_row(&line, &mut fields).map_err(|e| SnapshotError::Row(e, table.clone()))?;
             if fields.len() != rel.columns.len() {
                 return Err(SnapshotError::Width {
@@ -177,6 +181,7 @@ async fn worker(
                     }
                 });
             }
+            spare = reuse(fields);
             batch.push(Change {
                 relation: rel.clone(),
                 op: Op::Read,
@@ -215,4 +220,12 @@ async fn worker(
     }
     let _ = client.batch_execute("COMMIT").await;
     Ok(())
+}
+
+/// An empty vector with `v`'s allocation, for items of another lifetime.
+fn reuse<'a, 'b>(mut v: Vec<Option<Cow<'a, str>>>) -> Vec<Option<Cow<'b, str>>> {
+    v.clear();
+    // Collecting an emptied vector's iterator into a vector of a type with
+    // the same layout reuses its allocation.
+    v.into_iter().map(|_| None).collect()
 }

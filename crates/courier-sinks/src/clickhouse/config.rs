@@ -31,10 +31,16 @@ pub struct ClickHouseSinkConfig {
     /// The ClickHouse table name of a source table (default `{table}`;
     /// `{schema}` is also available).
     pub table: Option<String>,
-    /// Most rows in one INSERT (default 1,000,000).
+    /// Most rows in one INSERT (default 100,000). Under load Courier gathers
+    /// this many changes into one INSERT per table.
     pub max_rows: Option<usize>,
     /// Most bytes of encoded rows in one INSERT (default 64 MiB).
     pub max_bytes: Option<usize>,
+    /// The longest a change waits for others to share its INSERT (default
+    /// `"1s"`; `"0s"` inserts whatever is queued at once). ClickHouse
+    /// prefers a few large inserts per second to many small ones.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_delay: Option<Duration>,
     /// Connect and response timeout (default `"60s"`).
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
@@ -55,6 +61,7 @@ pub(crate) struct Settings {
     pub table: String,
     pub max_rows: usize,
     pub max_bytes: usize,
+    pub max_delay: Duration,
     pub timeout: Duration,
     pub tls_ca: Option<Vec<u8>>,
 }
@@ -130,8 +137,9 @@ impl ClickHouseSinkConfig {
             database: self.database,
             selection,
             table: template,
-            max_rows: count("max_rows", self.max_rows, 1_000_000)?,
+            max_rows: count("max_rows", self.max_rows, 100_000)?,
             max_bytes: count("max_bytes", self.max_bytes, 64 << 20)?,
+            max_delay: self.max_delay.unwrap_or(Duration::from_secs(1)),
             timeout,
             tls_ca,
         })
@@ -149,6 +157,7 @@ impl fmt::Debug for ClickHouseSinkConfig {
             .field("table", &self.table)
             .field("max_rows", &self.max_rows)
             .field("max_bytes", &self.max_bytes)
+            .field("max_delay", &self.max_delay)
             .field("timeout", &self.timeout)
             .field("tls_ca_file", &self.tls_ca_file)
             .finish()

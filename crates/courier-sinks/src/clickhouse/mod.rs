@@ -15,7 +15,7 @@
 //! database = "shop"                  # created if missing
 //! # user = "default"; password = "${CLICKHOUSE_PASSWORD}"  (or in the URL)
 //! # tables = ["public.*"]; table = "{table}"  (also {schema})
-//! # max_rows = 1000000; max_bytes = 67108864; timeout = "60s"
+//! # max_rows = 100000; max_bytes = 67108864; max_delay = "1s"; timeout = "60s"
 //! # tls_ca_file = "/etc/courier/clickhouse-ca.pem"
 //! ```
 //!
@@ -33,8 +33,10 @@
 //!
 //! # Writes
 //!
-//! Each batch becomes one INSERT per table (more when it exceeds `max_rows`
-//! or `max_bytes`), holding per key only the change that wins the version
+//! Courier gathers consecutive batches for this sink until `max_rows`
+//! changes are waiting or the first has waited `max_delay`; the group
+//! becomes one INSERT per table (more when it exceeds `max_rows` or
+//! `max_bytes`), holding per key only the change that wins the version
 //! rule, so ClickHouse never has to choose within a block. A delete inserts
 //! the key with `_deleted = 1`. A TRUNCATE inserts a tombstone, at its
 //! version, for every current row that is not newer, in order with the
@@ -80,12 +82,13 @@ mod schema;
 #[cfg(test)]
 mod tests;
 pub mod types;
+mod winners;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use courier_core::{Batch, Change, Op, Relation, Sink, SinkError, TableId, Value};
+use courier_core::{Batch, Change, Grouping, Op, Relation, Sink, SinkError, TableId, Value};
 
 pub use config::ClickHouseSinkConfig;
 pub use schema::{DELETED_COLUMN, SYNCED_AT_COLUMN, VERSION_COLUMN, VIEW_SUFFIX};
@@ -95,6 +98,7 @@ use config::{redact, Settings};
 use encode::write_field;
 use schema::{quote, sync_table, TableState};
 use types::Features;
+use winners::Winners;
 
 use crate::BuildError;
 
@@ -165,10 +169,21 @@ impl ClickHouseSink {
 #[async_trait]
 impl Sink for ClickHouseSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.apply_all(&[batch]).await
+    }
+
+    fn grouping(&self) -> Grouping {
+        Grouping {
+            max_changes: self.settings.max_rows,
+            max_delay: self.settings.max_delay,
+        }
+    }
+
+    async fn apply_all(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
         // Tables are independent; within a table, stream order is kept.
         let mut order: Vec<&TableId> = Vec::new();
         let mut per_table: HashMap<&TableId, Vec<&Change>> = HashMap::new();
-        for c in &batch.changes {
+        for c in batches.iter().flat_map(|b| b.changes.iter()) {
             if !self.settings.selection.includes(&c.relation.id) {
                 continue;
             }
@@ -254,27 +269,25 @@ impl ClickHouseSink {
         };
 
         // Per key, the change that wins: the greatest version, later in
-        // stream order among equals.
-        let mut winners: Vec<&Change> = Vec::with_capacity(run.len());
-        let mut slot: HashMap<Vec<u8>, usize> = HashMap::with_capacity(run.len());
-        let mut key_buf = Vec::new();
-        for &c in run {
-            let Some(row) = c.key_row() else { continue };
-            key_buf.clear();
-            for &k in &keys {
-                write_field(&mut key_buf, &state.types[k], &row[k], &rel.columns[k].name)
-                    .map_err(|e| fatal_at(c, &e.column, &e.reason))?;
-                key_buf.push(b'\t');
-            }
-            match slot.get(&key_buf) {
-                Some(&i) if winners[i].version <= c.version => winners[i] = c,
-                Some(_) => {}
-                None => {
-                    slot.insert(key_buf.clone(), winners.len());
-                    winners.push(c);
+        // stream order among equals. A snapshot's rows need no choosing:
+        // each key is read once per snapshot.
+        let winners: Vec<&Change> = if run.iter().all(|c| c.op == Op::Read) {
+            run.to_vec()
+        } else {
+            let mut winners = Winners::with_capacity(run.len());
+            let mut key_buf = Vec::new();
+            for &c in run {
+                let Some(row) = c.key_row() else { continue };
+                key_buf.clear();
+                for &k in &keys {
+                    write_field(&mut key_buf, &state.types[k], &row[k], &rel.columns[k].name)
+                        .map_err(|e| fatal_at(c, &e.column, &e.reason))?;
+                    key_buf.push(b'\t');
                 }
+                winners.offer(&key_buf, c);
             }
-        }
+            winners.into_changes()
+        };
 
         let mut body = Vec::with_capacity(winners.len() * 128);
         let mut rows = 0;
