@@ -29,7 +29,7 @@ const CATCH_UP: Duration = Duration::from_secs(120);
 /// (one thread, a queue of one) mostly full, with gaps Courier can use.
 const NOISE_SENDERS: usize = 3;
 const NOISE_DOCS: usize = 300;
-const NOISE_PAUSE: Duration = Duration::from_millis(25);
+const NOISE_PAUSE: Duration = Duration::from_millis(60);
 
 fn overload_url() -> String {
     std::env::var("COURIER_TEST_SEARCH_OVERLOAD")
@@ -142,7 +142,7 @@ async fn converges_under_forced_overload() {
     let client = fresh_db(db).await;
     // A small snapshot (the writers insert ids up to 20 000): under the
     // flood it is copied at a fraction of the usual speed.
-    create_table(&client, "items", 5_000).await;
+    create_table(&client, "items", 2_000).await;
     call(&node, Method::DELETE, &format!("/{alias}_v*"), None).await;
     call(&node, Method::DELETE, &format!("/{noise}"), None).await;
     let (status, body) = call(
