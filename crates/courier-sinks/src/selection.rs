@@ -1,4 +1,4 @@
-use courier_core::{Batch, Change, Op, TableFilter, TableId};
+use courier_core::{Change, Op, TableFilter, TableId};
 
 /// Which source tables a sink receives: its `tables` setting, or every
 /// source table when the setting is absent.
@@ -41,14 +41,13 @@ pub enum Segment<'a> {
 }
 
 impl TableSelection {
-    /// The batch's changes of selected tables, in stream order, cut into
+    /// The changes of selected tables (given in stream order), cut into
     /// runs of row changes at each truncate. Empty runs are left out.
-    pub fn segments<'a>(&self, batch: &'a Batch) -> Vec<Segment<'a>> {
+    pub fn segments<'a>(&self, changes: impl IntoIterator<Item = &'a Change>) -> Vec<Segment<'a>> {
         let mut out = Vec::new();
         let mut run: Vec<&Change> = Vec::new();
-        for c in batch
-            .changes
-            .iter()
+        for c in changes
+            .into_iter()
             .filter(|c| self.includes(&c.relation.id))
         {
             if c.op == Op::Truncate {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::config::Settings;
+use super::config::{Compression, Settings};
 
 /// A failed request, classified by whether retrying can help.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +11,8 @@ pub(crate) enum ChError {
     #[error("no answer from clickhouse: {0}")]
     Transport(#[source] reqwest::Error),
     /// ClickHouse answered with an error.
+    #[error("compressing an INSERT: {0}")]
+    Compress(#[source] std::io::Error),
     #[error("clickhouse answered HTTP {status}: {message}")]
     Server {
         status: u16,
@@ -43,6 +45,7 @@ impl ChError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ChError::Transport(_) => true,
+            ChError::Compress(_) => false,
             ChError::Server { status, code, .. } => match code {
                 Some(c) => RETRIABLE_CODES.contains(c),
                 // Not ClickHouse's own answer: a proxy or a restarting server.
@@ -56,7 +59,7 @@ impl ChError {
     pub fn code(&self) -> Option<u32> {
         match self {
             ChError::Server { code, .. } => *code,
-            ChError::Transport(_) => None,
+            ChError::Transport(_) | ChError::Compress(_) => None,
         }
     }
 }
@@ -68,6 +71,7 @@ pub(crate) struct Client {
     endpoint: String,
     user: String,
     password: Option<String>,
+    compression: Compression,
 }
 
 impl Client {
@@ -88,6 +92,7 @@ impl Client {
             endpoint: s.endpoint.clone(),
             user: s.user.clone(),
             password: s.password.clone(),
+            compression: s.compression,
         })
     }
 
@@ -107,7 +112,13 @@ impl Client {
     ) -> Result<(), ChError> {
         let mut params: Vec<(&str, &str)> = vec![("query", statement)];
         params.extend(settings.iter().map(|(k, v)| (*k, v.as_str())));
-        let req = self.http.post(&self.endpoint).query(&params).body(body);
+        let mut req = self.http.post(&self.endpoint).query(&params);
+        req = match self.compression {
+            Compression::None => req.body(body),
+            Compression::Gzip => req
+                .header("content-encoding", "gzip")
+                .body(gzip(&body).map_err(ChError::Compress)?),
+        };
         self.send(req).await.map(|_| ())
     }
 
@@ -162,6 +173,18 @@ fn server_error(status: u16, text: &str) -> ChError {
         code,
         message,
     }
+}
+
+/// `bytes` gzip-compressed at the fastest level: INSERT bodies are large and
+/// repetitive, so even that shrinks them several times.
+fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(bytes)?;
+    enc.finish()
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub struct ClickHouseSinkConfig {
     /// prefers a few large inserts per second to many small ones.
     #[serde(default, deserialize_with = "opt_duration")]
     pub max_delay: Option<Duration>,
+    /// `"gzip"` or `"none"`: how INSERT bodies travel. Default: `"none"` to
+    /// a server on this machine (loopback), else `"gzip"`.
+    pub compression: Option<String>,
     /// Connect and response timeout (default `"60s"`).
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
@@ -62,6 +65,7 @@ pub(crate) struct Settings {
     pub max_rows: usize,
     pub max_bytes: usize,
     pub max_delay: Duration,
+    pub compression: Compression,
     pub timeout: Duration,
     pub tls_ca: Option<Vec<u8>>,
 }
@@ -72,6 +76,25 @@ impl Settings {
         self.table
             .replace("{schema}", &id.schema)
             .replace("{table}", &id.name)
+    }
+}
+
+/// How INSERT bodies travel to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    /// `Content-Encoding: gzip`, which every ClickHouse release accepts.
+    Gzip,
+}
+
+/// Whether the URL names this machine, where compressing costs more CPU
+/// than it saves bandwidth.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 
@@ -130,6 +153,16 @@ impl ClickHouseSinkConfig {
                 Some(std::fs::read(p).map_err(|e| format!("tls_ca_file {}: {e}", p.display()))?)
             }
         };
+        let compression = match self.compression.as_deref() {
+            None if is_loopback(&parsed) => Compression::None,
+            None | Some("gzip") => Compression::Gzip,
+            Some("none") => Compression::None,
+            Some(other) => {
+                return Err(format!(
+                    "compression {other:?}: expected \"gzip\" or \"none\""
+                ))
+            }
+        };
         Ok(Settings {
             endpoint,
             user: self.user.or(url_user).unwrap_or_else(|| "default".into()),
@@ -140,6 +173,7 @@ impl ClickHouseSinkConfig {
             max_rows: count("max_rows", self.max_rows, 100_000)?,
             max_bytes: count("max_bytes", self.max_bytes, 64 << 20)?,
             max_delay: self.max_delay.unwrap_or(Duration::from_secs(1)),
+            compression,
             timeout,
             tls_ca,
         })
@@ -158,6 +192,7 @@ impl fmt::Debug for ClickHouseSinkConfig {
             .field("max_rows", &self.max_rows)
             .field("max_bytes", &self.max_bytes)
             .field("max_delay", &self.max_delay)
+            .field("compression", &self.compression)
             .field("timeout", &self.timeout)
             .field("tls_ca_file", &self.tls_ca_file)
             .finish()
@@ -207,6 +242,22 @@ mod unit {
         assert!(e.contains("bogus"), "{e}");
         let e = parse("url = \"http://h:1\"\ndatabase = \"d\"\ntable = \"x\"").unwrap_err();
         assert!(e.starts_with("table"), "{e}");
+        let e =
+            parse("url = \"http://h:1\"\ndatabase = \"d\"\ncompression = \"lzma\"").unwrap_err();
+        assert!(e.starts_with("compression"), "{e}");
+    }
+
+    #[test]
+    fn compresses_unless_the_server_is_local() {
+        let at = |url: &str| parse(&format!("url = \"{url}\"\ndatabase = \"d\"")).unwrap();
+        assert_eq!(at("http://127.0.0.1:8123").compression, Compression::None);
+        assert_eq!(at("http://localhost:8123").compression, Compression::None);
+        assert_eq!(
+            at("https://ch.example.com:8443").compression,
+            Compression::Gzip
+        );
+        let s = parse("url = \"http://h:1\"\ndatabase = \"d\"\ncompression = \"none\"").unwrap();
+        assert_eq!(s.compression, Compression::None);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! # user = "default"; password = "${CLICKHOUSE_PASSWORD}"  (or in the URL)
 //! # tables = ["public.*"]; table = "{table}"  (also {schema})
 //! # max_rows = 100000; max_bytes = 67108864; max_delay = "1s"; timeout = "60s"
+//! # compression = "gzip"            # default: "none" to a loopback server
 //! # tls_ca_file = "/etc/courier/clickhouse-ca.pem"
 //! ```
 //!

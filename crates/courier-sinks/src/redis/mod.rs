@@ -174,7 +174,7 @@ impl Sink for RedisSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         // Runs of row changes are applied concurrently (one winner per key);
         // a truncate is a barrier between them.
-        for segment in self.settings.selection.segments(batch) {
+        for segment in self.settings.selection.segments(&batch.changes) {
             match segment {
                 Segment::Rows(rows) => self.apply_rows(&rows).await?,
                 Segment::Truncate(c) => self.truncate(c).await?,

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use courier_core::SinkError;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value as Json;
 
 use super::client::{error_text, Client};
@@ -27,15 +28,23 @@ pub(crate) struct Rejected {
 pub(crate) struct Limits {
     pub batch_size: usize,
     pub batch_bytes: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
     /// How long overloaded items are retried before giving up with a
     /// retriable error (Courier then retries the batch).
     pub retry_for: Duration,
+    /// The sink's name, for its metrics.
+    pub sink: String,
 }
 
 /// Sends every item; returns the rejected ones. An error means some item
 /// is neither applied nor rejected: the whole request failed for a reason
 /// retrying cannot fix (fatal), or items stayed overloaded for
 /// `retry_for` (retriable).
+///
+/// Up to `concurrency` requests are in flight at once. That is safe for
+/// order because the items name distinct documents (the caller keeps one
+/// change per document) and every write carries its version.
 pub(crate) async fn send_items(
     client: &Client,
     items: &[Item<'_>],
@@ -49,12 +58,19 @@ pub(crate) async fn send_items(
     while !pending.is_empty() {
         let mut again = Vec::new();
         let mut last_reason = String::new();
-        for chunk in chunks(items, &pending, limits) {
-            let mut body = Vec::new();
-            for &i in &chunk {
-                items[i].write(&mut body);
+        let mut requests = requests(items, &pending, limits).into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < limits.concurrency.max(1) {
+                let Some((chunk, body)) = requests.next() else {
+                    break;
+                };
+                in_flight.push(async move { (chunk, client.bulk(body).await) });
             }
-            let resp = match client.bulk(body).await {
+            let Some((chunk, resp)) = in_flight.next().await else {
+                break;
+            };
+            let resp = match resp {
                 Ok(r) => r,
                 Err(e) if e.is_retriable() => {
                     last_reason = e.to_string();
@@ -104,6 +120,8 @@ pub(crate) async fn send_items(
         if again.is_empty() {
             break;
         }
+        metrics::counter!("courier_sink_retried_items_total", "sink" => limits.sink.clone())
+            .increment(again.len() as u64);
         if started.elapsed() >= limits.retry_for {
             let first = &items[again[0]];
             return Err(SinkError::retriable(format!(
@@ -119,34 +137,45 @@ pub(crate) async fn send_items(
             attempt,
             "search server is overloaded; retrying the items it did not take"
         );
+        if attempt == 3 {
+            tracing::warn!(sink = %limits.sink, items = again.len(), reason = %last_reason,
+                "search server keeps refusing documents for overload; still retrying");
+        }
         tokio::time::sleep(jitter.backoff(attempt)).await;
-        attempt += 1;
+        // Back off further only while nothing gets through: a round that
+        // applied items starts the next one from a short wait again.
+        let progressed = again.len() < pending.len();
+        attempt = if progressed { 0 } else { attempt + 1 };
+        // Stream order, so that the requests of the next round are cut the
+        // same way whatever order the responses came back in.
+        again.sort_unstable();
         pending = again;
     }
     Ok(rejected)
 }
 
-/// Splits the pending items into requests of at most `batch_size` items
-/// and about `batch_bytes` bytes.
-fn chunks(items: &[Item<'_>], pending: &[usize], limits: &Limits) -> Vec<Vec<usize>> {
+/// The pending items as `_bulk` requests of at most `batch_size` items and
+/// about `batch_bytes` bytes: each request's items and its NDJSON body.
+fn requests(items: &[Item<'_>], pending: &[usize], limits: &Limits) -> Vec<(Vec<usize>, Vec<u8>)> {
     let mut out = Vec::new();
-    let mut cur = Vec::new();
-    let mut bytes = 0;
-    let mut scratch = Vec::new();
+    let mut chunk = Vec::new();
+    let mut body = Vec::new();
     for &i in pending {
-        scratch.clear();
-        items[i].write(&mut scratch);
-        if !cur.is_empty()
-            && (cur.len() >= limits.batch_size || bytes + scratch.len() > limits.batch_bytes)
+        let start = body.len();
+        items[i].write(&mut body);
+        if !chunk.is_empty()
+            && (chunk.len() >= limits.batch_size || body.len() > limits.batch_bytes)
         {
-            out.push(std::mem::take(&mut cur));
-            bytes = 0;
+            let next = body.split_off(start);
+            out.push((
+                std::mem::take(&mut chunk),
+                std::mem::replace(&mut body, next),
+            ));
         }
-        bytes += scratch.len();
-        cur.push(i);
+        chunk.push(i);
     }
-    if !cur.is_empty() {
-        out.push(cur);
+    if !chunk.is_empty() {
+        out.push((chunk, body));
     }
     out
 }
@@ -178,7 +207,12 @@ fn classify(result: &Json) -> Verdict {
         // document, which still leaves its versioned tombstone.
         200..=299 | 409 | 404 if error_type != "index_not_found_exception" => Verdict::Applied,
         429 | 500..=599 => Verdict::Overloaded(error.map(error_text).unwrap_or_default()),
-        _ if error_type == "es_rejected_execution_exception" => {
+        // Elasticsearch's name for a full queue, and OpenSearch's.
+        _ if matches!(
+            error_type.as_str(),
+            "es_rejected_execution_exception" | "rejected_execution_exception"
+        ) =>
+        {
             Verdict::Overloaded(error.map(error_text).unwrap_or_default())
         }
         _ => Verdict::Rejected {
@@ -242,6 +276,12 @@ mod tests {
         assert!(matches!(
             classify(
                 &json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}})
+            ),
+            Verdict::Overloaded(_)
+        ));
+        assert!(matches!(
+            classify(
+                &json!({"index": {"status": 400, "error": {"type": "rejected_execution_exception"}}})
             ),
             Verdict::Overloaded(_)
         ));

@@ -166,7 +166,9 @@ impl Client {
         let (_, json) = self
             .send(
                 Method::POST,
-                "/_bulk",
+                // Only what is needed to classify each item: a smaller
+                // response for the server to write and for Courier to read.
+                "/_bulk?filter_path=errors,items.*.status,items.*.error",
                 Some((body, "application/x-ndjson")),
                 &[],
             )

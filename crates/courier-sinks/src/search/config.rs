@@ -40,6 +40,8 @@ pub struct SearchSinkConfig {
     pub batch_size: Option<usize>,
     /// Bytes per `_bulk` request, roughly (default 5 MiB).
     pub batch_bytes: Option<usize>,
+    /// `_bulk` requests in flight at once (default 2).
+    pub concurrency: Option<usize>,
     /// How long delete tombstones are kept (`index.gc_deletes`, default `7d`).
     pub gc_deletes: Option<String>,
     /// Shards and replicas of the indexes Courier creates (defaults 1 and
@@ -91,6 +93,7 @@ pub(crate) struct Settings {
     pub dead_letter_index: String,
     pub batch_size: usize,
     pub batch_bytes: usize,
+    pub concurrency: usize,
     pub gc_deletes: String,
     pub number_of_shards: u32,
     pub number_of_replicas: Option<u32>,
@@ -143,6 +146,7 @@ impl SearchSinkConfig {
             dead_letter_index,
             batch_size: count("batch_size", self.batch_size, 1000)?,
             batch_bytes: count("batch_bytes", self.batch_bytes, 5 << 20)?,
+            concurrency: count("concurrency", self.concurrency, 2)?,
             gc_deletes,
             number_of_shards: self.number_of_shards.unwrap_or(1).max(1),
             number_of_replicas: self.number_of_replicas,

@@ -42,8 +42,11 @@
 //! # Overload and rejected documents
 //!
 //! Every item result of a bulk response is read. Items refused with 429,
-//! `es_rejected_execution_exception` or 5xx are sent again, alone, with
-//! exponential backoff and jitter, for up to `retry_secs`; after that the
+//! `es_rejected_execution_exception` (`rejected_execution_exception` on
+//! OpenSearch) or 5xx are sent again without the items that were applied,
+//! with exponential backoff and jitter (reset whenever a round makes
+//! progress) and counted by `courier_sink_retried_items_total{sink}`, for
+//! up to `retry_secs`; after that the
 //! batch fails as retriable and Courier retries it. A document refused for
 //! its content (a mapping conflict, too large) stops the table with an
 //! error naming table, key and LSN when `on_error = "stop"`; with
@@ -73,7 +76,9 @@ mod tests;
 mod truncate;
 
 use async_trait::async_trait;
-use courier_core::{Batch, Change, Sink, SinkError};
+use std::time::Duration;
+
+use courier_core::{Batch, Change, Grouping, Sink, SinkError};
 
 pub use config::{OnError, SearchSinkConfig};
 pub use server::{Flavour, Server};
@@ -153,7 +158,21 @@ impl SearchSink {
 #[async_trait]
 impl Sink for SearchSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        for segment in self.settings.selection.segments(batch) {
+        self.apply_all(&[batch]).await
+    }
+
+    /// What is already queued, up to a few rounds of requests: enough for
+    /// `concurrency` requests to stay busy, without waiting for more.
+    fn grouping(&self) -> Grouping {
+        Grouping {
+            max_changes: self.settings.batch_size * self.settings.concurrency * 4,
+            max_delay: Duration::ZERO,
+        }
+    }
+
+    async fn apply_all(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
+        let changes = batches.iter().flat_map(|b| b.changes.iter());
+        for segment in self.settings.selection.segments(changes) {
             match segment {
                 Segment::Rows(rows) => self.apply_rows(&rows).await?,
                 Segment::Truncate(c) => self.truncate(c).await?,
@@ -164,6 +183,16 @@ impl Sink for SearchSink {
 }
 
 impl SearchSink {
+    fn limits(&self) -> Limits {
+        Limits {
+            batch_size: self.settings.batch_size,
+            batch_bytes: self.settings.batch_bytes,
+            concurrency: self.settings.concurrency,
+            retry_for: self.settings.retry_for,
+            sink: self.name.clone(),
+        }
+    }
+
     async fn apply_rows(&mut self, changes: &[&Change]) -> Result<(), SinkError> {
         if changes.is_empty() {
             return Ok(());
@@ -194,12 +223,7 @@ impl SearchSink {
             }
         }
         let items = collapse(items);
-        let limits = Limits {
-            batch_size: self.settings.batch_size,
-            batch_bytes: self.settings.batch_bytes,
-            retry_for: self.settings.retry_for,
-        };
-        let rejected = send_items(&self.client, &items, &limits).await?;
+        let rejected = send_items(&self.client, &items, &self.limits()).await?;
         if rejected.is_empty() && unkeyed.is_empty() {
             return Ok(());
         }
@@ -241,11 +265,6 @@ impl SearchSink {
             .indexes
             .ensure(&self.client, &self.settings, &self.server, &c.relation)
             .await?;
-        let limits = Limits {
-            batch_size: self.settings.batch_size,
-            batch_bytes: self.settings.batch_bytes,
-            retry_for: self.settings.retry_for,
-        };
-        truncate::truncate(&self.client, &alias, c, &limits).await
+        truncate::truncate(&self.client, &alias, c, &self.limits()).await
     }
 }
