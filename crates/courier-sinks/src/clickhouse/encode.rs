@@ -174,20 +174,20 @@ fn check_decimal(n: &str, p: u16, s: u16) -> Result<(), String> {
 
 /// `YYYY-MM-DD` within the ClickHouse type's range; infinities become the
 /// range's ends.
-fn date(d: &str, date32: bool) -> Result<String, String> {
+fn date(d: &str, date32: bool) -> Result<&str, String> {
     let (lo, hi) = if date32 {
         ("1900-01-01", "2299-12-31")
     } else {
         ("1970-01-01", "2105-12-31")
     };
     match d {
-        "infinity" => return Ok(hi.into()),
-        "-infinity" => return Ok(lo.into()),
+        "infinity" => return Ok(hi),
+        "-infinity" => return Ok(lo),
         _ => {}
     }
     let ok = d.len() == 10 && d.as_bytes()[4] == b'-' && (lo..=hi).contains(&d);
     if ok {
-        Ok(d.to_string())
+        Ok(d)
     } else {
         Err(format!(
             "a date outside {lo}..{hi} (the range of ClickHouse's {})",
@@ -196,39 +196,56 @@ fn date(d: &str, date32: bool) -> Result<String, String> {
     }
 }
 
+/// A ClickHouse timestamp's text, built without allocating.
+struct Stamp {
+    buf: [u8; 26],
+    len: usize,
+}
+
+impl Stamp {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]` within the ClickHouse type's range;
 /// `DateTime` keeps whole seconds. Infinities become the range's ends.
-fn timestamp(ts: &str, micros: bool) -> Result<String, String> {
-    let (lo, hi) = if micros {
-        ("1900-01-01 00:00:00.000000", "2299-12-31 23:59:59.999999")
+fn timestamp(ts: &str, micros: bool) -> Result<Stamp, String> {
+    let (lo, hi): (&[u8], &[u8]) = if micros {
+        (b"1900-01-01 00:00:00.000000", b"2299-12-31 23:59:59.999999")
     } else {
-        ("1970-01-01 00:00:00", "2105-12-31 23:59:59")
+        (b"1970-01-01 00:00:00", b"2105-12-31 23:59:59")
     };
-    match ts {
-        "infinity" => return Ok(hi.into()),
-        "-infinity" => return Ok(lo.into()),
-        _ => {}
-    }
-    let t = ts.strip_suffix('Z').unwrap_or(ts);
-    if t.len() < 19 || t.as_bytes()[10] != b'T' || t.ends_with(" BC") {
-        return Err("a timestamp ClickHouse cannot hold".into());
-    }
-    let mut s = format!("{} {}", &t[..10], &t[11..19]);
-    if micros {
-        let frac = t.get(20..).unwrap_or("");
-        s.push('.');
-        s.push_str(frac);
-        for _ in frac.len()..6 {
-            s.push('0');
+    let mut stamp = Stamp {
+        buf: [b'0'; 26],
+        len: if micros { 26 } else { 19 },
+    };
+    let t = match ts {
+        "infinity" => hi,
+        "-infinity" => lo,
+        _ => {
+            let t = ts.strip_suffix('Z').unwrap_or(ts).as_bytes();
+            if t.len() < 19 || t[10] != b'T' || t.ends_with(b" BC") {
+                return Err("a timestamp ClickHouse cannot hold".into());
+            }
+            t
         }
+    };
+    stamp.buf[..19].copy_from_slice(&t[..19]);
+    stamp.buf[10] = b' ';
+    if micros {
+        stamp.buf[19] = b'.';
+        let frac = t.get(20..).unwrap_or(b"");
+        let n = frac.len().min(6);
+        stamp.buf[20..20 + n].copy_from_slice(&frac[..n]);
     }
-    if (lo..=hi).contains(&s.as_str()) {
-        Ok(s)
+    if (lo..=hi).contains(&stamp.as_bytes()) {
+        Ok(stamp)
     } else {
         Err(format!(
             "a timestamp outside {}..{} (the range of ClickHouse's {})",
-            &lo[..10],
-            &hi[..10],
+            String::from_utf8_lossy(&lo[..10]),
+            String::from_utf8_lossy(&hi[..10]),
             if micros { "DateTime64" } else { "DateTime" }
         ))
     }
@@ -327,6 +344,14 @@ mod unit {
         assert_eq!(
             field(&ChType::Date, &Value::Date("infinity".into())).unwrap(),
             "2105-12-31"
+        );
+        assert_eq!(
+            field(&ChType::DateTime64, &Value::Timestamp("-infinity".into())).unwrap(),
+            "1900-01-01 00:00:00.000000"
+        );
+        assert_eq!(
+            field(&ChType::DateTime, &Value::TimestampTz("infinity".into())).unwrap(),
+            "2105-12-31 23:59:59"
         );
     }
 
