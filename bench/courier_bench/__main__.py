@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from . import chart, drain, latency, machine, pg, procs, report, snapshot, stats
+from . import chart, drain, latency, machine, pg, procs, report, snapshot, stats, timing
 from .courier import Courier, CourierError
 from .sinks import SINKS, by_names, supported_by_binary
 from .workloads import DRAIN_WORKLOADS, Oltp, Snapshot
@@ -102,6 +102,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
 
     sinks = []
+    clock = timing.Clock()
+    clock.start("setup")
     try:
         pg.drop_bench_slots(admin_url)
         pg.psql(admin_url, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -133,13 +135,15 @@ def main():
             w = cls(args.quick)
             if w.name not in only:
                 continue
+            clock.start(w.name)
             log(f"{w.name}: preparing ({w.describe()})")
             w.prepare(ctx)
             doc["workloads"][w.name] = w.describe()
             runs = []
             for i in range(repeat):
                 r = attempt(f"{w.name} run {i + 1}", lambda: drain.run_once(ctx, w, sinks, i))
-                log(f"{w.name} run {i + 1}/{repeat}: {r['changes']:,} changes; pg_recvlogical "
+                log(f"{w.name} run {i + 1}/{repeat}: {r['changes']:,} changes (slots "
+                    f"{r['slots_s']:.1f}s, backlog {r['backlog_s']:.1f}s); pg_recvlogical "
                     f"{r['recv']['seconds']:.2f}s ({r['recv']['cpu_s']:.2f} CPU s); " + "; ".join(
                         f"courier→{n} {x['seconds']:.2f}s (ratio {x['ratio']:.2f}, "
                         f"{x['rss_kb'] / 1024:.0f} MB, {x['cpu_s']:.2f} CPU s"
@@ -150,6 +154,7 @@ def main():
             doc["drain"].append(aggregate_drain(w.name, w.describe(), runs))
 
         if "snapshot" in only:
+            clock.start("snapshot")
             w = Snapshot(args.quick)
             log(f"snapshot: preparing ({w.describe()})")
             w.prepare(ctx)
@@ -164,10 +169,11 @@ def main():
             doc["drain"].append(aggregate_drain(w.name, w.describe(), runs))
 
         if "latency" in only:
+            clock.start("latency")
             w = Oltp(args.quick)
             if "oltp" not in only:
                 w.prepare(ctx)
-            seconds = 5 if args.quick else 10
+            seconds = 3 if args.quick else 5
             rates = [2000, 10000]
             doc["workloads"]["latency"] = (
                 f"the OLTP transaction at a fixed rate (pgbench -R, 16 clients, synchronous_commit=on) for {seconds}s "
@@ -192,6 +198,8 @@ def main():
                         agg[k] = stats.summary([r[k] for r in runs])
                     doc["latency"].append(agg)
 
+        clock.start("report")
+        doc["elapsed"] = clock.summary()
         doc["machine"]["load_at_end"] = round(os.getloadavg()[0], 1)
         doc["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         report.write(doc, os.path.join(out_dir, "latest.md"), os.path.join(out_dir, "latest.json"))
@@ -199,6 +207,7 @@ def main():
             f.write(chart.svg(doc))
         print(report.markdown(doc))
         log(f"results in {out_dir}/latest.{{md,json,svg}}")
+        log(f"elapsed {timing.describe(clock.summary())}")
     finally:
         procs.end_all()
         for s in sinks:
@@ -218,7 +227,8 @@ def main():
 
 if __name__ == "__main__":
     try:
-        main()
+        with timing.RunLock(os.path.join(REPO, ".dev", "bench", "run.lock")):
+            main()
     except KeyboardInterrupt as e:
         log(f"interrupted ({e}); bench slots dropped")
         sys.exit(130)

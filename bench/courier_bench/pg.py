@@ -73,7 +73,11 @@ class Session:
 
 
 def current_lsn(url):
-    return psql(url, "SELECT pg_current_wal_lsn()")
+    """The end of the WAL written so far, committed or not: the insert
+    position. (pg_current_wal_lsn() is the *write* position, which lags it
+    while commits are asynchronous: an END taken from it can fall before the
+    backlog's last commit, and a reader stopping there gets none of it.)"""
+    return psql(url, "SELECT pg_current_wal_insert_lsn()")
 
 
 def wait_flushed(url, lsn, timeout=30):

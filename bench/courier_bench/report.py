@@ -2,6 +2,8 @@
 
 import json
 
+from . import timing
+
 
 def _k(v):
     return f"{v / 1000:,.1f}k"
@@ -78,6 +80,8 @@ def markdown(doc):
                 f"{l['sink']} | {_spread(l['p50_ms'], f1)} | {_spread(l['p95_ms'], f1)} | "
                 f"{_spread(l['p99_ms'], f1)} | {_spread(l['max_ms'], f1)} | "
                 f"{_spread(l['rss_kb'], _mb)} | {l.get('measured_from', '')} |")
+    if doc.get("elapsed"):
+        out += ["", f"Run time: {timing.describe(doc['elapsed'])}."]
     out += ["", "Workloads:", ""]
     for name, text in doc["workloads"].items():
         out.append(f"- **{name}**: {text}")
