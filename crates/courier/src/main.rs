@@ -62,13 +62,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    // The command runs as a task on the runtime's workers rather than on
+    // this thread: a worker that sees the replication socket become readable
+    // then reads it itself, instead of waking this thread to do it.
+    let command = runtime.spawn(async move {
         match cli.command {
             Command::Run { config } => cli::run::run(&config).await,
             Command::Check { config } => cli::check::check(&config).await,
             Command::Tail { config, table } => cli::tail::tail(&config, &table).await,
         }
     });
+    let result = runtime
+        .block_on(command)
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("courier ended abnormally: {e}")));
     match result {
         Ok(code) => code,
         Err(e) => {
