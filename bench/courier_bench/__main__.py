@@ -10,7 +10,8 @@ import sys
 import tempfile
 import time
 
-from . import chart, drain, latency, machine, pg, procs, report, snapshot, stats, timing
+from . import (chart, drain, latency, machine, peer_debezium, pg, procs, report, snapshot, stats,
+               timing)
 from .courier import Courier, CourierError
 from .sinks import SINKS, by_names, supported_by_binary
 from .workloads import DRAIN_WORKLOADS, Oltp, Snapshot
@@ -43,6 +44,9 @@ def parse_args():
     p.add_argument("--only", default="oltp,bulk,toast,snapshot,latency",
                    help="comma-separated parts to run (default: all)")
     p.add_argument("--out", default=None, help="results folder (default bench/results)")
+    p.add_argument("--peer", choices=["debezium"], action="append", default=[],
+                   help="also drain the OLTP and bulk backlogs with a peer (off by default; "
+                        "debezium: its embedded engine, built with Maven the first time)")
     return p.parse_args()
 
 
@@ -56,12 +60,18 @@ def aggregate_drain(name, describe, runs):
             for k in ("native_rate", "native_ratio", "native_seconds"):
                 sinks[sink][k] = stats.summary([x.get(k) for x in rs])
             sinks[sink]["native_what"] = next(x["native_what"] for x in rs if x.get("native_what"))
+    peers = {}
+    for peer in runs[0].get("peers", {}):
+        rs = [r["peers"][peer] for r in runs]
+        peers[peer] = {k: stats.summary([x[k] for x in rs])
+                       for k in ("rate", "ratio", "seconds", "first_record_s", "rss_kb",
+                                 "cpu_s")}
     return {"workload": name, "description": describe, "changes": runs[0]["changes"],
             "recv_rate": stats.summary([r["recv"]["rate"] for r in runs]),
             "recv_seconds": stats.summary([r["recv"]["seconds"] for r in runs]),
             "recv_rss_kb": stats.summary([r["recv"]["rss_kb"] for r in runs]),
             "recv_cpu_s": stats.summary([r["recv"]["cpu_s"] for r in runs]),
-            "sinks": sinks, "runs": runs}
+            "sinks": sinks, "peers": peers, "runs": runs}
 
 
 def attempt(what, fn, tries=3):
@@ -130,6 +140,10 @@ def main():
                                        "reason": f"type {s.type!r} not in this build"})
         if not sinks:
             raise SystemExit("no sink to measure")
+        peers = [peer_debezium.by_name(n, repo) for n in args.peer]
+        for peer in peers:
+            peer.setup(log)
+        doc["peers"] = {peer.name: peer.describe_config(ctx, peer.workloads) for peer in peers}
 
         for cls in DRAIN_WORKLOADS:
             w = cls(args.quick)
@@ -141,7 +155,9 @@ def main():
             doc["workloads"][w.name] = w.describe()
             runs = []
             for i in range(repeat):
-                r = attempt(f"{w.name} run {i + 1}", lambda: drain.run_once(ctx, w, sinks, i))
+                w_peers = [p for p in peers if w.name in p.workloads]
+                r = attempt(f"{w.name} run {i + 1}",
+                            lambda: drain.run_once(ctx, w, sinks, i, w_peers))
                 log(f"{w.name} run {i + 1}/{repeat}: {r['changes']:,} changes (slots "
                     f"{r['slots_s']:.1f}s, backlog {r['backlog_s']:.1f}s); pg_recvlogical "
                     f"{r['recv']['seconds']:.2f}s ({r['recv']['cpu_s']:.2f} CPU s); " + "; ".join(
@@ -149,7 +165,11 @@ def main():
                         f"{x['rss_kb'] / 1024:.0f} MB, {x['cpu_s']:.2f} CPU s"
                         + (f"; node's own _bulk {x['native_seconds']:.2f}s, Courier at "
                            f"{x['native_ratio']:.2f} of it" if x.get("native_rate") else "") + ")"
-                        for n, x in r["sinks"].items()))
+                        for n, x in r["sinks"].items()) + "".join(
+                        f"; {n} (peer) {x['seconds']:.2f}s (first record after "
+                        f"{x['first_record_s'] or 0:.1f}s; ratio {x['ratio']:.2f}, "
+                        f"{x['rss_kb'] / 1024:.0f} MB, {x['cpu_s']:.2f} CPU s)"
+                        for n, x in r["peers"].items()))
                 runs.append(r)
             doc["drain"].append(aggregate_drain(w.name, w.describe(), runs))
 

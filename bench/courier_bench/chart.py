@@ -14,6 +14,8 @@ def _text(x, y, s, size=12, anchor="start", weight="normal", fill="#222"):
 def _ratios(doc, x0):
     rows = [(f"{w['workload']} → {sink}", s["ratio"]) for w in doc["drain"]
             for sink, s in w["sinks"].items() if s["ratio"]]
+    rows += [(f"{w['workload']}: {name} (peer)", p["ratio"]) for w in doc["drain"]
+             for name, p in w.get("peers", {}).items() if p["ratio"]]
     top = max([1.2] + [r["max"] * 1.1 for _, r in rows])
     plot_w = W - LEFT - 20
     sx = lambda v: x0 + LEFT + v / top * plot_w

@@ -79,33 +79,42 @@ def create_courier_slots(ctx, workload, sinks, slots, repeat):
             c.stop()
 
 
-def run_once(ctx, workload, sinks, repeat):
-    """One backlog, drained by pg_recvlogical and by Courier into each sink."""
+def run_once(ctx, workload, sinks, repeat, peers=()):
+    """One backlog, drained by pg_recvlogical, by Courier into each sink and
+    by each peer."""
     url = ctx.db_url
     pub = publication(workload)
     recv_slot = f"{pg.SLOT_PREFIX}{workload.name}_recv"
     slots = {s.name: f"{pg.SLOT_PREFIX}{workload.name}_{s.name}" for s in sinks}
-    for slot in [recv_slot, *slots.values()]:
+    peer_slots = {p.name: f"{pg.SLOT_PREFIX}{workload.name}_peer_{p.name}" for p in peers}
+    all_slots = [recv_slot, *slots.values(), *peer_slots.values()]
+    for slot in all_slots:
         pg.drop_slot(url, slot)  # left by an interrupted attempt
     t0 = time.perf_counter()
     workload.reset(ctx)
     create_courier_slots(ctx, workload, sinks, slots, repeat)
-    pg.create_pgoutput_slot(url, recv_slot)
+    for slot in [recv_slot, *peer_slots.values()]:
+        pg.create_pgoutput_slot(url, slot)
     t1 = time.perf_counter()
     changes = workload.generate(ctx)
     end_lsn = pg.current_lsn(url)
     pg.wait_flushed(url, end_lsn)
 
-    result = {"changes": changes, "end_lsn": end_lsn, "sinks": {},
+    result = {"changes": changes, "end_lsn": end_lsn, "sinks": {}, "peers": {},
               # where a run's wall time goes besides the timed drains
               "slots_s": round(t1 - t0, 2), "backlog_s": round(time.perf_counter() - t1, 2)}
     session = pg.Session(url)
     try:
-        order = ["recv"] + [s.name for s in sinks]
+        order = ["recv"] + [s.name for s in sinks] + [f"peer:{p.name}" for p in peers]
         if repeat % 2 == 1:
             order.reverse()  # alternate who reads the WAL first (page cache)
         for who in order:
-            if who == "recv":
+            if who.startswith("peer:"):
+                p = next(x for x in peers if f"peer:{x.name}" == who)
+                r = p.time_drain(ctx, workload, peer_slots[p.name], pub, changes,
+                                 f"{workload.name}_peer_{p.name}_{repeat}")
+                result["peers"][p.name] = {**r, "rate": changes / r["seconds"]}
+            elif who == "recv":
                 secs, rss, cpu = time_recvlogical(ctx, recv_slot, pub, end_lsn)
                 result["recv"] = {"seconds": secs, "rate": changes / secs, "rss_kb": rss,
                                   "cpu_s": cpu}
@@ -125,13 +134,15 @@ def run_once(ctx, workload, sinks, repeat):
                 s.clear(ctx.workdir, run_id)
     finally:
         session.close()
-        for slot in [recv_slot, *slots.values()]:
+        for slot in all_slots:
             pg.drop_slot(url, slot)
     recv = result["recv"]
     if changes >= 10_000 and recv["cpu_s"] < changes * 1e-6:
         # pg_recvlogical exits at --endpos; one that used no CPU received
         # nothing, so this run has no reference.
         raise InvalidRun(f"pg_recvlogical used {recv['cpu_s']} CPU s for {changes} changes")
+    for r in result["peers"].values():
+        r["ratio"] = r["rate"] / recv["rate"]
     for name, r in result["sinks"].items():
         if changes >= 10_000 and r["cpu_s"] is not None and r["cpu_s"] < changes * 1e-6:
             # Courier's slot passed END without Courier doing the work: kept

@@ -56,6 +56,7 @@ def markdown(doc):
             out.append(
                 f"| {w['workload']} | {sink} | {w['changes']:,} | {_spread(s['native_rate'], _k)} | "
                 f"{_spread(s['rate'], _k)} | {_spread(s['native_ratio'], lambda v: f'{v:.2f}')} |")
+    out += _peers(doc)
     for w in doc["drain"]:
         for run in w.get("runs", []):
             for sink, r in run["sinks"].items():
@@ -86,6 +87,36 @@ def markdown(doc):
     for name, text in doc["workloads"].items():
         out.append(f"- **{name}**: {text}")
     return "\n".join(out) + "\n"
+
+
+def _peers(doc):
+    """The peer table and each peer's configuration, when a peer ran."""
+    rows = [(w, name, p) for w in doc["drain"] for name, p in w.get("peers", {}).items()]
+    if not rows:
+        return []
+    out = [
+        "",
+        "Peer: another engine draining the same backlog from its own slot (pgoutput, same "
+        "publication), timed from its process start to the last change of the backlog "
+        "consumed; not Courier:",
+        "",
+        "| workload | peer | changes | pg_recvlogical rate/s | peer rate/s | peer / pg_recvlogical "
+        "| peer's first record after s | peer peak RSS MB | peer CPU s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for w, name, p in rows:
+        label = doc.get("peers", {}).get(name, {}).get("label", name)
+        out.append(
+            f"| {w['workload']} | {label} | {w['changes']:,} | {_spread(w['recv_rate'], _k)} | "
+            f"{_spread(p['rate'], _k)} | {_spread(p['ratio'], lambda v: f'{v:.2f}')} | "
+            f"{_spread(p.get('first_record_s'), lambda v: f'{v:.1f}')} | "
+            f"{_spread(p['rss_kb'], _mb)} | {_spread(p['cpu_s'], lambda v: f'{v:.1f}')} |")
+    for name, cfg in doc.get("peers", {}).items():
+        out += ["", f"Configuration of {cfg['label']}: {cfg['runtime']}; {cfg['engine']}; "
+                    f"consumer: {cfg['consumer']}; properties:", "", "```properties"]
+        out += [f"{k}={v}" for k, v in cfg["properties"].items()]
+        out.append("```")
+    return out
 
 
 def write(doc, md_path, json_path):
