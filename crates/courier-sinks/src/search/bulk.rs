@@ -156,16 +156,17 @@ pub(crate) async fn send_items(
 
 /// The pending items as `_bulk` requests of at most `batch_size` items and
 /// about `batch_bytes` bytes: each request's items and its NDJSON body.
+/// Requests come in whole rounds of `concurrency` requests of about equal
+/// size, so that no round ends with one small request sent alone.
 fn requests(items: &[Item<'_>], pending: &[usize], limits: &Limits) -> Vec<(Vec<usize>, Vec<u8>)> {
+    let per_request = even_share(pending.len(), limits.batch_size, limits.concurrency);
     let mut out = Vec::new();
     let mut chunk = Vec::new();
     let mut body = Vec::new();
     for &i in pending {
         let start = body.len();
         items[i].write(&mut body);
-        if !chunk.is_empty()
-            && (chunk.len() >= limits.batch_size || body.len() > limits.batch_bytes)
-        {
+        if !chunk.is_empty() && (chunk.len() >= per_request || body.len() > limits.batch_bytes) {
             let next = body.split_off(start);
             out.push((
                 std::mem::take(&mut chunk),
@@ -178,6 +179,15 @@ fn requests(items: &[Item<'_>], pending: &[usize], limits: &Limits) -> Vec<(Vec<
         out.push((chunk, body));
     }
     out
+}
+
+/// Items per request when `n` items go out in requests of at most `max`
+/// items, as a whole number of rounds of `concurrency` requests.
+fn even_share(n: usize, max: usize, concurrency: usize) -> usize {
+    let max = max.max(1);
+    let concurrency = concurrency.max(1);
+    let requests = n.div_ceil(max).div_ceil(concurrency) * concurrency;
+    n.div_ceil(requests.max(1)).max(1)
 }
 
 enum Verdict {
@@ -308,6 +318,18 @@ mod tests {
             ),
             Verdict::Rejected { .. }
         ));
+    }
+
+    #[test]
+    fn requests_come_in_even_rounds() {
+        // 8,192 items, 1,000 per request, 2 at a time: 10 requests of 820
+        // (the last 812), not 8 of 1,000 and a lone 192.
+        assert_eq!(even_share(8192, 1000, 2), 820);
+        assert_eq!(even_share(2000, 1000, 2), 1000);
+        assert_eq!(even_share(10, 1000, 2), 5);
+        assert_eq!(even_share(1, 1000, 4), 1);
+        assert_eq!(even_share(0, 1000, 2), 1);
+        assert_eq!(even_share(5000, 1000, 1), 1000);
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl Sink for SearchSink {
     /// `concurrency` requests to stay busy, without waiting for more.
     fn grouping(&self) -> Grouping {
         Grouping {
-            max_changes: self.settings.batch_size * self.settings.concurrency * 4,
+            max_changes: self.settings.batch_size * self.settings.concurrency * 8,
             max_delay: Duration::ZERO,
         }
     }
