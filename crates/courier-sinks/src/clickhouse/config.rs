@@ -41,6 +41,10 @@ pub struct ClickHouseSinkConfig {
     /// prefers a few large inserts per second to many small ones.
     #[serde(default, deserialize_with = "opt_duration")]
     pub max_delay: Option<Duration>,
+    /// INSERTs in flight at once per table (default 2). A group's rows go
+    /// out in about equal parts; each key is in one part only, so their
+    /// order does not matter.
+    pub concurrency: Option<usize>,
     /// `"gzip"` or `"none"`: how INSERT bodies travel. Default: `"none"` to
     /// a server on this machine (loopback), else `"gzip"`.
     pub compression: Option<String>,
@@ -65,6 +69,7 @@ pub(crate) struct Settings {
     pub max_rows: usize,
     pub max_bytes: usize,
     pub max_delay: Duration,
+    pub concurrency: usize,
     pub compression: Compression,
     pub timeout: Duration,
     pub tls_ca: Option<Vec<u8>>,
@@ -173,6 +178,7 @@ impl ClickHouseSinkConfig {
             max_rows: count("max_rows", self.max_rows, 100_000)?,
             max_bytes: count("max_bytes", self.max_bytes, 64 << 20)?,
             max_delay: self.max_delay.unwrap_or(Duration::from_secs(1)),
+            concurrency: count("concurrency", self.concurrency, 2)?,
             compression,
             timeout,
             tls_ca,
@@ -192,6 +198,7 @@ impl fmt::Debug for ClickHouseSinkConfig {
             .field("max_rows", &self.max_rows)
             .field("max_bytes", &self.max_bytes)
             .field("max_delay", &self.max_delay)
+            .field("concurrency", &self.concurrency)
             .field("compression", &self.compression)
             .field("timeout", &self.timeout)
             .field("tls_ca_file", &self.tls_ca_file)

@@ -16,6 +16,7 @@
 //! # user = "default"; password = "${CLICKHOUSE_PASSWORD}"  (or in the URL)
 //! # tables = ["public.*"]; table = "{table}"  (also {schema})
 //! # max_rows = 100000; max_bytes = 67108864; max_delay = "1s"; timeout = "60s"
+//! # concurrency = 2                 # INSERTs in flight at once per table
 //! # compression = "gzip"            # default: "none" to a loopback server
 //! # tls_ca_file = "/etc/courier/clickhouse-ca.pem"
 //! ```
@@ -35,10 +36,11 @@
 //! # Writes
 //!
 //! Courier gathers consecutive batches for this sink until `max_rows`
-//! changes are waiting or the first has waited `max_delay`; the group
-//! becomes one INSERT per table (more when it exceeds `max_rows` or
-//! `max_bytes`), holding per key only the change that wins the version
-//! rule, so ClickHouse never has to choose within a block. A delete inserts
+//! changes are waiting or the first has waited `max_delay`. Per table, the
+//! group keeps per key only the change that wins the version rule, so
+//! ClickHouse never has to choose within a block; as each key is then in
+//! one row only, the rows go out as `concurrency` INSERTs of about equal
+//! size at once (more when they exceed `max_rows` or `max_bytes`). A delete inserts
 //! the key with `_deleted = 1`. A TRUNCATE inserts a tombstone, at its
 //! version, for every current row that is not newer, in order with the
 //! stream; the tombstones keep older replayed writes out as deletes do. A
@@ -89,7 +91,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use courier_core::{Batch, Change, Grouping, Op, Relation, Sink, SinkError, TableId, Value};
+use courier_core::{Batch, Change, Grouping, Lsn, Op, Relation, Sink, SinkError, TableId, Value};
+use tokio::task::JoinSet;
 
 pub use config::ClickHouseSinkConfig;
 pub use schema::{DELETED_COLUMN, SYNCED_AT_COLUMN, VERSION_COLUMN, VIEW_SUFFIX};
@@ -290,7 +293,17 @@ impl ClickHouseSink {
             winners.into_changes()
         };
 
-        let mut body = Vec::with_capacity(winners.len() * 128);
+        // The winners name distinct keys, so they can go out as several
+        // INSERTs at once without any order between them mattering: about
+        // equal parts, `concurrency` in flight, each within the limits.
+        let table = &first.relation.id;
+        let in_flight = self.settings.concurrency;
+        let per_insert = winners
+            .len()
+            .div_ceil(in_flight)
+            .clamp(1, self.settings.max_rows);
+        let mut inserts = JoinSet::new();
+        let mut body = Vec::with_capacity(per_insert * 128);
         let mut rows = 0;
         for c in winners {
             let (row, deleted) = match (&c.after, c.op) {
@@ -315,21 +328,35 @@ impl ClickHouseSink {
             body.push(deleted);
             body.push(b'\n');
             rows += 1;
-            if rows >= self.settings.max_rows || body.len() >= self.settings.max_bytes {
-                self.send(&first.relation.id, c, std::mem::take(&mut body))
-                    .await?;
+            if rows >= per_insert || body.len() >= self.settings.max_bytes {
+                if inserts.len() >= in_flight {
+                    finish_one(&mut inserts).await?;
+                }
+                let full = std::mem::replace(&mut body, Vec::with_capacity(per_insert * 128));
+                self.start_insert(&mut inserts, table, c.version, full);
                 rows = 0;
             }
         }
         if !body.is_empty() {
-            self.send(&first.relation.id, first, body).await?;
+            self.start_insert(&mut inserts, table, first.version, body);
+        }
+        while !inserts.is_empty() {
+            finish_one(&mut inserts).await?;
         }
         Ok(())
     }
 
-    async fn send(&self, table: &TableId, at: &Change, body: Vec<u8>) -> Result<(), SinkError> {
+    /// Starts an INSERT of `body` into the table of `table`; `at` is the
+    /// version its errors name.
+    fn start_insert(
+        &self,
+        inserts: &mut JoinSet<Result<(), SinkError>>,
+        table: &TableId,
+        at: Lsn,
+        body: Vec<u8>,
+    ) {
         let Some(state) = self.tables.get(table) else {
-            return Ok(());
+            return;
         };
         let mut settings = Vec::new();
         if self.features.dedup_token {
@@ -338,10 +365,15 @@ impl ClickHouseSink {
                 format!("courier-{:016x}-{}", fnv1a(&body), body.len()),
             ));
         }
-        self.client
-            .insert(&state.insert, body, &settings)
-            .await
-            .map_err(|e| insert_error(e, "insert into", &state.qualified, table, at))
+        let client = self.client.clone();
+        let (statement, qualified) = (state.insert.clone(), state.qualified.clone());
+        let table = table.clone();
+        inserts.spawn(async move {
+            client
+                .insert(&statement, body, &settings)
+                .await
+                .map_err(|e| insert_error(e, "insert into", &qualified, &table, at))
+        });
     }
 
     /// Turns every current row at or below the truncate's version into a
@@ -367,24 +399,29 @@ impl ClickHouseSink {
             .query(&sql)
             .await
             .map(|_| ())
-            .map_err(|e| insert_error(e, "truncate", &state.qualified, &c.relation.id, c))
+            .map_err(|e| insert_error(e, "truncate", &state.qualified, &c.relation.id, c.version))
     }
 }
 
-fn insert_error(
-    e: ChError,
-    what: &str,
-    qualified: &str,
-    table: &TableId,
-    at: &Change,
-) -> SinkError {
+/// Waits for one of the INSERTs in flight.
+async fn finish_one(inserts: &mut JoinSet<Result<(), SinkError>>) -> Result<(), SinkError> {
+    match inserts.join_next().await {
+        None => Ok(()),
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(SinkError::retriable(format!(
+            "clickhouse: an INSERT ended abnormally: {e}"
+        ))),
+    }
+}
+
+fn insert_error(e: ChError, what: &str, qualified: &str, table: &TableId, at: Lsn) -> SinkError {
     let message = format!("clickhouse: {what} {qualified}: {e}");
     let err = if e.is_retriable() {
         SinkError::retriable(message)
     } else {
         SinkError::fatal(message)
     };
-    err.with_table(table).with_lsn(at.version).with_source(e)
+    err.with_table(table).with_lsn(at).with_source(e)
 }
 
 /// FNV-1a: a stable digest of an INSERT's rows, for its deduplication token.
