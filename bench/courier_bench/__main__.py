@@ -142,7 +142,10 @@ def main():
             raise SystemExit("no sink to measure")
         peers = [peer_debezium.by_name(n, repo) for n in args.peer]
         for peer in peers:
-            peer.setup(log)
+            try:
+                peer.setup(log)
+            except peer_debezium.PeerError as e:
+                raise SystemExit(f"peer {peer.name}: {e}") from None
         doc["peers"] = {peer.name: peer.describe_config(ctx, peer.workloads) for peer in peers}
 
         for cls in DRAIN_WORKLOADS:

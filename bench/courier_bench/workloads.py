@@ -119,7 +119,7 @@ class Wide:
 
     def __init__(self, quick):
         self.rows = 5_000 if quick else 20_000
-        self.updates = 10_000 if quick else 60_000
+        self.updates = 10_000 if quick else 120_000
 
     def describe(self):
         return (f"{self.updates:,} single-row UPDATEs of an int column on rows carrying "
