@@ -176,9 +176,25 @@ impl Client {
         Ok(json)
     }
 
-    /// The server's flavour and version (`GET /`).
+    /// The server's flavour and version: from `GET /`, else from the node
+    /// answering `GET /_nodes/_local` (Elasticsearch 8 serves `GET /` from
+    /// its `rest-root` module, which a cluster may lack).
     pub async fn server(&self) -> Result<Option<Server>, HttpError> {
-        let (_, root) = self.get("/", &[]).await?;
-        Ok(Server::parse_root(&root))
+        let (status, root) = self.get("/", &[404, 405]).await?;
+        if status.is_success() {
+            if let Some(server) = Server::parse_root(&root) {
+                return Ok(Some(server));
+            }
+        }
+        let (status, nodes) = self
+            .get(
+                "/_nodes/_local?filter_path=nodes.*.version,nodes.*.build_flavor",
+                &[404, 405],
+            )
+            .await?;
+        Ok(match status.is_success() {
+            true => Server::parse_nodes(&nodes),
+            false => None,
+        })
     }
 }

@@ -57,9 +57,11 @@
 //!
 //! # Servers
 //!
-//! `GET /` tells the flavour and version at start: Elasticsearch 7, 8, 9
-//! and OpenSearch 1, 2, 3 are supported (JSON columns map as `flattened` on
-//! Elasticsearch ≥ 7.3 and `flat_object` on OpenSearch ≥ 2.7).
+//! `GET /` tells the flavour and version at start (`GET /_nodes/_local`
+//! when the node has no root endpoint, as Elasticsearch 8 without its
+//! `rest-root` module): Elasticsearch 7, 8, 9 and OpenSearch 1, 2, 3 are
+//! supported (JSON columns map as `flattened` on Elasticsearch ≥ 7.3 and
+//! `flat_object` on OpenSearch ≥ 2.7).
 
 mod bulk;
 mod client;
@@ -117,7 +119,7 @@ pub async fn build(name: &str, config: SearchSinkConfig) -> Result<SearchSink, B
         })?
         .ok_or_else(|| {
             connect(format!(
-                "{} does not answer as Elasticsearch or OpenSearch (GET / has no version.number)",
+                "{} does not answer as Elasticsearch or OpenSearch (neither GET / nor GET /_nodes/_local names a version)",
                 settings.base
             ))
         })?;

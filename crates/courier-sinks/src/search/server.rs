@@ -1,4 +1,5 @@
-//! Which search server the sink talks to, read from `GET /` at start.
+//! Which search server the sink talks to, read at start from `GET /` (or
+//! `GET /_nodes/_local` when the node has no root endpoint).
 
 use std::fmt;
 
@@ -37,6 +38,21 @@ impl Server {
         })
     }
 
+    /// Reads the answer of `GET /_nodes/_local`: the first node's version,
+    /// Elasticsearch when it names a `build_flavor` (OpenSearch dropped the
+    /// field); `None` when it is not a search server's.
+    pub fn parse_nodes(nodes: &serde_json::Value) -> Option<Server> {
+        let (_, node) = nodes.get("nodes")?.as_object()?.iter().next()?;
+        let number = node.get("version")?.as_str()?;
+        let distribution = match node.get("build_flavor") {
+            Some(_) => "elasticsearch",
+            None => "opensearch",
+        };
+        Server::parse_root(
+            &serde_json::json!({"version": {"number": number, "distribution": distribution}}),
+        )
+    }
+
     /// Whether Courier knows this server's request shapes: Elasticsearch
     /// 7 to 9, OpenSearch 1 to 3.
     pub fn supported(&self) -> bool {
@@ -64,5 +80,28 @@ impl fmt::Display for Server {
             Flavour::OpenSearch => "OpenSearch",
         };
         write!(f, "{name} {}.{}", self.major, self.minor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_the_node_info_when_the_root_endpoint_is_missing() {
+        let es = json!({"nodes": {"a": {"version": "8.19.0", "build_flavor": "default"}}});
+        let os = json!({"nodes": {"b": {"version": "2.19.6"}}});
+        let es = Server::parse_nodes(&es).unwrap();
+        let os = Server::parse_nodes(&os).unwrap();
+        assert_eq!(
+            (es.flavour, es.major, es.minor),
+            (Flavour::Elasticsearch, 8, 19)
+        );
+        assert_eq!(
+            (os.flavour, os.major, os.minor),
+            (Flavour::OpenSearch, 2, 19)
+        );
+        assert_eq!(Server::parse_nodes(&json!({"nodes": {}})), None);
     }
 }

@@ -1,5 +1,6 @@
-//! The search sink against the real OpenSearch node started by
-//! `dev/opensearch.sh` (or the server at `COURIER_TEST_SEARCH` when set).
+//! The search sink against the real nodes started by `dev/opensearch.sh`
+//! and `dev/elasticsearch.sh` (or the servers at `COURIER_TEST_SEARCH` and
+//! `COURIER_TEST_ELASTICSEARCH` when set): every test runs against both.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,32 +15,110 @@ use super::*;
 use crate::compliance::fixtures::{batch, change, table};
 use crate::compliance::{run_compliance, Options};
 
-fn url() -> String {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    std::env::var("COURIER_TEST_SEARCH").unwrap_or_else(|_| {
-        STARTED.get_or_init(|| {
-            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dev/opensearch.sh");
-            let status = Command::new("bash")
-                .arg(script)
-                .arg("start")
-                .status()
-                .unwrap_or_else(|e| panic!("run dev/opensearch.sh: {e}"));
-            assert!(status.success(), "dev/opensearch.sh start failed");
-        });
-        "http://127.0.0.1:59200".to_string()
-    })
+/// A real search node.
+#[derive(Clone, Copy, Debug)]
+enum Node {
+    OpenSearch,
+    Elasticsearch,
 }
 
-async fn sink(extra: &str) -> SearchSink {
-    let text = format!("url = {:?}\n{extra}", url());
+impl Node {
+    /// The node's URL, after starting it with its `dev/` script (once per
+    /// test process) unless its environment variable names a server.
+    fn url(self) -> String {
+        static OPENSEARCH: OnceLock<()> = OnceLock::new();
+        static ELASTICSEARCH: OnceLock<()> = OnceLock::new();
+        let (var, script, started, url) = match self {
+            Node::OpenSearch => (
+                "COURIER_TEST_SEARCH",
+                "opensearch.sh",
+                &OPENSEARCH,
+                "http://127.0.0.1:59200",
+            ),
+            Node::Elasticsearch => (
+                "COURIER_TEST_ELASTICSEARCH",
+                "elasticsearch.sh",
+                &ELASTICSEARCH,
+                "http://127.0.0.1:59210",
+            ),
+        };
+        std::env::var(var).unwrap_or_else(|_| {
+            started.get_or_init(|| {
+                let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../dev")
+                    .join(script);
+                let status = Command::new("bash")
+                    .arg(path)
+                    .arg("start")
+                    .status()
+                    .unwrap_or_else(|e| panic!("run dev/{script}: {e}"));
+                assert!(status.success(), "dev/{script} start failed");
+            });
+            url.to_string()
+        })
+    }
+
+    fn flavour(self) -> Flavour {
+        match self {
+            Node::OpenSearch => Flavour::OpenSearch,
+            Node::Elasticsearch => Flavour::Elasticsearch,
+        }
+    }
+
+    /// The field type of JSON columns on the development node.
+    fn json_field_type(self) -> &'static str {
+        match self {
+            Node::OpenSearch => "flat_object",
+            Node::Elasticsearch => "flattened",
+        }
+    }
+
+    /// The error type of a document whose field does not fit its mapping
+    /// (Elasticsearch renamed it in 8.x).
+    fn parse_error_type(self) -> &'static str {
+        match self {
+            Node::OpenSearch => "mapper_parsing_exception",
+            Node::Elasticsearch => "document_parsing_exception",
+        }
+    }
+}
+
+/// Runs the async test function `name(node)` once per node, as the tests
+/// `name::opensearch` and `name::elasticsearch`.
+macro_rules! on_both_nodes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn opensearch() {
+                super::$name(super::Node::OpenSearch).await
+            }
+            #[tokio::test]
+            async fn elasticsearch() {
+                super::$name(super::Node::Elasticsearch).await
+            }
+        }
+    )*};
+}
+
+on_both_nodes!(
+    passes_the_compliance_suite,
+    detects_the_server,
+    creates_an_alias_over_a_versioned_index_with_the_derived_mapping,
+    a_new_column_joins_the_mapping_and_a_changed_type_is_a_clear_error,
+    rejected_rows_go_to_the_dead_letter_index_while_others_flow,
+    with_stop_a_rejected_row_names_table_key_and_lsn,
+);
+
+async fn sink(node: Node, extra: &str) -> SearchSink {
+    let text = format!("url = {:?}\n{extra}", node.url());
     let config: SearchSinkConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("config: {e}"));
     build("test", config)
         .await
         .unwrap_or_else(|e| panic!("build: {e}"))
 }
 
-fn raw() -> Client {
-    let config: SearchSinkConfig = toml::from_str(&format!("url = {:?}", url())).unwrap();
+fn raw(node: Node) -> Client {
+    let config: SearchSinkConfig = toml::from_str(&format!("url = {:?}", node.url())).unwrap();
     Client::new(&config.validate().unwrap()).unwrap()
 }
 
@@ -51,25 +130,22 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{:x}", nanos ^ u128::from(std::process::id()))
 }
 
-#[tokio::test]
-async fn passes_the_compliance_suite() {
+async fn passes_the_compliance_suite(node: Node) {
     let extra = "tables = [\"courier_compliance.*\"]\nindex = \"{schema}.{table}\"\n";
-    let mut readback = SearchReadback::new(&url(), "{schema}.{table}").unwrap();
-    run_compliance(|| sink(extra), &mut readback, Options::default()).await;
+    let mut readback = SearchReadback::new(&node.url(), "{schema}.{table}").unwrap();
+    run_compliance(|| sink(node, extra), &mut readback, Options::default()).await;
 }
 
-#[tokio::test]
-async fn detects_the_server() {
-    let s = sink("").await;
-    assert_eq!(s.server().flavour, Flavour::OpenSearch);
+async fn detects_the_server(node: Node) {
+    let s = sink(node, "").await;
+    assert_eq!(s.server().flavour, node.flavour());
     assert!(s.server().supported());
 }
 
-#[tokio::test]
-async fn creates_an_alias_over_a_versioned_index_with_the_derived_mapping() {
+async fn creates_an_alias_over_a_versioned_index_with_the_derived_mapping(node: Node) {
     let name = unique("alias_");
     let rel = table("public", &name);
-    let mut s = sink("").await;
+    let mut s = sink(node, "").await;
     s.apply(&batch(vec![change(
         &rel,
         Op::Insert,
@@ -79,7 +155,7 @@ async fn creates_an_alias_over_a_versioned_index_with_the_derived_mapping() {
     )]))
     .await
     .unwrap();
-    let c = raw();
+    let c = raw(node);
     let (_, aliases) = c.get(&format!("/_alias/{name}"), &[]).await.unwrap();
     let concrete = format!("{name}_v1");
     assert!(aliases.get(&concrete).is_some(), "{aliases}");
@@ -89,7 +165,7 @@ async fn creates_an_alias_over_a_versioned_index_with_the_derived_mapping() {
     let props = &mapping[&concrete]["mappings"]["properties"];
     assert_eq!(props["id"]["type"], "long");
     assert_eq!(props["name"]["type"], "text");
-    assert_eq!(props["doc"]["type"], "flat_object");
+    assert_eq!(props["doc"]["type"], node.json_field_type());
     // Full-text search finds the row through the alias.
     c.send(Method::POST, &format!("/{name}/_refresh"), None, &[])
         .await
@@ -120,11 +196,10 @@ fn with_column(rel: &Relation, name: &str, pg_type: PgType) -> Arc<Relation> {
     Arc::new(r)
 }
 
-#[tokio::test]
-async fn a_new_column_joins_the_mapping_and_a_changed_type_is_a_clear_error() {
+async fn a_new_column_joins_the_mapping_and_a_changed_type_is_a_clear_error(node: Node) {
     let name = unique("schema_");
     let rel = table("public", &name);
-    let mut s = sink("").await;
+    let mut s = sink(node, "").await;
     s.apply(&batch(vec![change(&rel, Op::Insert, 1, "a", 10)]))
         .await
         .unwrap();
@@ -132,7 +207,7 @@ async fn a_new_column_joins_the_mapping_and_a_changed_type_is_a_clear_error() {
     let mut c = change(&wider, Op::Insert, 2, "b", 20);
     c.after.as_mut().unwrap().push(Value::Int(5));
     s.apply(&batch(vec![c])).await.unwrap();
-    let (_, mapping) = raw()
+    let (_, mapping) = raw(node)
         .get(&format!("/{name}_v1/_mapping"), &[])
         .await
         .unwrap();
@@ -156,9 +231,9 @@ async fn a_new_column_joins_the_mapping_and_a_changed_type_is_a_clear_error() {
 
 /// A relation like the fixture's whose `doc` column the index maps as a
 /// long, so that the fixture's JSON documents conflict with the mapping.
-async fn conflicting_table(name: &str) -> Arc<Relation> {
+async fn conflicting_table(node: Node, name: &str) -> Arc<Relation> {
     let rel = table("public", name);
-    let c = raw();
+    let c = raw(node);
     c.json(
         Method::PUT,
         &format!("/{name}_v1"),
@@ -173,8 +248,7 @@ async fn conflicting_table(name: &str) -> Arc<Relation> {
     rel
 }
 
-#[tokio::test]
-async fn rejected_rows_go_to_the_dead_letter_index_while_others_flow() {
+async fn rejected_rows_go_to_the_dead_letter_index_while_others_flow(node: Node) {
     let name = unique("dlq_");
     let dlq = format!("{name}_dead");
     // A mappings file keeps the sink's view of `doc` in line with the index.
@@ -185,21 +259,24 @@ async fn rejected_rows_go_to_the_dead_letter_index_while_others_flow() {
         json!({ format!("public.{name}"): {"doc": {"type": "long"}} }).to_string(),
     )
     .unwrap();
-    let rel = conflicting_table(&name).await;
-    let mut s = sink(&format!(
-        "on_error = \"dead_letter\"\ndead_letter_index = {dlq:?}\nmappings = {:?}\n",
-        file.display().to_string()
-    ))
+    let rel = conflicting_table(node, &name).await;
+    let mut s = sink(
+        node,
+        &format!(
+            "on_error = \"dead_letter\"\ndead_letter_index = {dlq:?}\nmappings = {:?}\n",
+            file.display().to_string()
+        ),
+    )
     .await;
     let mut good = change(&rel, Op::Insert, 2, "fine", 10);
     good.after.as_mut().unwrap()[4] = Value::Json("7".into());
     s.apply(&batch(vec![change(&rel, Op::Insert, 1, "bad", 10), good]))
         .await
         .unwrap();
-    let readback = SearchReadback::new(&url(), "{table}").unwrap();
+    let readback = SearchReadback::new(&node.url(), "{table}").unwrap();
     assert!(readback.document(&rel, &[Value::Int(1)]).await.is_none());
     assert!(readback.document(&rel, &[Value::Int(2)]).await.is_some());
-    let c = raw();
+    let c = raw(node);
     c.send(Method::POST, &format!("/{dlq}/_refresh"), None, &[])
         .await
         .unwrap();
@@ -213,12 +290,11 @@ async fn rejected_rows_go_to_the_dead_letter_index_while_others_flow() {
     assert_eq!(l["table"], format!("public.{name}"));
     assert_eq!(l["key"], "1");
     assert_eq!(l["lsn"], 10);
-    assert_eq!(l["error_type"], "mapper_parsing_exception");
+    assert_eq!(l["error_type"], node.parse_error_type());
     assert!(l["reason"].as_str().unwrap().contains("doc"), "{l}");
 }
 
-#[tokio::test]
-async fn with_stop_a_rejected_row_names_table_key_and_lsn() {
+async fn with_stop_a_rejected_row_names_table_key_and_lsn(node: Node) {
     let name = unique("stop_");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("m.json");
@@ -227,8 +303,12 @@ async fn with_stop_a_rejected_row_names_table_key_and_lsn() {
         json!({ format!("public.{name}"): {"doc": {"type": "long"}} }).to_string(),
     )
     .unwrap();
-    let rel = conflicting_table(&name).await;
-    let mut s = sink(&format!("mappings = {:?}\n", file.display().to_string())).await;
+    let rel = conflicting_table(node, &name).await;
+    let mut s = sink(
+        node,
+        &format!("mappings = {:?}\n", file.display().to_string()),
+    )
+    .await;
     let e = s
         .apply(&batch(vec![change(
             &rel,
@@ -246,7 +326,7 @@ async fn with_stop_a_rejected_row_names_table_key_and_lsn() {
         table_name.as_str(),
         "key 41",
         "2/10",
-        "mapper_parsing_exception",
+        node.parse_error_type(),
     ] {
         assert!(text.contains(part), "{text:?} lacks {part:?}");
     }
