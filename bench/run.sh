@@ -27,7 +27,6 @@ fi
 cleanup() {
     # Backstop for a runner killed before its own clean-up ran: slots left
     # behind would retain WAL forever.
-    exec 9>&-
     "$REPO/dev/pg.sh" psql -q -At -d postgres -c "
         SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
          WHERE slot_name LIKE 'courier\_bench\_%' AND active_pid IS NOT NULL;" >/dev/null 2>&1 || true
