@@ -1,6 +1,7 @@
 //! Reading a search node (Elasticsearch or OpenSearch) the way the search
 //! sink's end-to-end tests compare it with PostgreSQL: requests by URL, every
-//! document of an alias, and the started nodes of `dev/opensearch.sh`.
+//! document of an alias, and the started nodes of `dev/opensearch.sh` and
+//! `dev/elasticsearch.sh`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,23 +12,39 @@ use serde_json::{json, Value};
 /// Runs `dev/opensearch.sh start` for `instance` (`main` or `overload`) once
 /// per test process, and returns `url`.
 pub fn started_node(instance: &str, url: &str) -> String {
+    start_once(
+        &format!("opensearch-{instance}"),
+        "opensearch.sh",
+        &[("COURIER_OPENSEARCH_INSTANCE", instance)],
+    );
+    url.to_string()
+}
+
+/// Runs `dev/elasticsearch.sh start` once per test process, and returns `url`.
+pub fn started_elasticsearch(url: &str) -> String {
+    start_once("elasticsearch", "elasticsearch.sh", &[]);
+    url.to_string()
+}
+
+/// Runs `dev/<script> start` with `env` unless a call with the same `key`
+/// already did in this process.
+fn start_once(key: &str, script: &str, env: &[(&str, &str)]) {
     static STARTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
-    if !started.iter().any(|i| i == instance) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/opensearch.sh");
-        let status = std::process::Command::new("bash")
-            .arg(script)
-            .arg("start")
-            .env("COURIER_OPENSEARCH_INSTANCE", instance)
-            .status()
-            .unwrap_or_else(|e| panic!("run dev/opensearch.sh: {e}"));
-        assert!(
-            status.success(),
-            "COURIER_OPENSEARCH_INSTANCE={instance} dev/opensearch.sh start failed"
-        );
-        started.push(instance.to_string());
+    if started.iter().any(|k| k == key) {
+        return;
     }
-    url.to_string()
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../dev")
+        .join(script);
+    let status = std::process::Command::new("bash")
+        .arg(path)
+        .arg("start")
+        .envs(env.iter().copied())
+        .status()
+        .unwrap_or_else(|e| panic!("run dev/{script}: {e}"));
+    assert!(status.success(), "{env:?} dev/{script} start failed");
+    started.push(key.to_string());
 }
 
 /// One request to the node at `base`: (HTTP status, JSON body or `null`).
