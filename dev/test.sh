@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Courier's whole test suite against real local services:
-# starts PostgreSQL, Redis (standalone and cluster), ClickHouse and OpenSearch (the main node and
-# the deliberately overloaded one) with the dev/ scripts, checks formatting and lints, then runs
-# every unit and end-to-end test.
+# starts PostgreSQL, Redis (standalone and cluster), ClickHouse, OpenSearch (the main node and
+# the deliberately overloaded one) and Elasticsearch with the dev/ scripts, checks formatting and
+# lints, then runs every unit and end-to-end test.
 #
 #   dev/test.sh            the whole suite (what CI runs)
 #   dev/test.sh -- FILTER  pass arguments on to `cargo test`
@@ -12,9 +12,12 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "services"
-# The overloaded OpenSearch node starts in the background while the others start.
+# The overloaded OpenSearch node and the Elasticsearch node start in the background while the
+# others start.
 COURIER_OPENSEARCH_INSTANCE=overload bash dev/opensearch.sh start &
 overload_node=$!
+bash dev/elasticsearch.sh start &
+elasticsearch_node=$!
 bash dev/pg.sh start
 bash dev/redis.sh start
 bash dev/redis-cluster.sh start
@@ -22,6 +25,10 @@ bash dev/clickhouse.sh start
 bash dev/opensearch.sh start
 wait "$overload_node" || {
     echo "COURIER_OPENSEARCH_INSTANCE=overload dev/opensearch.sh start failed (output above)" >&2
+    exit 1
+}
+wait "$elasticsearch_node" || {
+    echo "dev/elasticsearch.sh start failed (output above)" >&2
     exit 1
 }
 
