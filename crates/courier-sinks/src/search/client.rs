@@ -43,6 +43,19 @@ impl HttpError {
             HttpError::Body { .. } => false,
         }
     }
+
+    /// Whether the server refused a mapping because it has no field type
+    /// `field_type` (`No handler for type [...]`).
+    pub fn refuses_field_type(&self, field_type: &str) -> bool {
+        match self {
+            HttpError::Status {
+                status: 400,
+                reason,
+                ..
+            } => reason.contains(&format!("No handler for type [{field_type}]")),
+            _ => false,
+        }
+    }
 }
 
 /// The server's error object as one line: `type: reason`.
@@ -196,5 +209,28 @@ impl Client {
             true => Server::parse_nodes(&nodes),
             false => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_an_unknown_field_type_from_other_refusals() {
+        // Elasticsearch 7.10 without the module that provides `flattened`.
+        let body = serde_json::json!({
+            "type": "mapper_parsing_exception",
+            "reason": "Failed to parse mapping [_doc]: No handler for type [flattened] declared on field [d]",
+        });
+        let refused = |status| HttpError::Status {
+            method: Method::PUT,
+            path: "/t_v1".into(),
+            status,
+            reason: error_text(&body),
+        };
+        assert!(refused(400).refuses_field_type("flattened"));
+        assert!(!refused(400).refuses_field_type("flat_object"));
+        assert!(!refused(500).refuses_field_type("flattened"));
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::client::{Client, HttpError};
 use super::config::Settings;
-use super::mapping::{diff, properties};
+use super::mapping::{diff, properties, Conflict};
 use super::server::Server;
 
 /// The concrete index behind a new alias: `<alias>_v1`; a rebuild writes
@@ -23,6 +23,20 @@ pub(crate) fn first_index(alias: &str) -> String {
 #[derive(Default)]
 pub(crate) struct Indexes {
     ready: HashMap<TableId, (String, Vec<Column>)>,
+    /// Set once the server refused its flat JSON field type as unknown (a
+    /// cluster without the module that provides it): from then on JSON
+    /// columns map as unindexed objects.
+    no_flat_json: bool,
+}
+
+/// Why an index could not be made ready.
+enum Unready {
+    Http(HttpError),
+    /// A column's type changed beyond what the index's mapping holds.
+    Conflict {
+        concrete: String,
+        conflict: Conflict,
+    },
 }
 
 impl Indexes {
@@ -46,58 +60,87 @@ impl Indexes {
             .alias(&rel.id)
             .map_err(|e| fatal(format!("search: index name for {}: {e}", rel.id)))?;
         let overrides = settings.overrides.get(&rel.id.to_string());
-        let wanted = properties(rel, server, overrides);
-        let http = |e: HttpError| {
-            let m = format!(
-                "search: prepare the index of {} (alias {alias}): {e}",
-                rel.id
-            );
-            if e.is_retriable() {
-                SinkError::retriable(m).with_table(&rel.id)
-            } else {
-                SinkError::fatal(m).with_table(&rel.id)
+        let flat_json = server.flat_json_type().filter(|_| !self.no_flat_json);
+        let wanted = properties(rel, flat_json, overrides);
+        let mut result = prepare(client, settings, &alias, &wanted).await;
+        if let (Err(Unready::Http(e)), Some(t)) = (&result, flat_json) {
+            if e.refuses_field_type(t) {
+                tracing::warn!(%server, field_type = t, "the search server does not know this field type \
+                    (a module is missing); JSON columns map as unindexed objects");
+                self.no_flat_json = true;
+                let wanted = properties(rel, None, overrides);
+                result = prepare(client, settings, &alias, &wanted).await;
             }
-        };
-        let concrete = match write_index(client, &alias).await.map_err(http)? {
-            Some(c) => c,
-            None => create(client, settings, &alias, &wanted)
-                .await
-                .map_err(http)?,
-        };
-        let (_, body) = client
-            .get(&format!("/{concrete}/_mapping"), &[])
-            .await
-            .map_err(http)?;
-        let existing = body
-            .get(&concrete)
-            .and_then(|b| b.pointer("/mappings/properties"))
-            .and_then(Json::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let add = diff(&existing, &wanted).map_err(|c| {
-            fatal(format!(
-                "search: column {} of {} is now mapped as {:?} but index {concrete} holds it as {:?}, \
-                 a change a mapping cannot follow; rebuild the index (write a new {alias}_vN and move \
-                 the alias {alias} to it), or map the column in the `mappings` file as the index has it",
-                c.column, rel.id, c.wanted, c.existing
-            ))
-        })?;
-        if !add.is_empty() {
-            tracing::info!(table = %rel.id, index = %concrete, fields = add.len(), "adding new columns to the search mapping");
-            client
-                .json(
-                    Method::PUT,
-                    &format!("/{concrete}/_mapping"),
-                    &json!({ "properties": add }),
-                    &[],
-                )
-                .await
-                .map_err(http)?;
+        }
+        match result {
+            Ok(()) => {}
+            Err(Unready::Http(e)) => {
+                let m = format!(
+                    "search: prepare the index of {} (alias {alias}): {e}",
+                    rel.id
+                );
+                return Err(if e.is_retriable() {
+                    SinkError::retriable(m).with_table(&rel.id)
+                } else {
+                    SinkError::fatal(m).with_table(&rel.id)
+                });
+            }
+            Err(Unready::Conflict { concrete, conflict: c }) => {
+                return Err(fatal(format!(
+                    "search: column {} of {} is now mapped as {:?} but index {concrete} holds it as {:?}, \
+                     a change a mapping cannot follow; rebuild the index (write a new {alias}_vN and move \
+                     the alias {alias} to it), or map the column in the `mappings` file as the index has it",
+                    c.column, rel.id, c.wanted, c.existing
+                )))
+            }
         }
         self.ready
             .insert(rel.id.clone(), (alias.clone(), rel.columns.clone()));
         Ok(alias)
     }
+}
+
+/// Makes sure the alias's index exists and maps every field of `wanted`:
+/// creates it, or adds the missing fields to its mapping.
+async fn prepare(
+    client: &Client,
+    settings: &Settings,
+    alias: &str,
+    wanted: &Map<String, Json>,
+) -> Result<(), Unready> {
+    let concrete = match write_index(client, alias).await.map_err(Unready::Http)? {
+        Some(c) => c,
+        None => create(client, settings, alias, wanted)
+            .await
+            .map_err(Unready::Http)?,
+    };
+    let (_, body) = client
+        .get(&format!("/{concrete}/_mapping"), &[])
+        .await
+        .map_err(Unready::Http)?;
+    let existing = body
+        .get(&concrete)
+        .and_then(|b| b.pointer("/mappings/properties"))
+        .and_then(Json::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let add = match diff(&existing, wanted) {
+        Ok(add) => add,
+        Err(conflict) => return Err(Unready::Conflict { concrete, conflict }),
+    };
+    if !add.is_empty() {
+        tracing::info!(alias, index = %concrete, fields = add.len(), "adding new columns to the search mapping");
+        client
+            .json(
+                Method::PUT,
+                &format!("/{concrete}/_mapping"),
+                &json!({ "properties": add }),
+                &[],
+            )
+            .await
+            .map_err(Unready::Http)?;
+    }
+    Ok(())
 }
 
 /// The index the alias writes to, or `None` when the alias does not exist.

@@ -4,8 +4,6 @@
 use courier_core::{Column, PgType, Relation};
 use serde_json::{json, Map, Value as Json};
 
-use super::server::Server;
-
 /// The field mapping of one column (an array column maps as its element).
 ///
 /// | PostgreSQL | field |
@@ -18,8 +16,8 @@ use super::server::Server;
 /// | `text`, `varchar`, `interval` | `text` with a `keyword` subfield (first 256 characters) |
 /// | `uuid`, enums, `time`, `inet` and other types | `keyword` |
 /// | `bytea` | `binary` |
-/// | `json`, `jsonb` | `flat_object` (OpenSearch ≥ 2.7), `flattened` (Elasticsearch ≥ 7.3), else an unindexed `object` |
-pub(crate) fn field_for(pg: &PgType, server: &Server) -> Json {
+/// | `json`, `jsonb` | `flat_json` when given (`flat_object` on OpenSearch ≥ 2.7, `flattened` on Elasticsearch ≥ 7.3, see `Server::flat_json_type`), else an unindexed `object` |
+pub(crate) fn field_for(pg: &PgType, flat_json: Option<&str>) -> Json {
     match pg {
         PgType::Bool => json!({"type": "boolean"}),
         PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Oid => json!({"type": "long"}),
@@ -39,32 +37,37 @@ pub(crate) fn field_for(pg: &PgType, server: &Server) -> Json {
             json!({"type": "keyword", "ignore_above": 8191})
         }
         PgType::Bytea => json!({"type": "binary"}),
-        PgType::Json | PgType::Jsonb => match server.flat_json_type() {
+        PgType::Json | PgType::Jsonb => match flat_json {
             Some(t) => json!({ "type": t }),
             None => json!({"type": "object", "enabled": false}),
         },
-        PgType::Array(inner) => field_for(inner, server),
+        PgType::Array(inner) => field_for(inner, flat_json),
     }
 }
 
 /// The `properties` of a table's index: every column, with the user's
-/// overrides (`mappings` file) in place of the derived fields.
+/// overrides (`mappings` file) in place of the derived fields; JSON columns
+/// as `flat_json` when given, else as unindexed objects.
 pub(crate) fn properties(
     rel: &Relation,
-    server: &Server,
+    flat_json: Option<&str>,
     overrides: Option<&Map<String, Json>>,
 ) -> Map<String, Json> {
     rel.columns
         .iter()
-        .map(|c| (c.name.clone(), column_field(c, server, overrides)))
+        .map(|c| (c.name.clone(), column_field(c, flat_json, overrides)))
         .collect()
 }
 
-fn column_field(c: &Column, server: &Server, overrides: Option<&Map<String, Json>>) -> Json {
+fn column_field(
+    c: &Column,
+    flat_json: Option<&str>,
+    overrides: Option<&Map<String, Json>>,
+) -> Json {
     overrides
         .and_then(|o| o.get(&c.name))
         .cloned()
-        .unwrap_or_else(|| field_for(&c.pg_type, server))
+        .unwrap_or_else(|| field_for(&c.pg_type, flat_json))
 }
 
 /// A column whose existing field has another type than the one derived now.
@@ -90,7 +93,7 @@ pub(crate) fn diff(
             Some(have) => {
                 let have_t = type_of(have);
                 let want_t = type_of(field);
-                if have_t != want_t {
+                if have_t != want_t && !holds_json(have_t, want_t) {
                     return Err(Conflict {
                         column: name.clone(),
                         existing: have_t.to_string(),
@@ -103,6 +106,12 @@ pub(crate) fn diff(
     Ok(add)
 }
 
+/// An unindexed `object` holds what a flat JSON field would: the index was
+/// made where the server lacked the flat type (or is the user's choice).
+fn holds_json(have: &str, want: &str) -> bool {
+    have == "object" && matches!(want, "flattened" | "flat_object")
+}
+
 /// A field's type; `object` for fields with `properties` and no `type`.
 fn type_of(field: &Json) -> &str {
     field.get("type").and_then(Json::as_str).unwrap_or("object")
@@ -112,6 +121,7 @@ fn type_of(field: &Json) -> &str {
 mod tests {
     use super::*;
     use crate::compliance::fixtures::table;
+    use crate::search::server::Server;
 
     #[test]
     fn derives_fields_from_column_types() {
@@ -119,7 +129,7 @@ mod tests {
             &json!({"version": {"distribution": "opensearch", "number": "2.19.6"}}),
         )
         .unwrap();
-        let p = properties(&table("s", "t"), &os, None);
+        let p = properties(&table("s", "t"), os.flat_json_type(), None);
         assert_eq!(p["id"]["type"], "long");
         assert_eq!(p["name"]["type"], "text");
         assert_eq!(p["name"]["fields"]["keyword"]["type"], "keyword");
@@ -128,7 +138,7 @@ mod tests {
         assert_eq!(p["doc"]["type"], "flat_object");
         let es7 = Server::parse_root(&json!({"version": {"number": "7.2.0"}})).unwrap();
         assert_eq!(
-            properties(&table("s", "t"), &es7, None)["doc"]["enabled"],
+            properties(&table("s", "t"), es7.flat_json_type(), None)["doc"]["enabled"],
             false
         );
     }
@@ -149,5 +159,11 @@ mod tests {
             (c.existing.as_str(), c.wanted.as_str()),
             ("long", "keyword")
         );
+        // JSON held as an unindexed object stays as it is.
+        let object: Map<String, Json> =
+            serde_json::from_value(json!({"doc": {"type": "object", "enabled": false}})).unwrap();
+        let flat: Map<String, Json> =
+            serde_json::from_value(json!({"doc": {"type": "flattened"}})).unwrap();
+        assert!(diff(&object, &flat).unwrap().is_empty());
     }
 }
