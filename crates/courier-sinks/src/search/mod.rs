@@ -61,7 +61,9 @@
 //! when the node has no root endpoint, as Elasticsearch 8 without its
 //! `rest-root` module): Elasticsearch 7, 8, 9 and OpenSearch 1, 2, 3 are
 //! supported (JSON columns map as `flattened` on Elasticsearch ≥ 7.3 and
-//! `flat_object` on OpenSearch ≥ 2.7).
+//! `flat_object` on OpenSearch ≥ 2.7; when the server refuses that type as
+//! unknown, as clusters without its module do, they map as unindexed
+//! objects from then on, with a warning).
 
 mod bulk;
 mod client;
