@@ -57,8 +57,9 @@ def aggregate_drain(name, describe, runs):
         sinks[sink] = {k: stats.summary([x[k] for x in rs])
                        for k in ("rate", "ratio", "seconds", "rss_kb", "cpu_s")}
         if any(x.get("native_rate") for x in rs):
-            for k in ("native_rate", "native_ratio", "native_seconds"):
-                sinks[sink][k] = stats.summary([x.get(k) for x in rs])
+            for k in ("native_rate", "native_ratio", "native_seconds", "native_ref_ratio"):
+                if any(x.get(k) is not None for x in rs):
+                    sinks[sink][k] = stats.summary([x.get(k) for x in rs])
             sinks[sink]["native_what"] = next(x["native_what"] for x in rs if x.get("native_what"))
     peers = {}
     for peer in runs[0].get("peers", {}):
@@ -187,6 +188,9 @@ def main():
                 r = attempt(f"snapshot run {i + 1}", lambda: snapshot.run_once(ctx, w, sinks, i))
                 log(f"snapshot run {i + 1}/{repeat}: psql \\copy {r['recv']['seconds']:.2f}s; " +
                     "; ".join(f"courier→{n} {x['seconds']:.2f}s (ratio {x['ratio']:.2f})"
+                              + (f"; psql | {n} pipe {x['native_seconds']:.2f}s (ratio "
+                                 f"{x['native_ref_ratio']:.2f}), Courier at "
+                                 f"{x['native_ratio']:.2f} of it" if x.get("native_rate") else "")
                               for n, x in r["sinks"].items()))
                 runs.append(r)
             doc["drain"].append(aggregate_drain(w.name, w.describe(), runs))

@@ -14,9 +14,12 @@ plus one query bounds the error (late, never early).
 
 import bisect
 import http.client
+import shlex
+import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from . import pg
@@ -102,3 +105,37 @@ class ClickHouseProbe:
             if k < len(seen):
                 lat.append(self.samples[k][0] - int(ts))
         return lat
+
+
+def pipe_copy(ctx, port, database, table, rows):
+    """The floor of any PostgreSQL -> ClickHouse copy on this machine: psql's
+    COPY text of the table piped unchanged into one ClickHouse INSERT
+    (FORMAT TabSeparated, every column as String, so nothing is converted),
+    timed from start to the INSERT's answer."""
+    cols = pg.psql(ctx.db_url, f"""
+        SELECT string_agg(quote_ident(attname) || CASE WHEN attnotnull THEN ' String'
+                                                      ELSE ' Nullable(String)' END, ', '
+                          ORDER BY attnum)
+          FROM pg_attribute WHERE attrelid = '{table}'::regclass AND attnum > 0
+           AND NOT attisdropped""").strip()
+    raw = f"{database}.raw_{table}"
+    query(port, f"CREATE DATABASE IF NOT EXISTS {database}")
+    query(port, f"DROP TABLE IF EXISTS {raw}")
+    query(port, f"CREATE TABLE {raw} ({cols}) ENGINE = MergeTree ORDER BY tuple()")
+    insert = urllib.parse.quote(f"INSERT INTO {raw} FORMAT TabSeparated")
+    copy = "\\copy " + table + " TO STDOUT"
+    script = (f"set -o pipefail; {shlex.quote(pg.PSQL)} -X -q -v ON_ERROR_STOP=1 "
+              f"-d {shlex.quote(ctx.db_url)} -c {shlex.quote(copy)} | "
+              f"curl -sS --fail -T - 'http://127.0.0.1:{port}/?query={insert}'")
+    try:
+        t0 = time.perf_counter()
+        subprocess.run(["bash", "-c", script], check=True, stdout=subprocess.DEVNULL)
+        secs = time.perf_counter() - t0
+        got = int(query(port, f"SELECT count() FROM {raw}").strip())
+    finally:
+        query(port, f"DROP TABLE IF EXISTS {raw}")
+    if got != rows:
+        raise ClickHouseError(f"the piped copy landed {got} rows of {rows}")
+    return {"native_seconds": secs, "native_rate": rows / secs,
+            "native_what": "psql COPY text piped unchanged into one ClickHouse INSERT "
+                           "(all columns String)"}

@@ -46,16 +46,16 @@ def markdown(doc):
     if native:
         out += [
             "",
-            "The sink server's own ingest rate for the same documents, measured in the same run "
-            f"({native[0][2]['native_what']}):",
+            "The sink server's own ingest rate for the same rows, measured in the same run:",
             "",
-            "| workload | sink | documents | server's own rate/s | Courier rate/s | Courier / server |",
-            "| --- | --- | ---: | ---: | ---: | ---: |",
+            "| workload | sink | rows | server's own rate/s | Courier rate/s | Courier / server | how the server was fed |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- |",
         ]
         for w, sink, s in native:
             out.append(
                 f"| {w['workload']} | {sink} | {w['changes']:,} | {_spread(s['native_rate'], _k)} | "
-                f"{_spread(s['rate'], _k)} | {_spread(s['native_ratio'], lambda v: f'{v:.2f}')} |")
+                f"{_spread(s['rate'], _k)} | {_spread(s['native_ratio'], lambda v: f'{v:.2f}')} | "
+                f"{s['native_what']} |")
     out += _peers(doc)
     for w in doc["drain"]:
         for run in w.get("runs", []):

@@ -43,6 +43,11 @@ class SinkSpec:
         `native_*` figures, or None."""
         return None
 
+    def native_snapshot(self, ctx, table, rows):
+        """The server's own ingest rate for a snapshot's table with nothing
+        in between but a pipe: a dict of `native_*` figures, or None."""
+        return None
+
 
 class FileSink(SinkSpec):
     name = type = "file"
@@ -109,6 +114,9 @@ class ClickHouseSink(SinkSpec):
 
     def latency_probe(self, workdir, run_id):
         return ClickHouseProbe(self.port, self.database)
+
+    def native_snapshot(self, ctx, table, rows):
+        return clickhouse_probe.pipe_copy(ctx, self.port, self.database, table, rows)
 
 
 class OpenSearchSink(SinkSpec):

@@ -42,4 +42,9 @@ def run_once(ctx, workload, sinks, repeat):
         rate = rows / (t1 - t0)
         result["sinks"][s.name] = {"seconds": t1 - t0, "rate": rate, "rss_kb": rss, "cpu_s": cpu,
                                    "ratio": rate / result["recv"]["rate"]}
+        native = s.native_snapshot(ctx, workload.tables[0], rows)
+        if native:
+            native["native_ratio"] = rate / native["native_rate"]
+            native["native_ref_ratio"] = native["native_rate"] / result["recv"]["rate"]
+            result["sinks"][s.name].update(native)
     return result
