@@ -37,7 +37,7 @@ pub struct ClickHouseSinkConfig {
     /// Most bytes of encoded rows in one INSERT (default 64 MiB).
     pub max_bytes: Option<usize>,
     /// The longest a change waits for others to share its INSERT (default
-    /// `"1s"`; `"0s"` inserts whatever is queued at once). ClickHouse
+    /// `"200ms"`; `"0s"` inserts whatever is queued at once). ClickHouse
     /// prefers a few large inserts per second to many small ones.
     #[serde(default, deserialize_with = "opt_duration")]
     pub max_delay: Option<Duration>,
@@ -177,7 +177,7 @@ impl ClickHouseSinkConfig {
             table: template,
             max_rows: count("max_rows", self.max_rows, 100_000)?,
             max_bytes: count("max_bytes", self.max_bytes, 64 << 20)?,
-            max_delay: self.max_delay.unwrap_or(Duration::from_secs(1)),
+            max_delay: self.max_delay.unwrap_or(Duration::from_millis(200)),
             concurrency: count("concurrency", self.concurrency, 2)?,
             compression,
             timeout,

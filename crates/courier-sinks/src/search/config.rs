@@ -40,7 +40,8 @@ pub struct SearchSinkConfig {
     pub batch_size: Option<usize>,
     /// Bytes per `_bulk` request, roughly (default 5 MiB).
     pub batch_bytes: Option<usize>,
-    /// `_bulk` requests in flight at once (default 2).
+    /// `_bulk` requests in flight at once (default 3: one more than a small
+    /// node has write threads, so none idles between requests).
     pub concurrency: Option<usize>,
     /// How long delete tombstones are kept (`index.gc_deletes`, default `7d`).
     pub gc_deletes: Option<String>,
@@ -146,7 +147,7 @@ impl SearchSinkConfig {
             dead_letter_index,
             batch_size: count("batch_size", self.batch_size, 1000)?,
             batch_bytes: count("batch_bytes", self.batch_bytes, 5 << 20)?,
-            concurrency: count("concurrency", self.concurrency, 2)?,
+            concurrency: count("concurrency", self.concurrency, 3)?,
             gc_deletes,
             number_of_shards: self.number_of_shards.unwrap_or(1).max(1),
             number_of_replicas: self.number_of_replicas,
