@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -57,35 +56,6 @@ impl Node {
     }
 }
 
-/// A config with one search sink `search` (extra sink keys in `sink`).
-fn search_config(node: Node, db: &str, dir: &Path, sink: &str) -> String {
-    format!(
-        r#"
-[source]
-url = "{url}"
-slot = "{db}"
-tables = ["public.items"]
-status_interval = "200ms"
-snapshot_chunk_rows = 5000
-
-[api]
-listen = "off"
-
-[state]
-dir = "{state}"
-
-[sinks.search]
-type = "{kind}"
-url = "{search}"
-{sink}
-"#,
-        url = pg_url(db),
-        state = dir.join("state").display(),
-        kind = node.sink_type(),
-        search = node.url(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_under_load_opensearch() {
     kill_9_under_load(Node::OpenSearch).await
@@ -115,7 +85,8 @@ async fn kill_9_under_load(node: Node) {
     )
     .await;
     let dir = scratch(db);
-    let config = search_config(node, db, &dir, &format!("index = \"{db}_{{table}}\""));
+    let index = format!("index = \"{db}_{{table}}\"");
+    let config = search::courier_config(db, &dir, node.sink_type(), &node.url(), &index);
 
     support::chaos::kill_9_under_load(&client, db, &dir, &config, 4, 300, CATCH_UP).await;
 

@@ -96,36 +96,14 @@ async fn flood(base: String, index: String, stop: Arc<AtomicBool>) -> (u64, u64)
     total
 }
 
-fn config(db: &str, dir: &std::path::Path, search: &str) -> String {
-    format!(
-        r#"
-[source]
-url = "{url}"
-slot = "{db}"
-tables = ["public.items"]
-status_interval = "200ms"
-snapshot_chunk_rows = 5000
-
-[api]
-listen = "off"
-
-[state]
-dir = "{state}"
-
-[sinks.search]
-type = "opensearch"
-url = "{search}"
-index = "{db}_{{table}}"
+/// The sink settings of the overload run.
+const SINK: &str = r#"
 # Three shards: one bulk request becomes three shard requests on the node,
 # so some of its items are refused while others are applied.
 number_of_shards = 3
 number_of_replicas = 0
 batch_size = 500
-"#,
-        url = pg_url(db),
-        state = dir.join("state").display(),
-    )
-}
+"#;
 
 /// Snapshot and a concurrent write load while the node's write pool is
 /// flooded: the node refuses many of Courier's documents with 429 (often some
@@ -161,7 +139,9 @@ async fn converges_under_forced_overload() {
     let flood = tokio::spawn(flood(node.clone(), noise.to_string(), stop_noise.clone()));
     let stop_writers = Arc::new(AtomicBool::new(false));
     let writers = tokio::spawn(run_writers(db, "items", 3, stop_writers.clone()));
-    let mut courier = CourierProc::start(&dir, &config(db, &dir, &tap));
+    let sink = format!("index = \"{db}_{{table}}\"\n{SINK}");
+    let config = search::courier_config(db, &dir, "opensearch", &tap, &sink);
+    let mut courier = CourierProc::start(&dir, &config);
 
     // Flood until Courier streams and the node refused some of its
     // documents while it streamed (not only during the snapshot).

@@ -148,3 +148,38 @@ pub fn assert_same_documents(
         expected[differing[0]]
     );
 }
+
+/// A Courier config streaming `public.items` of database `db` into one search
+/// sink named `search` of type `kind` at `url`, with the extra sink keys in
+/// `sink` (the index template, batch limits, ...).
+pub fn courier_config(
+    db: &str,
+    dir: &std::path::Path,
+    kind: &str,
+    url: &str,
+    sink: &str,
+) -> String {
+    format!(
+        r#"
+[source]
+url = "{pg}"
+slot = "{db}"
+tables = ["public.items"]
+status_interval = "200ms"
+snapshot_chunk_rows = 5000
+
+[api]
+listen = "off"
+
+[state]
+dir = "{state}"
+
+[sinks.search]
+type = "{kind}"
+url = "{url}"
+{sink}
+"#,
+        pg = super::pg_url(db),
+        state = dir.join("state").display(),
+    )
+}
