@@ -55,31 +55,10 @@ async fn ch_json(sql: &str) -> Vec<Value> {
 
 /// A config with one ClickHouse sink `analytics` writing into `database`.
 fn config(db: &str, tables: &[&str], dir: &Path, database: &str) -> String {
-    let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
-    format!(
-        r#"
-[source]
-url = "{url}"
-slot = "{db}"
-tables = [{tables}]
-status_interval = "200ms"
-snapshot_chunk_rows = 5000
-
-[api]
-listen = "off"
-
-[state]
-dir = "{state}"
-
-[sinks.analytics]
-type = "clickhouse"
-url = "http://127.0.0.1:58123"
-database = "{database}"
-"#,
-        url = pg_url(db),
-        tables = tables.join(", "),
-        state = dir.join("state").display(),
-    )
+    let sink = format!(
+        "type = \"clickhouse\"\nurl = \"http://127.0.0.1:58123\"\ndatabase = \"{database}\""
+    );
+    sink_config(db, db, tables, dir, "analytics", &sink)
 }
 
 async fn fresh_ch(database: &str) {

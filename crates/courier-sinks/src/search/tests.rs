@@ -248,17 +248,23 @@ async fn conflicting_table(node: Node, name: &str) -> Arc<Relation> {
     rel
 }
 
-async fn rejected_rows_go_to_the_dead_letter_index_while_others_flow(node: Node) {
-    let name = unique("dlq_");
-    let dlq = format!("{name}_dead");
-    // A mappings file keeps the sink's view of `doc` in line with the index.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("m.json");
+/// A mappings file that keeps the sink's view of `doc` (a long) in line with
+/// the index `conflicting_table` makes.
+fn doc_as_long(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let file = dir.join("m.json");
     std::fs::write(
         &file,
         json!({ format!("public.{name}"): {"doc": {"type": "long"}} }).to_string(),
     )
     .unwrap();
+    file
+}
+
+async fn rejected_rows_go_to_the_dead_letter_index_while_others_flow(node: Node) {
+    let name = unique("dlq_");
+    let dlq = format!("{name}_dead");
+    let dir = tempfile::tempdir().unwrap();
+    let file = doc_as_long(dir.path(), &name);
     let rel = conflicting_table(node, &name).await;
     let mut s = sink(
         node,
@@ -297,12 +303,7 @@ async fn rejected_rows_go_to_the_dead_letter_index_while_others_flow(node: Node)
 async fn with_stop_a_rejected_row_names_table_key_and_lsn(node: Node) {
     let name = unique("stop_");
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("m.json");
-    std::fs::write(
-        &file,
-        json!({ format!("public.{name}"): {"doc": {"type": "long"}} }).to_string(),
-    )
-    .unwrap();
+    let file = doc_as_long(dir.path(), &name);
     let rel = conflicting_table(node, &name).await;
     let mut s = sink(
         node,

@@ -290,6 +290,41 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A config streaming `tables` of database `db` through slot `slot` into one
+/// sink `[sinks.<name>]` whose keys are `sink` (its `type` included).
+pub fn sink_config(
+    db: &str,
+    slot: &str,
+    tables: &[&str],
+    dir: &Path,
+    name: &str,
+    sink: &str,
+) -> String {
+    let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+    format!(
+        r#"
+[source]
+url = "{url}"
+slot = "{slot}"
+tables = [{tables}]
+status_interval = "200ms"
+snapshot_chunk_rows = 5000
+
+[api]
+listen = "off"
+
+[state]
+dir = "{state}"
+
+[sinks.{name}]
+{sink}
+"#,
+        url = pg_url(db),
+        tables = tables.join(", "),
+        state = dir.join("state").display(),
+    )
+}
+
 /// A config with a file sink at `<dir>/out.jsonl`.
 pub fn file_config(
     db: &str,

@@ -165,28 +165,12 @@ pub async fn clear(nodes: &RedisNodes, prefix: &str) {
 
 /// A config with one Redis sink `cache` (extra sink keys in `sink`).
 pub fn redis_config(db: &str, slot: &str, tables: &[&str], dir: &Path, sink: &str) -> String {
-    let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
-    format!(
-        r#"
-[source]
-url = "{url}"
-slot = "{slot}"
-tables = [{tables}]
-status_interval = "200ms"
-snapshot_chunk_rows = 5000
-
-[api]
-listen = "off"
-
-[state]
-dir = "{state}"
-
-[sinks.cache]
-type = "redis"
-{sink}
-"#,
-        url = super::pg_url(db),
-        tables = tables.join(", "),
-        state = dir.join("state").display(),
+    super::sink_config(
+        db,
+        slot,
+        tables,
+        dir,
+        "cache",
+        &format!("type = \"redis\"\n{sink}"),
     )
 }

@@ -159,27 +159,6 @@ pub fn courier_config(
     url: &str,
     sink: &str,
 ) -> String {
-    format!(
-        r#"
-[source]
-url = "{pg}"
-slot = "{db}"
-tables = ["public.items"]
-status_interval = "200ms"
-snapshot_chunk_rows = 5000
-
-[api]
-listen = "off"
-
-[state]
-dir = "{state}"
-
-[sinks.search]
-type = "{kind}"
-url = "{url}"
-{sink}
-"#,
-        pg = super::pg_url(db),
-        state = dir.join("state").display(),
-    )
+    let sink = format!("type = \"{kind}\"\nurl = \"{url}\"\n{sink}");
+    super::sink_config(db, db, &["public.items"], dir, "search", &sink)
 }
