@@ -5,6 +5,7 @@
 //! The pgoutput bytes come from `pg_logical_slot_get_binary_changes` on a
 //! temporary slot, exactly what the walsender would send.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -432,6 +433,70 @@ async fn unchanged_toast_values_are_filled() {
     let after = changes(&events)[0].after.clone().unwrap();
     assert_eq!(after[1], Value::Text("d".into()));
     assert_eq!(after[body], Value::Null);
+    pg.cleanup().await;
+}
+
+/// Deferred re-reads: the gaps of many updates, over a composite key, some
+/// keys updated twice and one row deleted since, filled together.
+#[tokio::test]
+async fn deferred_toast_reads_fill_many_rows_together() {
+    let ddl = "
+        CREATE TABLE s.cdoc (region text, id int, title text, body text, PRIMARY KEY (region, id));
+        ALTER TABLE s.cdoc ALTER COLUMN body SET STORAGE EXTERNAL;
+        INSERT INTO s.cdoc
+            SELECT r, g, 'title', (SELECT string_agg(md5(r || g::text || i::text), '') FROM generate_series(1, 100) i)
+            FROM generate_series(1, 150) g, unnest(ARRAY['north', 'south']) r";
+    let Some(pg) = Pg::setup("courier_dec_toast_batch", ddl, &["cdoc"]).await else {
+        return;
+    };
+    pg.sql(
+        "UPDATE s.cdoc SET title = 'b';
+         UPDATE s.cdoc SET title = 'c' WHERE id % 10 = 0;
+         DELETE FROM s.cdoc WHERE region = 'south' AND id = 7",
+    )
+    .await;
+    let messages = pg.messages().await;
+    assert!(has_unchanged_toast(&messages), "the updates left TOAST out");
+    let mut decoder = pg.decoder().defer_toast_reads();
+    let (mut changes, mut gaps) = (Vec::new(), Vec::new());
+    for m in messages {
+        match decoder.decode(m).await.expect("decode") {
+            Some(DecodedEvent::PartialChange(c, gap)) => {
+                gaps.push((changes.len(), gap));
+                changes.push(c);
+            }
+            Some(DecodedEvent::Change(c)) => changes.push(c),
+            _ => {}
+        }
+    }
+    assert_eq!(gaps.len(), 300 + 30, "every update lacks its body");
+    assert!(changes[gaps[0].0].after.as_ref().unwrap()[3].is_null());
+    decoder.fill_toast(&mut changes, &gaps).await.expect("fill");
+
+    let sql = format!("SELECT region, id, body FROM {}.cdoc", pg.name);
+    let bodies: HashMap<(String, i64), String> = pg
+        .client
+        .query(&sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| ((r.get(0), i64::from(r.get::<_, i32>(1))), r.get(2)))
+        .collect();
+    assert_eq!(bodies.len(), 299, "one row was deleted");
+    let mut checked = 0;
+    for (i, _) in &gaps {
+        let after = changes[*i].after.as_ref().unwrap();
+        let (Value::Text(region), Value::Int(id)) = (&after[0], &after[1]) else {
+            panic!("unexpected key values");
+        };
+        match bodies.get(&(region.clone(), *id)) {
+            Some(body) => assert_eq!(after[3], Value::Text(body.clone()), "{region}/{id}"),
+            None => assert_eq!(after[3], Value::Null, "deleted {region}/{id}"),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 330);
+    assert_eq!(changes.last().unwrap().op, Op::Delete);
     pg.cleanup().await;
 }
 

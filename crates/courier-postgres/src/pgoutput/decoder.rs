@@ -7,7 +7,7 @@ use bytes::Bytes;
 use courier_core::{Change, Column, Lsn, Op, PgType, Relation, TableId};
 
 use super::message::{self, Message, OldTuple, RelationMessage, Update};
-use super::toast::ToastReader;
+use super::toast::{ToastGap, ToastReader};
 use super::{tuple, DecodeError};
 use crate::catalog::Catalog;
 
@@ -22,6 +22,10 @@ pub enum DecodedEvent {
     },
     /// A row change. Its version is the transaction's commit LSN.
     Change(Change),
+    /// Only from a decoder that defers TOAST re-reads
+    /// ([`Decoder::defer_toast_reads`]): an update whose unchanged TOAST
+    /// columns are `Null` until [`Decoder::fill_toast`] fills them.
+    PartialChange(Change, ToastGap),
     /// One [`Op::Truncate`] change per truncated table.
     Truncate(Vec<Change>),
     /// The transaction ends; `end_lsn` is where the stream may resume.
@@ -55,11 +59,12 @@ struct Transaction {
 ///
 /// Every change it returns holds whole rows: unchanged TOAST values are
 /// filled from the old row or re-read through the catalog's connection
-/// (DESIGN §1.5).
+/// (DESIGN §1.5), at once or, when deferred, for many changes together.
 pub struct Decoder {
     catalog: Catalog,
     relations: HashMap<u32, Arc<Relation>>,
     toast: ToastReader,
+    defer_toast: bool,
     transaction: Option<Transaction>,
 }
 
@@ -70,8 +75,28 @@ impl Decoder {
             catalog,
             relations: HashMap::new(),
             toast: ToastReader::default(),
+            defer_toast: false,
             transaction: None,
         }
+    }
+
+    /// Makes the decoder return updates that lack unchanged TOAST values as
+    /// [`DecodedEvent::PartialChange`] instead of re-reading each row as it
+    /// comes: the caller collects them and fills them together with
+    /// [`Decoder::fill_toast`] before handing the changes on.
+    pub fn defer_toast_reads(mut self) -> Self {
+        self.defer_toast = true;
+        self
+    }
+
+    /// Fills the unchanged TOAST columns of `changes[i]` for every
+    /// `(i, gap)` of `gaps`, with one query per table and set of columns.
+    pub async fn fill_toast(
+        &mut self,
+        changes: &mut [Change],
+        gaps: &[(usize, ToastGap)],
+    ) -> Result<(), DecodeError> {
+        self.toast.fill(self.catalog.client(), changes, gaps).await
     }
 
     /// The current shape of the relation with this OID, once the stream described it.
@@ -115,13 +140,25 @@ impl Decoder {
                     });
                 }
                 let after = decoded.row;
-                Some(change(relation, Op::Insert, None, Some(after), txn))
+                Some(DecodedEvent::Change(change(
+                    relation,
+                    Op::Insert,
+                    None,
+                    Some(after),
+                    txn,
+                )))
             }
             Message::Update(u) => Some(self.on_update(u).await?),
             Message::Delete(d) => {
                 let (relation, txn) = self.context(d.relation_oid)?;
                 let before = tuple::decode(&relation, d.old.tuple(), txn.final_lsn)?.row;
-                Some(change(relation, Op::Delete, Some(before), None, txn))
+                Some(DecodedEvent::Change(change(
+                    relation,
+                    Op::Delete,
+                    Some(before),
+                    None,
+                    txn,
+                )))
             }
             Message::Truncate(t) => {
                 let mut changes = Vec::with_capacity(t.relation_oids.len());
@@ -184,20 +221,23 @@ impl Decoder {
                 false
             });
         }
-        if !missing.is_empty() {
-            self.toast
-                .fill(
-                    self.catalog.client(),
-                    &relation,
-                    &u.new,
-                    u.old.as_ref().map(OldTuple::tuple),
-                    &mut after,
-                    &missing,
-                    lsn,
-                )
-                .await?;
+        let mut change = change(relation, Op::Update, old, Some(after), txn);
+        if missing.is_empty() {
+            return Ok(DecodedEvent::Change(change));
         }
-        Ok(change(relation, Op::Update, old, Some(after), txn))
+        let gap = ToastGap::new(
+            &change.relation,
+            &u.new,
+            u.old.as_ref().map(OldTuple::tuple),
+            missing,
+            lsn,
+        )?;
+        if self.defer_toast {
+            return Ok(DecodedEvent::PartialChange(change, gap));
+        }
+        self.fill_toast(std::slice::from_mut(&mut change), &[(0, gap)])
+            .await?;
+        Ok(DecodedEvent::Change(change))
     }
 
     async fn on_relation(
@@ -270,8 +310,8 @@ fn change(
     before: Option<courier_core::Row>,
     after: Option<courier_core::Row>,
     txn: Transaction,
-) -> DecodedEvent {
-    DecodedEvent::Change(Change {
+) -> Change {
+    Change {
         relation,
         op,
         before,
@@ -279,5 +319,5 @@ fn change(
         version: txn.final_lsn,
         xid: txn.xid,
         commit_time_us: txn.commit_time_us,
-    })
+    }
 }

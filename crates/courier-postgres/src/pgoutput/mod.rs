@@ -10,3 +10,4 @@ mod tuple;
 
 pub use decoder::{DecodedEvent, Decoder};
 pub use error::DecodeError;
+pub use toast::ToastGap;

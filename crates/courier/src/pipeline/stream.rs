@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use courier_core::{Batch, Change, Lsn};
 use courier_postgres::catalog::Catalog;
-use courier_postgres::pgoutput::{DecodedEvent, Decoder};
+use courier_postgres::pgoutput::{DecodedEvent, Decoder, ToastGap};
 use courier_postgres::{PgConfig, ReplicationClient, ReplicationMessage, ReplicationStream};
 use tokio::sync::watch;
 
@@ -77,6 +77,9 @@ struct StreamEnded;
 /// Collects changes into batches and hands them to the fan-out.
 struct Batcher {
     changes: Vec<Change>,
+    /// Updates among `changes` whose unchanged TOAST values are still to be
+    /// read, by index: read together just before the batch goes out.
+    gaps: Vec<(usize, ToastGap)>,
     started: Option<Instant>,
     /// End LSN of the newest commit seen.
     last_commit_end: Lsn,
@@ -95,6 +98,11 @@ impl Batcher {
         self.changes.push(c);
     }
 
+    fn push_partial(&mut self, c: Change, gap: ToastGap) {
+        self.gaps.push((self.changes.len(), gap));
+        self.push(c);
+    }
+
     fn is_full(&self) -> bool {
         self.changes.len() >= self.max
     }
@@ -103,16 +111,24 @@ impl Batcher {
         self.started.is_some_and(|s| s.elapsed() >= self.delay)
     }
 
-    fn take(&mut self) -> Batch {
+    /// The batch to send, once its TOAST gaps are filled.
+    async fn take(&mut self, decoder: &mut Decoder) -> anyhow::Result<Batch> {
+        if !self.gaps.is_empty() {
+            decoder
+                .fill_toast(&mut self.changes, &self.gaps)
+                .await
+                .context("re-read unchanged TOAST values")?;
+            self.gaps.clear();
+        }
         self.started = None;
         let through = (self.last_commit_end > self.sent_through).then_some(self.last_commit_end);
         if let Some(t) = through {
             self.sent_through = t;
         }
-        Batch {
+        Ok(Batch {
             changes: std::mem::replace(&mut self.changes, Vec::with_capacity(self.max)),
             through,
-        }
+        })
     }
 }
 
@@ -126,7 +142,7 @@ async fn stream_once(
         .connect()
         .await
         .context("connect to PostgreSQL for catalog look-ups")?;
-    let mut decoder = Decoder::new(Catalog::new(Arc::new(client)));
+    let mut decoder = Decoder::new(Catalog::new(Arc::new(client))).defer_toast_reads();
     let mut repl = ReplicationClient::connect(&ctx.pg)
         .await
         .context("open replication connection")?;
@@ -146,6 +162,7 @@ async fn stream_once(
     let start = ctx.status.watermark.min().unwrap_or(Lsn::ZERO);
     let mut b = Batcher {
         changes: Vec::with_capacity(ctx.pipeline.batch_changes),
+        gaps: Vec::new(),
         started: None,
         last_commit_end: start,
         sent_through: start,
@@ -164,7 +181,7 @@ async fn stream_once(
             biased;
             _ = shutdown.changed() => {
                 if !b.changes.is_empty() || b.last_commit_end > b.sent_through {
-                    let batch = b.take();
+                    let batch = b.take(&mut decoder).await?;
                     ctx.fanout.send(batch).await?;
                 }
                 ctx.fanout.barrier().await?;
@@ -190,7 +207,7 @@ async fn stream_once(
             }
             _ = flush_tick.tick() => {
                 if b.is_due() {
-                    ctx.fanout.send(b.take()).await?;
+                    ctx.fanout.send(b.take(&mut decoder).await?).await?;
                     counter.flush();
                 }
             }
@@ -216,11 +233,18 @@ async fn on_message(
                 .context("decode pgoutput message")?
             {
                 Some(DecodedEvent::Begin { .. }) => b.in_transaction = true,
+                Some(DecodedEvent::PartialChange(c, gap)) => {
+                    counter.count(&c);
+                    b.push_partial(c, gap);
+                    if b.is_full() {
+                        ctx.fanout.send(b.take(decoder).await?).await?;
+                    }
+                }
                 Some(DecodedEvent::Change(c)) => {
                     counter.count(&c);
                     b.push(c);
                     if b.is_full() {
-                        ctx.fanout.send(b.take()).await?;
+                        ctx.fanout.send(b.take(decoder).await?).await?;
                     }
                 }
                 Some(DecodedEvent::Truncate(cs)) => {
@@ -238,7 +262,7 @@ async fn on_message(
                     b.last_commit_end = b.last_commit_end.max(end_lsn);
                     ctx.status.note_commit_received(commit_lsn, commit_time_us);
                     if b.is_full() || b.is_due() {
-                        ctx.fanout.send(b.take()).await?;
+                        ctx.fanout.send(b.take(decoder).await?).await?;
                         counter.flush();
                     }
                 }
@@ -259,7 +283,7 @@ async fn on_message(
             if !b.in_transaction && wal_end > b.last_commit_end {
                 b.last_commit_end = wal_end;
                 if b.changes.is_empty() {
-                    ctx.fanout.send(b.take()).await?;
+                    ctx.fanout.send(b.take(decoder).await?).await?;
                 }
             }
             if reply_requested {
