@@ -23,4 +23,9 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
+
+    /// Roughly the bytes of the batch's values (see [`Change::approx_bytes`]).
+    pub fn approx_bytes(&self) -> usize {
+        self.changes.iter().map(Change::approx_bytes).sum()
+    }
 }

@@ -57,6 +57,12 @@ pub struct Change {
 }
 
 impl Change {
+    /// Roughly the bytes of the change's values (see [`Value::approx_bytes`]).
+    pub fn approx_bytes(&self) -> usize {
+        let row = |r: &Option<Row>| r.iter().flatten().map(Value::approx_bytes).sum::<usize>();
+        row(&self.before) + row(&self.after)
+    }
+
     /// The row that identifies this change's key: `after` if present, else `before`.
     pub fn key_row(&self) -> Option<&Row> {
         self.after.as_ref().or(self.before.as_ref())

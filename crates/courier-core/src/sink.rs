@@ -68,6 +68,10 @@ pub struct Grouping {
     /// Stop grouping once this many changes are gathered (a single batch
     /// larger than this is still applied whole).
     pub max_changes: usize,
+    /// Stop grouping once the changes gathered hold this many bytes of
+    /// values (see [`Batch::approx_bytes`]), so wide rows make smaller
+    /// groups and the memory a group holds stays bounded.
+    pub max_bytes: usize,
     /// The longest the first batch of a group waits for more to arrive.
     pub max_delay: Duration,
 }
@@ -76,6 +80,7 @@ impl Grouping {
     /// One batch per call, no waiting.
     pub const NONE: Grouping = Grouping {
         max_changes: 0,
+        max_bytes: 0,
         max_delay: Duration::ZERO,
     };
 }

@@ -37,6 +37,25 @@ pub enum Value {
 }
 
 impl Value {
+    /// Roughly the bytes the value takes: its text or bytes, or 8 for a
+    /// scalar. What batches and groups are bounded by (not an exact
+    /// memory figure).
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float4(_) | Value::Float8(_) => 8,
+            Value::Numeric(s)
+            | Value::Text(s)
+            | Value::Uuid(s)
+            | Value::Date(s)
+            | Value::Time(s)
+            | Value::Timestamp(s)
+            | Value::TimestampTz(s)
+            | Value::Json(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Array(items) => items.iter().map(Value::approx_bytes).sum::<usize>() + 8,
+        }
+    }
+
     /// Appends the value's JSON form, per the type mapping, to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         match self {

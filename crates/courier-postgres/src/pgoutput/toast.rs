@@ -41,6 +41,11 @@ pub struct ToastGap {
 }
 
 impl ToastGap {
+    /// How many columns the change lacks.
+    pub fn columns(&self) -> usize {
+        self.missing.len()
+    }
+
     /// The gap of an update of `relation` whose `missing` columns were left
     /// out; the key comes from `new`, or from `old` for key columns that
     /// are themselves unchanged.

@@ -61,6 +61,9 @@ impl SnapshotError {
 }
 
 const BATCH_ROWS: usize = 4096;
+/// Bytes of COPY text per batch: wide rows make smaller batches, so the
+/// sinks' queues stay bounded in bytes as well as rows.
+const BATCH_BYTES: usize = 4 << 20;
 
 /// Chunks not yet claimed by a worker.
 type WorkQueue = Arc<Mutex<Vec<(Arc<Relation>, Chunk)>>>;
@@ -154,11 +157,13 @@ async fn worker(
         futures_util::pin_mut!(stream);
         let mut rows = 0u64;
         let mut batch = Vec::with_capacity(BATCH_ROWS);
+        let mut batch_bytes = 0;
         // One vector of fields for every row: emptied after each row, so its
         // allocation can outlive the lines its fields borrowed from.
         let mut spare: Vec<Option<Cow<'static, str>>> = Vec::with_capacity(rel.columns.len());
         while let Some(line) = stream.next().await {
             let line = line.map_err(|e| pg_err(&table, "read COPY data")(e.into()))?;
+            batch_bytes += line.len();
             let mut fields = reuse(std::mem::take(&mut spare));
             split_row(&line, &mut fields).map_err(|e| SnapshotError::Row(e, table.clone()))?;
             if fields.len() != rel.columns.len() {
@@ -191,7 +196,8 @@ async fn worker(
                 xid: 0,
                 commit_time_us: taken_at_us,
             });
-            if batch.len() >= BATCH_ROWS {
+            if batch.len() >= BATCH_ROWS || batch_bytes >= BATCH_BYTES {
+                batch_bytes = 0;
                 rows += batch.len() as u64;
                 out.rows_read(&rel, batch.len() as u64);
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));

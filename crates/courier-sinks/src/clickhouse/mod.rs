@@ -179,6 +179,7 @@ impl Sink for ClickHouseSink {
     fn grouping(&self) -> Grouping {
         Grouping {
             max_changes: self.settings.max_rows,
+            max_bytes: self.settings.max_bytes,
             max_delay: self.settings.max_delay,
         }
     }

@@ -170,6 +170,7 @@ impl Sink for SearchSink {
     fn grouping(&self) -> Grouping {
         Grouping {
             max_changes: self.settings.batch_size * self.settings.concurrency * 8,
+            max_bytes: self.settings.batch_bytes * self.settings.concurrency * 2,
             max_delay: Duration::ZERO,
         }
     }

@@ -110,6 +110,10 @@ pub struct ApiConfig {
 pub struct PipelineConfig {
     /// Changes per batch handed to sinks.
     pub batch_changes: usize,
+    /// Bytes of row values per batch, roughly (`Change::approx_bytes`): a
+    /// batch ends at whichever of the two limits it reaches first, so a sink
+    /// queue holds about `queue_batches × batch_bytes` whatever the rows' width.
+    pub batch_bytes: usize,
     /// The longest a change waits for its batch to fill.
     pub batch_delay: Duration,
     /// Batches queued per sink before backpressure reaches PostgreSQL.
@@ -163,6 +167,7 @@ struct RawState {
 #[serde(deny_unknown_fields)]
 struct RawPipeline {
     batch_changes: Option<usize>,
+    batch_bytes: Option<usize>,
     batch_delay: Option<String>,
     queue_batches: Option<usize>,
 }
@@ -254,6 +259,7 @@ impl Config {
         let p = raw.pipeline;
         let pipeline = PipelineConfig {
             batch_changes: p.batch_changes.unwrap_or(4096).clamp(1, 1_000_000),
+            batch_bytes: p.batch_bytes.unwrap_or(4 << 20).clamp(1 << 10, 1 << 30),
             batch_delay: duration("pipeline.batch_delay", p.batch_delay)?
                 .unwrap_or(Duration::from_millis(20)),
             queue_batches: p.queue_batches.unwrap_or(8).clamp(1, 1024),

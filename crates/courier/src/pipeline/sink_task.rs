@@ -76,12 +76,12 @@ async fn next_group(rx: &mut mpsc::Receiver<SinkMsg>, grouping: Grouping) -> Opt
         batches: Vec::new(),
         barrier: None,
     };
-    let mut changes = 0;
+    let (mut changes, mut bytes) = (0, 0);
     let deadline = Instant::now() + grouping.max_delay;
     loop {
         let msg = if group.batches.is_empty() {
             rx.recv().await?
-        } else if changes >= grouping.max_changes {
+        } else if changes >= grouping.max_changes || bytes >= grouping.max_bytes {
             break;
         } else {
             match rx.try_recv() {
@@ -99,6 +99,9 @@ async fn next_group(rx: &mut mpsc::Receiver<SinkMsg>, grouping: Grouping) -> Opt
         match msg {
             SinkMsg::Batch(b) => {
                 changes += b.len();
+                if grouping.max_changes > 0 {
+                    bytes += b.approx_bytes();
+                }
                 group.batches.push(b);
             }
             SinkMsg::Barrier(done) => {
@@ -167,6 +170,27 @@ mod tests {
         }))
     }
 
+    /// A batch of one change whose row holds `bytes` bytes of text.
+    fn wide_batch(through: u64, bytes: usize) -> SinkMsg {
+        let relation = Arc::new(courier_core::Relation {
+            oid: 1,
+            id: courier_core::TableId::new("public", "wide"),
+            columns: Vec::new(),
+        });
+        SinkMsg::Batch(Arc::new(Batch {
+            changes: vec![courier_core::Change {
+                relation,
+                op: courier_core::Op::Insert,
+                before: None,
+                after: Some(vec![courier_core::Value::Text("x".repeat(bytes))]),
+                version: Lsn(through),
+                xid: 1,
+                commit_time_us: 0,
+            }],
+            through: Some(Lsn(through)),
+        }))
+    }
+
     fn throughs(g: &Group) -> Vec<u64> {
         g.batches
             .iter()
@@ -197,6 +221,7 @@ mod tests {
         }
         let grouping = Grouping {
             max_changes: 1000,
+            max_bytes: 1 << 20,
             max_delay: Duration::ZERO,
         };
         let g = next_group(&mut rx, grouping).await.unwrap();
@@ -211,6 +236,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn wide_rows_end_a_group_at_max_bytes() {
+        let (tx, mut rx) = mpsc::channel(8);
+        for n in 1..=5 {
+            tx.send(wide_batch(n, 400)).await.unwrap();
+        }
+        drop(tx);
+        let grouping = Grouping {
+            max_changes: 1000,
+            max_bytes: 1000,
+            max_delay: Duration::ZERO,
+        };
+        let g = next_group(&mut rx, grouping).await.unwrap();
+        assert_eq!(
+            throughs(&g),
+            [1, 2, 3],
+            "the batch that crosses the bound is the last"
+        );
+        let g = next_group(&mut rx, grouping).await.unwrap();
+        assert_eq!(throughs(&g), [4, 5]);
+    }
+
+    #[tokio::test]
     async fn a_group_waits_up_to_max_delay_for_more() {
         let (tx, mut rx) = mpsc::channel(8);
         tx.send(batch(1)).await.unwrap();
@@ -221,6 +268,7 @@ mod tests {
         });
         let grouping = Grouping {
             max_changes: 1000,
+            max_bytes: 1 << 20,
             max_delay: Duration::from_millis(400),
         };
         let started = Instant::now();

@@ -80,6 +80,8 @@ struct Batcher {
     /// Updates among `changes` whose unchanged TOAST values are still to be
     /// read, by index: read together just before the batch goes out.
     gaps: Vec<(usize, ToastGap)>,
+    /// Bytes of the changes' values, roughly (see `Change::approx_bytes`).
+    bytes: usize,
     started: Option<Instant>,
     /// End LSN of the newest commit seen.
     last_commit_end: Lsn,
@@ -87,24 +89,31 @@ struct Batcher {
     sent_through: Lsn,
     in_transaction: bool,
     max: usize,
+    max_bytes: usize,
     delay: Duration,
 }
+
+/// What an unchanged TOAST value counts for in a batch's size until it is
+/// read: PostgreSQL moves values out of line from about 2 KB on.
+const TOAST_VALUE_BYTES: usize = 2048;
 
 impl Batcher {
     fn push(&mut self, c: Change) {
         if self.changes.is_empty() {
             self.started = Some(Instant::now());
         }
+        self.bytes += c.approx_bytes();
         self.changes.push(c);
     }
 
     fn push_partial(&mut self, c: Change, gap: ToastGap) {
+        self.bytes += gap.columns() * TOAST_VALUE_BYTES;
         self.gaps.push((self.changes.len(), gap));
         self.push(c);
     }
 
     fn is_full(&self) -> bool {
-        self.changes.len() >= self.max
+        self.changes.len() >= self.max || self.bytes >= self.max_bytes
     }
 
     fn is_due(&self) -> bool {
@@ -121,6 +130,7 @@ impl Batcher {
             self.gaps.clear();
         }
         self.started = None;
+        self.bytes = 0;
         let through = (self.last_commit_end > self.sent_through).then_some(self.last_commit_end);
         if let Some(t) = through {
             self.sent_through = t;
@@ -163,11 +173,13 @@ async fn stream_once(
     let mut b = Batcher {
         changes: Vec::with_capacity(ctx.pipeline.batch_changes),
         gaps: Vec::new(),
+        bytes: 0,
         started: None,
         last_commit_end: start,
         sent_through: start,
         in_transaction: false,
         max: ctx.pipeline.batch_changes,
+        max_bytes: ctx.pipeline.batch_bytes,
         delay: ctx.pipeline.batch_delay,
     };
     let mut counter = EventCounter::default();
