@@ -54,3 +54,43 @@ async fn million_row_transaction_with_bounded_memory() {
     );
     drop_db(db).await;
 }
+
+/// Wide rows: 1,500 rows of 200 KB each (300 MB of values) in one
+/// transaction; batches end by bytes, so memory does not follow row width.
+#[tokio::test(flavor = "multi_thread")]
+async fn wide_rows_stream_with_bounded_memory() {
+    const WIDE_ROWS: i64 = 1_500;
+    let db = "e2e_wide";
+    let client = fresh_db(db).await;
+    create_table(&client, "docs", 0).await;
+    let dir = scratch("wide");
+    let mut courier =
+        CourierProc::start(&dir, &file_config(db, "wide", &["public.docs"], &dir, ""));
+    wait_caught_up(&client, "wide", Duration::from_secs(60)).await;
+
+    // 200 KB per row; repetitive, so the WAL stays small while every change
+    // carries the whole value.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO docs SELECT g, g, repeat(md5(g::text), 6400), 0 FROM generate_series(1, {WIDE_ROWS}) g"
+        ))
+        .await
+        .unwrap();
+    wait_caught_up(&client, "wide", Duration::from_secs(600)).await;
+    let peak = courier.peak_rss_kib();
+    assert!(courier.stop().success(), "{}", courier.log());
+
+    let file = std::fs::File::open(dir.join("out.jsonl")).unwrap();
+    let wide = std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.contains(r#""op":"c""#) && l.len() > 200_000)
+        .count() as i64;
+    println!("{WIDE_ROWS} rows of 200 KB: peak RSS {} MiB", peak / 1024);
+    assert_eq!(wide, WIDE_ROWS, "every wide row reached the sink whole");
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "peak RSS {peak} KiB is over {RSS_LIMIT_KIB} KiB"
+    );
+    drop_db(db).await;
+}
