@@ -186,10 +186,18 @@ impl Sink for ClickHouseSink {
 
     async fn apply_all(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
         // Tables are independent; within a table, stream order is kept.
+        // Consecutive changes mostly share one relation: only a change of
+        // another relation than the one before looks its table up.
         let mut order: Vec<&TableId> = Vec::new();
         let mut per_table: HashMap<&TableId, Vec<&Change>> = HashMap::new();
+        let mut last: Option<(&Arc<Relation>, bool)> = None;
         for c in batches.iter().flat_map(|b| b.changes.iter()) {
-            if !self.settings.selection.includes(&c.relation.id) {
+            let selected = match last {
+                Some((rel, selected)) if Arc::ptr_eq(rel, &c.relation) => selected,
+                _ => self.settings.selection.includes(&c.relation.id),
+            };
+            last = Some((&c.relation, selected));
+            if !selected {
                 continue;
             }
             per_table
@@ -210,16 +218,18 @@ impl Sink for ClickHouseSink {
 impl ClickHouseSink {
     async fn apply_table(&mut self, changes: &[&Change]) -> Result<(), SinkError> {
         let mut run: Vec<&Change> = Vec::new();
+        let mut aligned_to: Option<&Arc<Relation>> = None;
         for &c in changes {
-            let aligned = self
-                .tables
-                .get(&c.relation.id)
-                .is_some_and(|s| Arc::ptr_eq(&s.relation, &c.relation) || s.relation == c.relation);
+            let aligned = aligned_to.is_some_and(|r| Arc::ptr_eq(r, &c.relation))
+                || self.tables.get(&c.relation.id).is_some_and(|s| {
+                    Arc::ptr_eq(&s.relation, &c.relation) || s.relation == c.relation
+                });
             if !aligned {
                 self.write_rows(&run).await?;
                 run.clear();
                 self.align(&c.relation).await?;
             }
+            aligned_to = Some(&c.relation);
             if c.op == Op::Truncate {
                 self.write_rows(&run).await?;
                 run.clear();
