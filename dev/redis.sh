@@ -83,8 +83,19 @@ start() {
     fi
     write_conf
     redis-server "$CONF"
-    for _ in $(seq 1 50); do
-        is_running && break
+    # Up to 5 s to answer; longer while the server is alive and still
+    # loading its append-only file (PING answers LOADING meanwhile), which
+    # takes a while after tests left millions of keys.
+    local tries=0 said_loading=""
+    until is_running; do
+        tries=$((tries + 1))
+        if redis-cli -h 127.0.0.1 -p "$PORT" ping 2>&1 | grep -q LOADING; then
+            [ -n "$said_loading" ] || echo "redis is loading its data set from $DIR ..."
+            said_loading=1
+            [ "$tries" -lt 6000 ] || break
+        elif [ "$tries" -ge 50 ]; then
+            break
+        fi
         sleep 0.1
     done
     if ! is_running; then
