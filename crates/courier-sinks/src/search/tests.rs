@@ -1,10 +1,14 @@
 //! The search sink against the real nodes started by `dev/opensearch.sh`
-//! and `dev/elasticsearch.sh` (or the servers at `COURIER_TEST_SEARCH` and
-//! `COURIER_TEST_ELASTICSEARCH` when set): every test runs against both.
+//! and `dev/elasticsearch.sh`: every test runs against OpenSearch 1, 2 and 3
+//! and Elasticsearch 7, 8 and 9 (or the servers at `COURIER_TEST_SEARCH`,
+//! `COURIER_TEST_OPENSEARCH_1`, `COURIER_TEST_OPENSEARCH_3`,
+//! `COURIER_TEST_ELASTICSEARCH`, `COURIER_TEST_ELASTICSEARCH_7` and
+//! `COURIER_TEST_ELASTICSEARCH_9` when set); `COURIER_TEST_SEARCH_NODES`
+//! narrows the run to the nodes it names.
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use courier_core::{Column, Op, PgType, Relation, Sink, SinkErrorKind, Value};
 use reqwest::Method;
@@ -15,92 +19,139 @@ use super::*;
 use crate::compliance::fixtures::{batch, change, table};
 use crate::compliance::{run_compliance, Options};
 
-/// A real search node.
+/// A real search node: a flavour and major version, one per instance of
+/// `dev/opensearch.sh` and `dev/elasticsearch.sh`.
 #[derive(Clone, Copy, Debug)]
-enum Node {
-    OpenSearch,
-    Elasticsearch,
+struct Node {
+    flavour: Flavour,
+    major: u32,
 }
 
 impl Node {
-    /// The node's URL, after starting it with its `dev/` script (once per
-    /// test process) unless its environment variable names a server.
-    fn url(self) -> String {
-        static OPENSEARCH: OnceLock<()> = OnceLock::new();
-        static ELASTICSEARCH: OnceLock<()> = OnceLock::new();
-        let (var, script, started, url) = match self {
-            Node::OpenSearch => (
-                "COURIER_TEST_SEARCH",
-                "opensearch.sh",
-                &OPENSEARCH,
-                "http://127.0.0.1:59200",
-            ),
-            Node::Elasticsearch => (
-                "COURIER_TEST_ELASTICSEARCH",
-                "elasticsearch.sh",
-                &ELASTICSEARCH,
-                "http://127.0.0.1:59210",
-            ),
-        };
-        std::env::var(var).unwrap_or_else(|_| {
-            started.get_or_init(|| {
-                let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../dev")
-                    .join(script);
-                let status = Command::new("bash")
-                    .arg(path)
-                    .arg("start")
-                    .status()
-                    .unwrap_or_else(|e| panic!("run dev/{script}: {e}"));
-                assert!(status.success(), "dev/{script} start failed");
-            });
-            url.to_string()
-        })
-    }
-
-    fn flavour(self) -> Flavour {
-        match self {
-            Node::OpenSearch => Flavour::OpenSearch,
-            Node::Elasticsearch => Flavour::Elasticsearch,
+    /// The node of that flavour and major version when the test run selects
+    /// it: every node unless `COURIER_TEST_SEARCH_NODES` lists the names of
+    /// those to test (`opensearch-1 elasticsearch-9 ...`).
+    fn selected(flavour: Flavour, major: u32) -> Option<Node> {
+        let node = Node { flavour, major };
+        match std::env::var("COURIER_TEST_SEARCH_NODES") {
+            Ok(list) if !list.split([' ', ',']).any(|n| n == node.name()) => {
+                eprintln!(
+                    "{} not in COURIER_TEST_SEARCH_NODES={list:?}: not tested",
+                    node.name()
+                );
+                None
+            }
+            _ => Some(node),
         }
     }
 
-    /// The field type of JSON columns on the development node.
+    /// `opensearch-2`, `elasticsearch-8`, ...
+    fn name(self) -> String {
+        match self.flavour {
+            Flavour::OpenSearch => format!("opensearch-{}", self.major),
+            Flavour::Elasticsearch => format!("elasticsearch-{}", self.major),
+        }
+    }
+
+    /// The variable that names a server to use instead of the dev node, the
+    /// dev script, its instance variable and the dev node's URL.
+    fn dev(self) -> (String, &'static str, &'static str, String) {
+        let (script, instance) = match self.flavour {
+            Flavour::OpenSearch => ("opensearch.sh", "COURIER_OPENSEARCH_INSTANCE"),
+            Flavour::Elasticsearch => ("elasticsearch.sh", "COURIER_ELASTICSEARCH_INSTANCE"),
+        };
+        // The ports of dev/opensearch.sh's and dev/elasticsearch.sh's instances.
+        let port = match (self.flavour, self.major) {
+            (Flavour::OpenSearch, 1) => 59202,
+            (Flavour::OpenSearch, 3) => 59203,
+            (Flavour::OpenSearch, _) => 59200,
+            (Flavour::Elasticsearch, 7) => 59211,
+            (Flavour::Elasticsearch, 9) => 59212,
+            (Flavour::Elasticsearch, _) => 59210,
+        };
+        let var = match (self.flavour, self.major) {
+            (Flavour::OpenSearch, 2) => "COURIER_TEST_SEARCH".to_string(),
+            (Flavour::Elasticsearch, 8) => "COURIER_TEST_ELASTICSEARCH".to_string(),
+            (Flavour::OpenSearch, n) => format!("COURIER_TEST_OPENSEARCH_{n}"),
+            (Flavour::Elasticsearch, n) => format!("COURIER_TEST_ELASTICSEARCH_{n}"),
+        };
+        (var, script, instance, format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The node's URL, after starting it with its `dev/` script (once per
+    /// test process and node) unless its environment variable names a server.
+    fn url(self) -> String {
+        static STARTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let (var, script, instance, url) = self.dev();
+        if let Ok(url) = std::env::var(&var) {
+            return url;
+        }
+        let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+        if !started.contains(&self.name()) {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../dev")
+                .join(script);
+            let status = Command::new("bash")
+                .arg(path)
+                .arg("start")
+                .env(instance, self.major.to_string())
+                .status()
+                .unwrap_or_else(|e| panic!("run dev/{script}: {e}"));
+            assert!(
+                status.success(),
+                "{instance}={} dev/{script} start failed",
+                self.major
+            );
+            started.push(self.name());
+        }
+        url
+    }
+
+    /// The field type of JSON columns on the development node: OpenSearch
+    /// before 2.7 has no flat type, so an unindexed object.
     fn json_field_type(self) -> &'static str {
-        match self {
-            Node::OpenSearch => "flat_object",
-            Node::Elasticsearch => "flattened",
+        match (self.flavour, self.major) {
+            (Flavour::OpenSearch, 1) => "object",
+            (Flavour::OpenSearch, _) => "flat_object",
+            (Flavour::Elasticsearch, _) => "flattened",
         }
     }
 
     /// The error type of a document whose field does not fit its mapping
     /// (Elasticsearch renamed it in 8.x).
     fn parse_error_type(self) -> &'static str {
-        match self {
-            Node::OpenSearch => "mapper_parsing_exception",
-            Node::Elasticsearch => "document_parsing_exception",
+        match (self.flavour, self.major) {
+            (Flavour::Elasticsearch, 8..) => "document_parsing_exception",
+            _ => "mapper_parsing_exception",
         }
     }
 }
 
 /// Runs the async test function `name(node)` once per node, as the tests
-/// `name::opensearch` and `name::elasticsearch`.
-macro_rules! on_both_nodes {
+/// `name::opensearch_1`, ..., `name::elasticsearch_9`.
+macro_rules! on_every_node {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
-            #[tokio::test]
-            async fn opensearch() {
-                super::$name(super::Node::OpenSearch).await
-            }
-            #[tokio::test]
-            async fn elasticsearch() {
-                super::$name(super::Node::Elasticsearch).await
-            }
+            use crate::search::Flavour::{Elasticsearch, OpenSearch};
+            on_every_node!(@node $name, opensearch_1, OpenSearch, 1);
+            on_every_node!(@node $name, opensearch_2, OpenSearch, 2);
+            on_every_node!(@node $name, opensearch_3, OpenSearch, 3);
+            on_every_node!(@node $name, elasticsearch_7, Elasticsearch, 7);
+            on_every_node!(@node $name, elasticsearch_8, Elasticsearch, 8);
+            on_every_node!(@node $name, elasticsearch_9, Elasticsearch, 9);
         }
     )*};
+    (@node $name:ident, $test:ident, $flavour:expr, $major:literal) => {
+        #[tokio::test]
+        async fn $test() {
+            if let Some(node) = super::Node::selected($flavour, $major) {
+                super::$name(node).await
+            }
+        }
+    };
 }
 
-on_both_nodes!(
+on_every_node!(
     passes_the_compliance_suite,
     detects_the_server,
     creates_an_alias_over_a_versioned_index_with_the_derived_mapping,
@@ -138,8 +189,11 @@ async fn passes_the_compliance_suite(node: Node) {
 
 async fn detects_the_server(node: Node) {
     let s = sink(node, "").await;
-    assert_eq!(s.server().flavour, node.flavour());
+    assert_eq!(s.server().flavour, node.flavour);
+    assert_eq!(s.server().major, node.major);
     assert!(s.server().supported());
+    let flat = s.server().flat_json_type().unwrap_or("object");
+    assert_eq!(flat, node.json_field_type(), "{}", s.server());
 }
 
 async fn creates_an_alias_over_a_versioned_index_with_the_derived_mapping(node: Node) {

@@ -1,7 +1,8 @@
 //! Reading a search node (Elasticsearch or OpenSearch) the way the search
 //! sink's end-to-end tests compare it with PostgreSQL: requests by URL, every
-//! document of an alias, and the started nodes of `dev/opensearch.sh` and
-//! `dev/elasticsearch.sh`.
+//! document of an alias, and the nodes of `dev/opensearch.sh` and
+//! `dev/elasticsearch.sh` (OpenSearch 1, 2, 3 and the overloaded node;
+//! Elasticsearch 7, 8, 9), started on first use.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,10 +21,76 @@ pub fn started_node(instance: &str, url: &str) -> String {
     url.to_string()
 }
 
-/// Runs `dev/elasticsearch.sh start` once per test process, and returns `url`.
-pub fn started_elasticsearch(url: &str) -> String {
-    start_once("elasticsearch", "elasticsearch.sh", &[]);
-    url.to_string()
+/// A real search node of `dev/opensearch.sh` or `dev/elasticsearch.sh`: the
+/// sink `type` that names its flavour and its major version.
+#[derive(Clone, Copy, Debug)]
+pub struct SearchNode {
+    /// `opensearch` or `elasticsearch`.
+    pub kind: &'static str,
+    pub major: u32,
+}
+
+impl SearchNode {
+    /// The node when the test run selects it: every node unless
+    /// `COURIER_TEST_SEARCH_NODES` lists the names of those to test
+    /// (`opensearch-1 elasticsearch-9 ...`).
+    pub fn selected(kind: &'static str, major: u32) -> Option<SearchNode> {
+        let node = SearchNode { kind, major };
+        match std::env::var("COURIER_TEST_SEARCH_NODES") {
+            Ok(list) if !list.split([' ', ',']).any(|n| n == node.name()) => {
+                eprintln!(
+                    "{} not in COURIER_TEST_SEARCH_NODES={list:?}: not tested",
+                    node.name()
+                );
+                None
+            }
+            _ => Some(node),
+        }
+    }
+
+    /// `opensearch-2`, `elasticsearch-8`, ...
+    pub fn name(self) -> String {
+        format!("{}-{}", self.kind, self.major)
+    }
+
+    /// The node's URL: the server named by its variable
+    /// (`COURIER_TEST_SEARCH` for OpenSearch 2, `COURIER_TEST_ELASTICSEARCH`
+    /// for Elasticsearch 8, `COURIER_TEST_OPENSEARCH_<N>` and
+    /// `COURIER_TEST_ELASTICSEARCH_<N>` for the others), else the dev node,
+    /// started once per test process.
+    pub fn url(self) -> String {
+        let (var, script, instance, port) = match (self.kind, self.major) {
+            ("opensearch", 2) => (
+                "COURIER_TEST_SEARCH".to_string(),
+                "opensearch.sh",
+                "COURIER_OPENSEARCH_INSTANCE",
+                59200,
+            ),
+            ("opensearch", n) => (
+                format!("COURIER_TEST_OPENSEARCH_{n}"),
+                "opensearch.sh",
+                "COURIER_OPENSEARCH_INSTANCE",
+                if n == 1 { 59202 } else { 59203 },
+            ),
+            (_, 8) => (
+                "COURIER_TEST_ELASTICSEARCH".to_string(),
+                "elasticsearch.sh",
+                "COURIER_ELASTICSEARCH_INSTANCE",
+                59210,
+            ),
+            (_, n) => (
+                format!("COURIER_TEST_ELASTICSEARCH_{n}"),
+                "elasticsearch.sh",
+                "COURIER_ELASTICSEARCH_INSTANCE",
+                if n == 7 { 59211 } else { 59212 },
+            ),
+        };
+        if let Ok(url) = std::env::var(&var) {
+            return url;
+        }
+        start_once(&self.name(), script, &[(instance, &self.major.to_string())]);
+        format!("http://127.0.0.1:{port}")
+    }
 }
 
 /// Runs `dev/<script> start` with `env` unless a call with the same `key`
