@@ -136,7 +136,9 @@ mod tests {
         assert_eq!(p["price"]["type"], "double");
         assert_eq!(p["tags"]["type"], "text");
         assert_eq!(p["doc"]["type"], "flat_object");
-        let es7 = Server::parse_root(&json!({"version": {"number": "7.2.0"}})).unwrap();
+        let es7 =
+            Server::parse_root(&json!({"version": {"number": "7.2.0", "build_flavor": "default"}}))
+                .unwrap();
         assert_eq!(
             properties(&table("s", "t"), es7.flat_json_type(), None)["doc"]["enabled"],
             false

@@ -20,7 +20,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Reads the answer of `GET /`; `None` when it is not a search server's.
+    /// Reads the answer of `GET /`; `None` when it is not a search server's,
+    /// or does not tell which one: Elasticsearch names its `build_flavor`,
+    /// OpenSearch its `distribution`, except when OpenSearch 1 or 2 answers
+    /// as Elasticsearch 7.10.2 for older clients
+    /// (`compatibility.override_main_response_version`), with neither.
     pub fn parse_root(root: &serde_json::Value) -> Option<Server> {
         let version = root.get("version")?;
         let number = version.get("number")?.as_str()?;
@@ -29,7 +33,9 @@ impl Server {
         let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
         let flavour = match version.get("distribution").and_then(|d| d.as_str()) {
             Some("opensearch") => Flavour::OpenSearch,
-            _ => Flavour::Elasticsearch,
+            Some("elasticsearch") => Flavour::Elasticsearch,
+            _ if version.get("build_flavor").is_some() => Flavour::Elasticsearch,
+            _ => return None,
         };
         Some(Server {
             flavour,
@@ -87,6 +93,16 @@ impl fmt::Display for Server {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_opensearch_node_answering_as_elasticsearch_7_10_is_not_taken_for_it() {
+        let compat = json!({"version": {"number": "7.10.2", "build_type": "zip"},
+            "tagline": "The OpenSearch Project: https://opensearch.org/"});
+        assert_eq!(Server::parse_root(&compat), None);
+        let es = json!({"version": {"number": "7.10.2", "build_flavor": "oss"}});
+        let es = Server::parse_root(&es).unwrap();
+        assert_eq!((es.flavour, es.major), (Flavour::Elasticsearch, 7));
+    }
 
     #[test]
     fn reads_the_node_info_when_the_root_endpoint_is_missing() {

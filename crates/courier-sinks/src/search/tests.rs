@@ -160,6 +160,44 @@ on_every_node!(
     with_stop_a_rejected_row_names_table_key_and_lsn,
 );
 
+/// OpenSearch 1 and 2 can answer `GET /` as Elasticsearch 7.10.2 for older
+/// clients; the sink still sees OpenSearch and its real version.
+mod compatibility_mode {
+    use crate::search::Flavour::OpenSearch;
+
+    #[tokio::test]
+    async fn opensearch_1() {
+        if let Some(node) = super::Node::selected(OpenSearch, 1) {
+            super::detects_opensearch_in_compatibility_mode(node).await
+        }
+    }
+
+    #[tokio::test]
+    async fn opensearch_2() {
+        if let Some(node) = super::Node::selected(OpenSearch, 2) {
+            super::detects_opensearch_in_compatibility_mode(node).await
+        }
+    }
+}
+
+async fn detects_opensearch_in_compatibility_mode(node: Node) {
+    let c = raw(node);
+    let set = |on: Option<bool>| json!({"transient": {"compatibility.override_main_response_version": on}});
+    c.json(Method::PUT, "/_cluster/settings", &set(Some(true)), &[])
+        .await
+        .unwrap();
+    let (_, root) = c.get("/", &[]).await.unwrap();
+    let s = sink(node, "").await;
+    c.json(Method::PUT, "/_cluster/settings", &set(None), &[])
+        .await
+        .unwrap();
+    assert_eq!(root["version"]["number"], "7.10.2", "{root}");
+    assert_eq!(s.server().flavour, Flavour::OpenSearch);
+    assert_eq!(s.server().major, node.major);
+    let flat = s.server().flat_json_type().unwrap_or("object");
+    assert_eq!(flat, node.json_field_type());
+}
+
 async fn sink(node: Node, extra: &str) -> SearchSink {
     let text = format!("url = {:?}\n{extra}", node.url());
     let config: SearchSinkConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("config: {e}"));
