@@ -58,8 +58,9 @@
 //! # Servers
 //!
 //! `GET /` tells the flavour and version at start (`GET /_nodes/_local`
-//! when the node has no root endpoint, as Elasticsearch 8 without its
-//! `rest-root` module): Elasticsearch 7, 8, 9 and OpenSearch 1, 2, 3 are
+//! when the node has no root endpoint, as Elasticsearch 8 and 9 without
+//! their `rest-root` module, or answers as Elasticsearch 7.10.2 without
+//! saying which server it is, as OpenSearch 1 and 2 in compatibility mode): Elasticsearch 7, 8, 9 and OpenSearch 1, 2, 3 are
 //! supported (JSON columns map as `flattened` on Elasticsearch ≥ 7.3 and
 //! `flat_object` on OpenSearch ≥ 2.7; when the server refuses that type as
 //! unknown, as clusters without its module do, they map as unindexed
