@@ -1,4 +1,3 @@
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -7,8 +6,9 @@ use courier_core::{quote_ident, Batch, Change, Lsn, Op, Relation, Value};
 use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
+use super::binary_rows::{BinaryRows, Step};
 use super::Chunk;
-use crate::types::{self, copy::split_row};
+use crate::types::{self, binary::BinaryForm};
 use crate::PgConfig;
 
 /// Where snapshot rows go (the pipeline's fan-out to every sink).
@@ -41,8 +41,8 @@ pub enum SnapshotError {
         #[source]
         source: types::ValueError,
     },
-    #[error("snapshot of {table}: malformed COPY row: {0}", table = .1)]
-    Row(types::copy::CopyRowError, String),
+    #[error("snapshot of {table}: malformed binary COPY data: {reason}")]
+    Binary { table: String, reason: &'static str },
     #[error("snapshot of {table}: COPY row has {got} fields, expected {expected}")]
     Width {
         table: String,
@@ -61,7 +61,7 @@ impl SnapshotError {
 }
 
 const BATCH_ROWS: usize = 4096;
-/// Bytes of COPY text per batch: wide rows make smaller batches, so the
+/// Bytes of COPY data per batch: wide rows make smaller batches, so the
 /// sinks' queues stay bounded in bytes as well as rows.
 const BATCH_BYTES: usize = 4 << 20;
 
@@ -143,9 +143,15 @@ async fn worker(
             break;
         };
         let table = rel.id.to_string();
-        let cols: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let forms: Vec<BinaryForm> = rel.columns.iter().map(BinaryForm::of).collect();
+        let cols: Vec<String> = rel
+            .columns
+            .iter()
+            .zip(&forms)
+            .map(|(c, form)| form.select(&quote_ident(&c.name)))
+            .collect();
         let sql = format!(
-            "COPY (SELECT {} FROM ONLY {} WHERE {}) TO STDOUT",
+            "COPY (SELECT {} FROM ONLY {} WHERE {}) TO STDOUT (FORMAT binary)",
             cols.join(", "),
             rel.id.quoted(),
             chunk.ctid_condition()
@@ -158,55 +164,67 @@ async fn worker(
         let mut rows = 0u64;
         let mut batch = Vec::with_capacity(BATCH_ROWS);
         let mut batch_bytes = 0;
-        // One vector of fields for every row: emptied after each row, so its
-        // allocation can outlive the lines its fields borrowed from.
-        let mut spare: Vec<Option<Cow<'static, str>>> = Vec::with_capacity(rel.columns.len());
-        while let Some(line) = stream.next().await {
-            let line = line.map_err(|e| pg_err(&table, "read COPY data")(e.into()))?;
-            batch_bytes += line.len();
-            let mut fields = reuse(std::mem::take(&mut spare));
-            split_row(&line, &mut fields).map_err(|e| SnapshotError::Row(e, table.clone()))?;
-            if fields.len() != rel.columns.len() {
-                return Err(SnapshotError::Width {
-                    table,
-                    got: fields.len(),
-                    expected: rel.columns.len(),
-                });
-            }
-            let mut row = Vec::with_capacity(fields.len());
-            for (col, f) in rel.columns.iter().zip(fields.drain(..)) {
-                row.push(match f {
-                    None => Value::Null,
-                    Some(text) => {
-                        types::decode_column(col, &text).map_err(|source| SnapshotError::Value {
+        let mut reader = BinaryRows::default();
+        let mut fields = Vec::with_capacity(rel.columns.len());
+        while let Some(data) = stream.next().await {
+            let data = data.map_err(|e| pg_err(&table, "read COPY data")(e.into()))?;
+            batch_bytes += data.len();
+            reader.push(data);
+            loop {
+                let step =
+                    reader
+                        .next_row(&mut fields)
+                        .map_err(|reason| SnapshotError::Binary {
                             table: table.clone(),
-                            column: col.name.clone(),
-                            source,
-                        })?
-                    }
+                            reason,
+                        })?;
+                if step != Step::Row {
+                    break;
+                }
+                if fields.len() != rel.columns.len() {
+                    return Err(SnapshotError::Width {
+                        table,
+                        got: fields.len(),
+                        expected: rel.columns.len(),
+                    });
+                }
+                let bytes = reader.bytes();
+                let mut row = Vec::with_capacity(fields.len());
+                for ((col, form), f) in rel.columns.iter().zip(&forms).zip(&fields) {
+                    row.push(match f {
+                        None => Value::Null,
+                        Some(range) => {
+                            form.decode(col, &bytes[range.clone()]).map_err(|source| {
+                                SnapshotError::Value {
+                                    table: table.clone(),
+                                    column: col.name.clone(),
+                                    source,
+                                }
+                            })?
+                        }
+                    });
+                }
+                batch.push(Change {
+                    relation: rel.clone(),
+                    op: Op::Read,
+                    before: None,
+                    after: Some(row),
+                    version,
+                    xid: 0,
+                    commit_time_us: taken_at_us,
                 });
-            }
-            spare = reuse(fields);
-            batch.push(Change {
-                relation: rel.clone(),
-                op: Op::Read,
-                before: None,
-                after: Some(row),
-                version,
-                xid: 0,
-                commit_time_us: taken_at_us,
-            });
-            if batch.len() >= BATCH_ROWS || batch_bytes >= BATCH_BYTES {
-                batch_bytes = 0;
-                rows += batch.len() as u64;
-                out.rows_read(&rel, batch.len() as u64);
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
-                out.send(Batch {
-                    changes: full,
-                    through: None,
-                })
-                .await
-                .map_err(SnapshotError::Output)?;
+                if batch.len() >= BATCH_ROWS || batch_bytes >= BATCH_BYTES {
+                    batch_bytes = 0;
+                    rows += batch.len() as u64;
+                    out.rows_read(&rel, batch.len() as u64);
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
+                    out.send(Batch {
+                        changes: full,
+                        through: None,
+                    })
+                    .await
+                    .map_err(SnapshotError::Output)?;
+                }
             }
         }
         if !batch.is_empty() {
@@ -226,12 +244,4 @@ async fn worker(
     }
     let _ = client.batch_execute("COMMIT").await;
     Ok(())
-}
-
-/// An empty vector with `v`'s allocation, for items of another lifetime.
-fn reuse<'a, 'b>(mut v: Vec<Option<Cow<'a, str>>>) -> Vec<Option<Cow<'b, str>>> {
-    v.clear();
-    // Collecting an emptied vector's iterator into a vector of a type with
-    // the same layout reuses its allocation.
-    v.into_iter().map(|_| None).collect()
 }

@@ -6,6 +6,7 @@
 //! parallelism and of resuming: a chunk is recorded done only after every
 //! sink applied its rows, so a crash resumes the remaining chunks.
 
+mod binary_rows;
 mod copy;
 mod plan;
 mod relation;

@@ -97,6 +97,98 @@ pub(super) fn timestamptz(text: &str) -> Result<String> {
     Ok(out)
 }
 
+/// 2000-01-01, PostgreSQL's epoch for binary dates and timestamps, in days
+/// since 1970-01-01.
+const PG_EPOCH_DAYS: i64 = 10_957;
+
+/// A `date` in binary form (days since 2000-01-01) as [`date`] returns
+/// its text form.
+pub(super) fn date_from_days(days: i32) -> String {
+    match days {
+        i32::MAX => return "infinity".to_owned(),
+        i32::MIN => return "-infinity".to_owned(),
+        _ => {}
+    }
+    let (y, m, d) = civil_from_days(i64::from(days) + PG_EPOCH_DAYS);
+    let mut out = String::with_capacity(13);
+    let bc = push_ymd(&mut out, y, m, d);
+    if bc {
+        out.push_str(" BC");
+    }
+    out
+}
+
+/// A `timestamp` (or, with `utc`, a `timestamptz`) in binary form
+/// (microseconds since 2000-01-01 00:00:00 UTC) as [`timestamp`] /
+/// [`timestamptz`] return its text form: fractional seconds without
+/// trailing zeros, as PostgreSQL writes them.
+pub(super) fn timestamp_from_micros(micros: i64, utc: bool) -> String {
+    match micros {
+        i64::MAX => return "infinity".to_owned(),
+        i64::MIN => return "-infinity".to_owned(),
+        _ => {}
+    }
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400) + PG_EPOCH_DAYS);
+    let rem = secs.rem_euclid(86_400) as u32;
+    let mut out = String::with_capacity(32);
+    let bc = push_ymd(&mut out, y, m, d);
+    out.push('T');
+    push_digits(&mut out, rem / 3600, 2);
+    out.push(':');
+    push_digits(&mut out, rem / 60 % 60, 2);
+    out.push(':');
+    push_digits(&mut out, rem % 60, 2);
+    if frac > 0 {
+        let (mut value, mut width) = (frac, 6);
+        while value % 10 == 0 {
+            value /= 10;
+            width -= 1;
+        }
+        out.push('.');
+        push_digits(&mut out, value, width);
+    }
+    if utc {
+        out.push('Z');
+    }
+    if bc {
+        out.push_str(" BC");
+    }
+    out
+}
+
+/// Writes `YYYY-MM-DD` (years before 1 as PostgreSQL's ` BC` years, whose
+/// suffix the caller adds when this returns true).
+fn push_ymd(out: &mut String, y: i64, m: u32, d: u32) -> bool {
+    let (year, bc) = if y <= 0 { (1 - y, true) } else { (y, false) };
+    // Binary dates and timestamps stay far inside u32 years.
+    push_digits(out, year as u32, 4);
+    out.push('-');
+    push_digits(out, m, 2);
+    out.push('-');
+    push_digits(out, d, 2);
+    bc
+}
+
+/// Writes `n` in decimal, zero-padded to at least `width` digits.
+fn push_digits(out: &mut String, n: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    let mut i = buf.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = i.min(buf.len() - width.min(buf.len()));
+    // ASCII digits only.
+    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
+}
+
 fn is_infinity(text: &str) -> bool {
     text == "infinity" || text == "-infinity"
 }
@@ -231,6 +323,24 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_dates_and_timestamps_read_as_postgresql_writes_them() {
+        assert_eq!(date_from_days(0), "2000-01-01");
+        assert_eq!(date_from_days(-730_119), "0001-01-01");
+        assert_eq!(date_from_days(-730_120), "0001-12-31 BC");
+        assert_eq!(date_from_days(i32::MAX), "infinity");
+        assert_eq!(timestamp_from_micros(0, false), "2000-01-01T00:00:00");
+        assert_eq!(
+            timestamp_from_micros(-1, true),
+            "1999-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            timestamp_from_micros(86_400_000_000 + 500_000, false),
+            "2000-01-02T00:00:00.5"
+        );
+        assert_eq!(timestamp_from_micros(i64::MIN, true), "-infinity");
+    }
 
     #[test]
     fn civil_days_round_trip() {

@@ -7,6 +7,7 @@
 //! time zones are still converted to UTC correctly.
 
 mod array;
+pub mod binary;
 mod bytea;
 pub mod copy;
 mod datetime;
