@@ -63,7 +63,7 @@ impl SnapshotError {
 const BATCH_ROWS: usize = 4096;
 /// Bytes of COPY data per batch: wide rows make smaller batches, so the
 /// sinks' queues stay bounded in bytes as well as rows.
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 1 << 20;
 
 /// Chunks not yet claimed by a worker.
 type WorkQueue = Arc<Mutex<Vec<(Arc<Relation>, Chunk)>>>;

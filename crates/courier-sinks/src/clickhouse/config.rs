@@ -34,7 +34,8 @@ pub struct ClickHouseSinkConfig {
     /// Most rows in one INSERT (default 100,000). Under load Courier gathers
     /// this many changes into one INSERT per table.
     pub max_rows: Option<usize>,
-    /// Most bytes of encoded rows in one INSERT (default 64 MiB).
+    /// Most bytes of encoded rows in one INSERT, and of row values in one
+    /// group (default 16 MiB).
     pub max_bytes: Option<usize>,
     /// The longest a change waits for others to share its INSERT (default
     /// `"200ms"`; `"0s"` inserts whatever is queued at once). ClickHouse
@@ -176,7 +177,7 @@ impl ClickHouseSinkConfig {
             selection,
             table: template,
             max_rows: count("max_rows", self.max_rows, 100_000)?,
-            max_bytes: count("max_bytes", self.max_bytes, 64 << 20)?,
+            max_bytes: count("max_bytes", self.max_bytes, 16 << 20)?,
             max_delay: self.max_delay.unwrap_or(Duration::from_millis(200)),
             concurrency: count("concurrency", self.concurrency, 2)?,
             compression,

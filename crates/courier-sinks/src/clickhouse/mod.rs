@@ -15,7 +15,7 @@
 //! database = "shop"                  # created if missing
 //! # user = "default"; password = "${CLICKHOUSE_PASSWORD}"  (or in the URL)
 //! # tables = ["public.*"]; table = "{table}"  (also {schema})
-//! # max_rows = 100000; max_bytes = 67108864; max_delay = "200ms"; timeout = "60s"
+//! # max_rows = 100000; max_bytes = 16777216; max_delay = "200ms"; timeout = "60s"
 //! # concurrency = 2                 # INSERTs in flight at once per table
 //! # compression = "gzip"            # default: "none" to a loopback server
 //! # tls_ca_file = "/etc/courier/clickhouse-ca.pem"

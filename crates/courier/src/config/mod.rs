@@ -259,7 +259,7 @@ impl Config {
         let p = raw.pipeline;
         let pipeline = PipelineConfig {
             batch_changes: p.batch_changes.unwrap_or(4096).clamp(1, 1_000_000),
-            batch_bytes: p.batch_bytes.unwrap_or(4 << 20).clamp(1 << 10, 1 << 30),
+            batch_bytes: p.batch_bytes.unwrap_or(1 << 20).clamp(1 << 10, 1 << 30),
             batch_delay: duration("pipeline.batch_delay", p.batch_delay)?
                 .unwrap_or(Duration::from_millis(20)),
             queue_batches: p.queue_batches.unwrap_or(8).clamp(1, 1024),
