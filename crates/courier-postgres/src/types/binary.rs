@@ -75,62 +75,43 @@ impl BinaryForm {
     /// Decodes one non-NULL value of `column` sent in this form.
     pub fn decode(self, column: &Column, data: &[u8]) -> Result<Value, ValueError> {
         let err = |reason: &str| ValueError::new(type_label(&column.pg_type), reason);
-        let size = |n: usize| {
-            if data.len() == n {
-                Ok(())
-            } else {
-                Err(err("binary value of the wrong size"))
-            }
-        };
+        let wrong_size = || err("binary value of the wrong size");
         let text = |bytes: &[u8]| {
             std::str::from_utf8(bytes)
                 .map(str::to_owned)
                 .map_err(|_| err("not valid UTF-8"))
         };
         Ok(match self {
-            BinaryForm::Bool => {
-                size(1)?;
-                Value::Bool(data[0] != 0)
-            }
-            BinaryForm::Int2 => {
-                size(2)?;
-                Value::Int(i64::from(i16::from_be_bytes([data[0], data[1]])))
-            }
+            BinaryForm::Bool => Value::Bool(fixed::<1>(data).ok_or_else(wrong_size)?[0] != 0),
+            BinaryForm::Int2 => Value::Int(i64::from(i16::from_be_bytes(
+                fixed(data).ok_or_else(wrong_size)?,
+            ))),
             BinaryForm::Int4 => Value::Int(i64::from(i32::from_be_bytes(
-                array(data).ok_or_else(|| err("binary value of the wrong size"))?,
+                fixed(data).ok_or_else(wrong_size)?,
             ))),
             BinaryForm::Oid => Value::Int(i64::from(u32::from_be_bytes(
-                array(data).ok_or_else(|| err("binary value of the wrong size"))?,
+                fixed(data).ok_or_else(wrong_size)?,
             ))),
-            BinaryForm::Int8 => Value::Int(i64::from_be_bytes(
-                array(data).ok_or_else(|| err("binary value of the wrong size"))?,
-            )),
-            BinaryForm::Float4 => Value::Float4(f32::from_be_bytes(
-                array(data).ok_or_else(|| err("binary value of the wrong size"))?,
-            )),
-            BinaryForm::Float8 => Value::Float8(f64::from_be_bytes(
-                array(data).ok_or_else(|| err("binary value of the wrong size"))?,
-            )),
+            BinaryForm::Int8 => Value::Int(i64::from_be_bytes(fixed(data).ok_or_else(wrong_size)?)),
+            BinaryForm::Float4 => {
+                Value::Float4(f32::from_be_bytes(fixed(data).ok_or_else(wrong_size)?))
+            }
+            BinaryForm::Float8 => {
+                Value::Float8(f64::from_be_bytes(fixed(data).ok_or_else(wrong_size)?))
+            }
             BinaryForm::Numeric => Value::Numeric(numeric(data).map_err(err)?),
             BinaryForm::Text => Value::Text(text(data)?),
             BinaryForm::Bytea => Value::Bytes(data.to_vec()),
-            BinaryForm::Uuid => {
-                size(16)?;
-                Value::Uuid(uuid(data))
-            }
+            BinaryForm::Uuid => Value::Uuid(uuid(&fixed::<16>(data).ok_or_else(wrong_size)?)),
             BinaryForm::Date => Value::Date(datetime::date_from_days(i32::from_be_bytes(
-                array(data).ok_or_else(|| err("binary value of the wrong size"))?,
+                fixed(data).ok_or_else(wrong_size)?,
             ))),
             BinaryForm::Timestamp => Value::Timestamp(datetime::timestamp_from_micros(
-                i64::from_be_bytes(
-                    array(data).ok_or_else(|| err("binary value of the wrong size"))?,
-                ),
+                i64::from_be_bytes(fixed(data).ok_or_else(wrong_size)?),
                 false,
             )),
             BinaryForm::TimestampTz => Value::TimestampTz(datetime::timestamp_from_micros(
-                i64::from_be_bytes(
-                    array(data).ok_or_else(|| err("binary value of the wrong size"))?,
-                ),
+                i64::from_be_bytes(fixed(data).ok_or_else(wrong_size)?),
                 true,
             )),
             BinaryForm::Json => Value::Json(text(data)?),
@@ -146,7 +127,8 @@ impl BinaryForm {
     }
 }
 
-fn array<const N: usize>(data: &[u8]) -> Option<[u8; N]> {
+/// The value's bytes when it has exactly `N` of them.
+fn fixed<const N: usize>(data: &[u8]) -> Option<[u8; N]> {
     data.try_into().ok()
 }
 
