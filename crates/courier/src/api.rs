@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::pipeline::Status;
+use crate::status::Status;
 
 #[derive(Clone)]
 struct AppState {
@@ -86,13 +86,12 @@ async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn status_doc(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(s.status.to_json())
+async fn status_doc(State(s): State<AppState>) -> Json<crate::status::StatusReport> {
+    Json(s.status.report())
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
-    // Refresh the lag gauges before rendering.
-    let _ = s.status.to_json();
+    s.status.report().publish_gauges();
     match &s.metrics {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

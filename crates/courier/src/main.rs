@@ -1,10 +1,11 @@
 //! The `courier` command: `run`, `check` and `tail`.
 
 mod api;
-mod backoff;
 mod cli;
 mod config;
 mod pipeline;
+mod retry;
+mod status;
 mod telemetry;
 
 use std::path::PathBuf;

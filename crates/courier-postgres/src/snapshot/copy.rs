@@ -11,15 +11,25 @@ use super::Chunk;
 use crate::types::{self, binary::BinaryForm};
 use crate::PgConfig;
 
+/// Why the pipeline could not take snapshot rows (a sink stopped, the
+/// progress could not be saved): the pipeline's own error, kept whole so the
+/// caller can tell what happened.
+pub type OutputError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where snapshot rows go (the pipeline's fan-out to every sink).
 #[async_trait]
 pub trait SnapshotOutput: Send + Sync {
     /// Queues a batch of snapshot rows for every sink.
-    async fn send(&self, batch: Batch) -> Result<(), String>;
+    async fn send(&self, batch: Batch) -> Result<(), OutputError>;
     /// Waits until every sink applied everything queued so far.
-    async fn sync(&self) -> Result<(), String>;
+    async fn sync(&self) -> Result<(), OutputError>;
     /// Called after a chunk's rows were applied by every sink.
-    async fn chunk_done(&self, relation: &Relation, chunk: Chunk, rows: u64) -> Result<(), String>;
+    async fn chunk_done(
+        &self,
+        relation: &Relation,
+        chunk: Chunk,
+        rows: u64,
+    ) -> Result<(), OutputError>;
     /// Called as rows are read, for progress display.
     fn rows_read(&self, relation: &Relation, rows: u64);
 }
@@ -49,8 +59,14 @@ pub enum SnapshotError {
         got: usize,
         expected: usize,
     },
-    #[error("snapshot: {0}")]
-    Output(String),
+    #[error("snapshot of {table}: the pipeline stopped taking rows")]
+    Output {
+        table: String,
+        #[source]
+        source: OutputError,
+    },
+    #[error("snapshot worker ended abnormally: {0}")]
+    Worker(String),
 }
 
 impl SnapshotError {
@@ -95,11 +111,7 @@ pub async fn copy_chunks(
     }
     let mut first_err = None;
     while let Some(res) = tasks.join_next().await {
-        let res = res.unwrap_or_else(|e| {
-            Err(SnapshotError::Output(format!(
-                "snapshot worker panicked: {e}"
-            )))
-        });
+        let res = res.unwrap_or_else(|e| Err(SnapshotError::Worker(e.to_string())));
         if let Err(e) = res {
             if first_err.is_none() {
                 // Stop handing out chunks; the others finish their current one.
@@ -223,7 +235,10 @@ async fn worker(
                         through: None,
                     })
                     .await
-                    .map_err(SnapshotError::Output)?;
+                    .map_err(|source| SnapshotError::Output {
+                        table: rel.id.to_string(),
+                        source,
+                    })?;
                 }
             }
         }
@@ -235,12 +250,21 @@ async fn worker(
                 through: None,
             })
             .await
-            .map_err(SnapshotError::Output)?;
+            .map_err(|source| SnapshotError::Output {
+                table: rel.id.to_string(),
+                source,
+            })?;
         }
-        out.sync().await.map_err(SnapshotError::Output)?;
+        out.sync().await.map_err(|source| SnapshotError::Output {
+            table: rel.id.to_string(),
+            source,
+        })?;
         out.chunk_done(&rel, chunk, rows)
             .await
-            .map_err(SnapshotError::Output)?;
+            .map_err(|source| SnapshotError::Output {
+                table: rel.id.to_string(),
+                source,
+            })?;
     }
     let _ = client.batch_execute("COMMIT").await;
     Ok(())

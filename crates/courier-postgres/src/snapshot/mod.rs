@@ -11,6 +11,6 @@ mod copy;
 mod plan;
 mod relation;
 
-pub use copy::{copy_chunks, SnapshotError, SnapshotOutput};
+pub use copy::{copy_chunks, OutputError, SnapshotError, SnapshotOutput};
 pub use plan::{Chunk, SnapshotPlan, TablePlan};
 pub use relation::relation_from_catalog;

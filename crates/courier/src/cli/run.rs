@@ -7,7 +7,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 
 /// `courier run`: streams until SIGINT/SIGTERM, then drains, acknowledges
-/// and exits 0.
+/// and exits 0 (non-zero when the stop did not finish in
+/// `pipeline.shutdown_timeout`).
 pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
     crate::telemetry::prometheus();
@@ -17,9 +18,19 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         tracing::info!("shutdown requested: draining sinks");
         let _ = tx.send(true);
     });
-    crate::pipeline::run(config, rx)
+    let api_config = (config.api.listen, config.api.token.clone());
+    let prepared = crate::pipeline::prepare(config)
         .await
         .context("courier run")?;
+    let api = match api_config {
+        (Some(addr), token) => {
+            Some(crate::api::serve(addr, token, prepared.status().clone()).await?)
+        }
+        (None, _) => None,
+    };
+    let result = crate::pipeline::run(prepared, rx).await;
+    drop(api);
+    result.context("courier run")?;
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }

@@ -118,6 +118,9 @@ pub struct PipelineConfig {
     pub batch_delay: Duration,
     /// Batches queued per sink before backpressure reaches PostgreSQL.
     pub queue_batches: usize,
+    /// How long a stop may take after SIGINT/SIGTERM: past it, Courier
+    /// exits non-zero, naming the sinks that did not finish.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +158,7 @@ struct RawSource {
 struct RawApi {
     listen: Option<String>,
     token: Option<String>,
+    allow_remote_without_token: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -170,6 +174,7 @@ struct RawPipeline {
     batch_bytes: Option<usize>,
     batch_delay: Option<String>,
     queue_batches: Option<usize>,
+    shutdown_timeout: Option<String>,
 }
 
 fn default_slot() -> String {
@@ -245,6 +250,16 @@ impl Config {
             listen,
             token: raw.api.token.filter(|t| !t.is_empty()),
         };
+        if let Some(addr) = api.listen {
+            let open = !addr.ip().is_loopback() && api.token.is_none();
+            if open && !raw.api.allow_remote_without_token.unwrap_or(false) {
+                return Err(invalid(format!(
+                    "api.listen = \"{addr}\" accepts connections from other machines but api.token is not set: \
+                     set api.token = \"${{COURIER_API_TOKEN}}\", listen on 127.0.0.1, or set \
+                     api.allow_remote_without_token = true if the network is trusted"
+                )));
+            }
+        }
 
         let state_dir = match raw.state.dir {
             Some(d) if d.is_absolute() => d,
@@ -263,6 +278,8 @@ impl Config {
             batch_delay: duration("pipeline.batch_delay", p.batch_delay)?
                 .unwrap_or(Duration::from_millis(20)),
             queue_batches: p.queue_batches.unwrap_or(8).clamp(1, 1024),
+            shutdown_timeout: duration("pipeline.shutdown_timeout", p.shutdown_timeout)?
+                .unwrap_or(Duration::from_secs(30)),
         };
 
         let mut sinks = BTreeMap::new();

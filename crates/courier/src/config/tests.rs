@@ -73,3 +73,39 @@ fn redacts_passwords() {
         "postgres://u:***@h:5/db"
     );
 }
+
+#[test]
+fn a_listener_open_to_other_machines_needs_a_token() {
+    let with_api = |api: &str| format!("{MINIMAL}\n[api]\n{api}\n");
+    let e = parse(&with_api("listen = \"0.0.0.0:7070\"")).unwrap_err();
+    assert!(
+        e.contains("api.token") && e.contains("allow_remote_without_token"),
+        "{e}"
+    );
+    let e = parse(&with_api("listen = \"[::]:7070\"")).unwrap_err();
+    assert!(e.contains("api.token"), "{e}");
+    let c = parse(&with_api("listen = \"0.0.0.0:7070\"\ntoken = \"t0ken\"")).unwrap();
+    assert_eq!(c.api.token.as_deref(), Some("t0ken"));
+    parse(&with_api(
+        "listen = \"0.0.0.0:7070\"\nallow_remote_without_token = true",
+    ))
+    .unwrap();
+    parse(&with_api("listen = \"[::1]:7070\"")).unwrap();
+    parse(&with_api("listen = \"127.0.0.2:7070\"")).unwrap();
+}
+
+#[test]
+fn shutdown_timeout_has_a_default_and_is_a_duration() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.pipeline.shutdown_timeout, Duration::from_secs(30));
+    let c = parse(&format!(
+        "{MINIMAL}\n[pipeline]\nshutdown_timeout = \"5s\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.pipeline.shutdown_timeout, Duration::from_secs(5));
+    let e = parse(&format!(
+        "{MINIMAL}\n[pipeline]\nshutdown_timeout = \"soon\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("pipeline.shutdown_timeout"), "{e}");
+}

@@ -1,9 +1,10 @@
 //! Hands each batch to every sink through its own bounded queue, so a slow
 //! sink slows the stream (backpressure) instead of growing memory.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use courier_core::Batch;
+use courier_core::{Batch, Lsn};
 use tokio::sync::{mpsc, oneshot};
 
 /// What a sink task receives.
@@ -14,33 +15,42 @@ pub enum SinkMsg {
 }
 
 /// The sending side of every sink's queue.
+///
+/// Clones share the queues; the queues close when the last clone is dropped,
+/// which is how sink tasks learn that the pipeline is shutting down.
 #[derive(Clone)]
 pub struct Fanout {
     queues: Vec<mpsc::Sender<SinkMsg>>,
+    /// The newest `through` queued for every sink.
+    sent_through: Arc<AtomicU64>,
 }
 
-/// Every sink task has stopped (a fatal error or shutdown).
+/// A sink task has stopped (a fatal error or shutdown).
 #[derive(Debug, thiserror::Error)]
 #[error("a sink stopped; see its error above")]
 pub struct SinkGone;
 
 impl Fanout {
+    /// A fan-out over these queues, one per sink.
     pub fn new(queues: Vec<mpsc::Sender<SinkMsg>>) -> Self {
-        Fanout { queues }
+        Fanout {
+            queues,
+            sent_through: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Queues the batch for every sink, waiting while a queue is full.
     ///
-    /// Cancel-safe: if the future is dropped before it completes, no sink has
-    /// received the batch... unless some queues already had; callers only
-    /// cancel on shutdown, after which nothing is acknowledged past the
-    /// watermark, so a partially sent batch is harmless.
+    /// All or nothing: a slot is reserved in every queue before the batch
+    /// enters any, so a cancelled call leaves no sink with a batch the others
+    /// lack (a sink that received a `through` the others never saw could
+    /// otherwise acknowledge past a batch it never applied).
     pub async fn send(&self, batch: Batch) -> Result<(), SinkGone> {
+        let through = batch.through;
         let batch = Arc::new(batch);
-        for q in &self.queues {
-            q.send(SinkMsg::Batch(batch.clone()))
-                .await
-                .map_err(|_| SinkGone)?;
+        self.send_to_all(|| SinkMsg::Batch(batch.clone())).await?;
+        if let Some(t) = through {
+            self.sent_through.fetch_max(t.0, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -48,14 +58,123 @@ impl Fanout {
     /// Waits until every sink has applied everything sent before this call.
     pub async fn barrier(&self) -> Result<(), SinkGone> {
         let mut waits = Vec::with_capacity(self.queues.len());
-        for q in &self.queues {
+        self.send_to_all(|| {
             let (tx, rx) = oneshot::channel();
-            q.send(SinkMsg::Barrier(tx)).await.map_err(|_| SinkGone)?;
             waits.push(rx);
-        }
+            SinkMsg::Barrier(tx)
+        })
+        .await?;
         for w in waits {
             w.await.map_err(|_| SinkGone)?;
         }
         Ok(())
+    }
+
+    /// The newest `through` handed to every sink: once every sink's
+    /// watermark reaches it, nothing sent is left unapplied.
+    pub fn sent_through(&self) -> Lsn {
+        Lsn(self.sent_through.load(Ordering::Relaxed))
+    }
+
+    /// Reserves a slot in every queue, then fills them all at once.
+    /// Cancel-safe: dropping the future releases the reserved slots.
+    async fn send_to_all(&self, mut msg: impl FnMut() -> SinkMsg) -> Result<(), SinkGone> {
+        let mut permits = Vec::with_capacity(self.queues.len());
+        for q in &self.queues {
+            permits.push(q.reserve().await.map_err(|_| SinkGone)?);
+        }
+        for p in permits {
+            p.send(msg());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn batch(through: u64) -> Batch {
+        Batch {
+            changes: Vec::new(),
+            through: Some(Lsn(through)),
+        }
+    }
+
+    fn received(rx: &mut mpsc::Receiver<SinkMsg>) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let SinkMsg::Batch(b) = m {
+                out.extend(b.through.map(|l| l.0));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn every_queue_receives_every_batch_in_order() {
+        let (a, mut ra) = mpsc::channel(4);
+        let (b, mut rb) = mpsc::channel(4);
+        let f = Fanout::new(vec![a, b]);
+        for t in [1, 2, 3] {
+            f.send(batch(t)).await.unwrap();
+        }
+        assert_eq!(received(&mut ra), [1, 2, 3]);
+        assert_eq!(received(&mut rb), [1, 2, 3]);
+        assert_eq!(f.sent_through(), Lsn(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_send_reaches_no_queue() {
+        let (a, mut ra) = mpsc::channel(4);
+        let (b, mut rb) = mpsc::channel(1);
+        let f = Fanout::new(vec![a, b]);
+        f.send(batch(1)).await.unwrap();
+        // The second queue is full: the send waits, and is then given up.
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), f.send(batch(2))).await;
+        assert!(gave_up.is_err());
+        assert_eq!(
+            received(&mut ra),
+            [1],
+            "the first sink must not get batch 2"
+        );
+        assert_eq!(received(&mut rb), [1]);
+        assert_eq!(f.sent_through(), Lsn(1));
+        // The reserved slot was released: the next send goes through.
+        f.send(batch(3)).await.unwrap();
+        assert_eq!(received(&mut ra), [3]);
+        assert_eq!(received(&mut rb), [3]);
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_is_reported() {
+        let (a, _ra) = mpsc::channel(4);
+        let (b, rb) = mpsc::channel(4);
+        drop(rb);
+        let f = Fanout::new(vec![a, b]);
+        assert!(f.send(batch(1)).await.is_err());
+        assert!(f.barrier().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_barrier_returns_once_every_sink_answered() {
+        let (a, mut ra) = mpsc::channel(4);
+        let (b, mut rb) = mpsc::channel(4);
+        let f = Fanout::new(vec![a, b]);
+        let answer = |mut rx: mpsc::Receiver<SinkMsg>| async move {
+            while let Some(m) = rx.recv().await {
+                if let SinkMsg::Barrier(done) = m {
+                    let _ = done.send(());
+                }
+            }
+        };
+        f.send(batch(1)).await.unwrap();
+        assert_eq!(received(&mut ra), [1]);
+        assert_eq!(received(&mut rb), [1]);
+        tokio::spawn(answer(ra));
+        tokio::spawn(answer(rb));
+        f.barrier().await.unwrap();
     }
 }

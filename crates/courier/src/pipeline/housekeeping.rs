@@ -6,12 +6,35 @@ use std::time::Duration;
 use courier_core::Lsn;
 use courier_postgres::PgConfig;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
-use super::Status;
+use crate::config::SourceConfig;
+use crate::status::Status;
+
+/// Starts the heartbeat (when configured) and the position poller; they
+/// stop at shutdown, or when the returned set is dropped.
+pub fn spawn(
+    source: &SourceConfig,
+    pg: &PgConfig,
+    status: &Status,
+    shutdown: &watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    if let Some(every) = source.heartbeat {
+        tasks.spawn(heartbeat(pg.clone(), every, shutdown.clone()));
+    }
+    tasks.spawn(poll_positions(
+        pg.clone(),
+        source.slot.clone(),
+        status.clone(),
+        shutdown.clone(),
+    ));
+    tasks
+}
 
 /// Emits a small WAL message now and then, so a slot whose tables are quiet
 /// still sees traffic and its position keeps moving.
-pub async fn heartbeat(pg: PgConfig, every: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn heartbeat(pg: PgConfig, every: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     let mut client = None;
     loop {
@@ -38,7 +61,7 @@ pub async fn heartbeat(pg: PgConfig, every: Duration, mut shutdown: watch::Recei
 }
 
 /// Keeps the source's positions in the status fresh (for the API and metrics).
-pub async fn poll_positions(
+async fn poll_positions(
     pg: PgConfig,
     slot: String,
     status: Status,

@@ -1,14 +1,23 @@
 //! `courier run`: prepare PostgreSQL, snapshot what needs it, then stream
 //! into every sink until SIGINT/SIGTERM, acknowledging only what every sink
 //! applied (DESIGN §1.1, §2).
+//!
+//! The stages, in the order a change meets them: [`prepare`] checks the
+//! source and resolves what to capture; [`run`] starts one task per sink
+//! behind the fan-out, then the source side ([`capture`]: the first
+//! snapshot, then the stream beside the catch-up snapshot), and supervises
+//! them all until shutdown or a failure (`supervise`).
 
+mod errors;
 mod fanout;
 mod housekeeping;
+#[cfg(test)]
+mod memory_sink;
 mod metrics;
 mod sink_task;
 mod snapshot;
-pub mod status;
 mod stream;
+mod supervise;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,19 +32,37 @@ use courier_postgres::snapshot::SnapshotPlan;
 use courier_postgres::{PgConfig, ReplicationClient};
 use courier_sinks::envelope::SourceInfo;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 
 pub use fanout::Fanout;
 pub use sink_task::error_chain;
-use sink_task::{run_sink, SinkExit};
-pub use status::Status;
+use sink_task::run_sink;
+use snapshot::Snapshotter;
+use supervise::{supervise, SinkTasks};
 
-use crate::backoff::Backoff;
 use crate::config::{Config, SnapshotMode};
+use crate::retry::{retry, Backoff};
+use crate::status::Status;
 
-/// Runs Courier until shutdown is signalled; returns an error for a failure
-/// a person must fix (the message says what).
-pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// A source checked and ready to capture: what [`run`] starts from.
+pub struct Prepared {
+    config: Config,
+    pg: PgConfig,
+    tables: Vec<SourceTable>,
+    state: Arc<dyn StateStore>,
+    source: SourceInfo,
+    status: Status,
+}
+
+impl Prepared {
+    /// The status the run updates (for the admin API).
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+}
+
+/// Checks PostgreSQL (privileges, tables, keys), creates the publication if
+/// missing and opens the state store. Errors name what a person must fix.
+pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let pg = PgConfig::from_url(&config.source.url).context("source.url")?;
     let client = pg
         .connect()
@@ -64,15 +91,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             config.source.slot
         );
     }
-    let start = existing
-        .as_ref()
-        .map(|s| s.confirmed_flush)
-        .unwrap_or(Lsn::ZERO);
-
-    let source = SourceInfo {
-        name: config.source.slot.clone(),
-        database,
-    };
+    let start = existing.map(|s| s.confirmed_flush).unwrap_or(Lsn::ZERO);
     let sink_kinds: Vec<(String, String)> = config
         .sinks
         .iter()
@@ -84,245 +103,207 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         &sink_kinds,
         start,
     );
+    Ok(Prepared {
+        source: SourceInfo {
+            name: config.source.slot.clone(),
+            database,
+        },
+        config,
+        pg,
+        tables,
+        state,
+        status,
+    })
+}
 
-    let (fanout, mut sink_tasks) = start_sinks(&config, &source, &status).await?;
-    let api = match config.api.listen {
-        Some(addr) => {
-            Some(crate::api::serve(addr, config.api.token.clone(), status.clone()).await?)
-        }
-        None => None,
+/// Runs Courier until shutdown is signalled; returns an error for a failure
+/// a person must fix (the message says what).
+pub async fn run(p: Prepared, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let (fanout, sinks) = start_sinks(&p);
+    let snapshotter = Snapshotter {
+        pg: p.pg.clone(),
+        tables: p.tables.clone(),
+        parallelism: p.config.source.snapshot_parallelism,
+        fanout: fanout.clone(),
+        status: p.status.clone(),
+        state: p.state.clone(),
+        slot: p.config.source.slot.clone(),
     };
-    let catalog = Catalog::new(Arc::new(client));
+    supervise(
+        capture(&p, snapshotter, shutdown.clone()),
+        sinks,
+        fanout,
+        &p.status,
+        shutdown,
+        p.config.pipeline.shutdown_timeout,
+    )
+    .await
+}
 
-    // The first run creates the slot and copies every table under its
-    // exported snapshot before streaming: the export lives only while the
-    // connection that made it stays idle.
-    let first_run = async {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        loop {
-            if slot_info(catalog.client(), &config.source.slot)
-                .await?
-                .is_some()
-            {
-                return Ok::<(), anyhow::Error>(());
+/// One task per sink, each behind its own bounded queue. A sink connects
+/// inside its task, so a store that is down at start is retried like one
+/// that goes away later.
+fn start_sinks(p: &Prepared) -> (Fanout, SinkTasks) {
+    let mut queues = Vec::new();
+    let mut tasks = SinkTasks::new();
+    for (name, (kind, settings)) in &p.config.sinks {
+        let (tx, rx) = mpsc::channel(p.config.pipeline.queue_batches);
+        queues.push(tx);
+        let (name, kind, settings, source) = (
+            name.clone(),
+            kind.clone(),
+            settings.clone(),
+            p.source.clone(),
+        );
+        let build = {
+            let name = name.clone();
+            move || {
+                let (name, kind, settings, source) =
+                    (name.clone(), kind.clone(), settings.clone(), source.clone());
+                async move { courier_sinks::build_sink(&name, &kind, settings, &source).await }
             }
-            let result = create_slot_and_snapshot(
-                &config,
-                &pg,
-                &catalog,
-                &tables,
-                &fanout,
-                &status,
-                state.clone(),
-            )
-            .await;
-            match result {
-                Ok(()) => return Ok(()),
-                // The slot exists now; the remaining chunks are copied below.
-                Err(e) if snapshot_retriable(&e) => {
-                    let wait = backoff.next_delay();
-                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64,
-                        "snapshot interrupted; resuming the remaining chunks under a new snapshot");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    let mut first_run_shutdown = shutdown.clone();
+        };
+        tasks.spawn(name.clone(), run_sink(name, build, rx, p.status.clone()));
+    }
+    (Fanout::new(queues), tasks)
+}
+
+/// The source side of a run: the first snapshot (when the slot is new),
+/// then the replication stream while the catch-up snapshot copies what the
+/// plan still lacks. Ends `Ok` once it stopped for shutdown.
+async fn capture(
+    p: &Prepared,
+    snapshotter: Snapshotter,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     tokio::select! {
-        r = first_run => r?,
-        _ = first_run_shutdown.changed() => {
+        r = first_snapshot(p, &snapshotter) => r?,
+        _ = shutdown.changed() => {
             tracing::info!("shutdown requested during the snapshot; progress is saved");
             return Ok(());
         }
-        Some(exit) = sink_tasks.join_next() => return sink_failed(exit),
     }
 
     // Chunks left by an interrupted snapshot, and tables new to the config,
     // are copied under a temporary slot's snapshot while the stream runs:
     // their rows carry that snapshot's consistent point as version, so they
     // and the streamed changes meet in the sinks by version, in any order.
+    // Once the slot exists: its position is what the poller reports.
+    let _housekeeping = housekeeping::spawn(&p.config.source, &p.pg, &p.status, &shutdown);
+    let source = &p.config.source;
     snapshot::update_plan(
-        state.as_ref(),
-        &config.source.slot,
-        &tables,
-        config.source.snapshot_chunk_rows,
-        config.source.snapshot_parallelism,
-        config.source.snapshot == SnapshotMode::Initial,
+        p.state.as_ref(),
+        &source.slot,
+        &p.tables,
+        source.snapshot_chunk_rows,
+        source.snapshot_parallelism,
+        source.snapshot == SnapshotMode::Initial,
     )?;
-    let mut catch_up = tokio::spawn(catch_up_until_done(CatchUp {
-        pg: pg.clone(),
-        catalog: catalog.clone(),
-        tables: tables.clone(),
-        fanout: fanout.clone(),
-        status: status.clone(),
-        state: state.clone(),
-        slot: config.source.slot.clone(),
-        parallelism: config.source.snapshot_parallelism,
-    }));
-    let mut catch_up_running = true;
-
-    let mut tasks = JoinSet::new();
-    if let Some(every) = config.source.heartbeat {
-        tasks.spawn(housekeeping::heartbeat(pg.clone(), every, shutdown.clone()));
-    }
-    tasks.spawn(housekeeping::poll_positions(
-        pg.clone(),
-        config.source.slot.clone(),
-        status.clone(),
-        shutdown.clone(),
-    ));
-
     let ctx = stream::StreamContext {
-        pg: pg.clone(),
-        slot: config.source.slot.clone(),
-        publication: config.source.publication.clone(),
-        pipeline: config.pipeline.clone(),
-        status_interval: config.source.status_interval,
-        fanout: fanout.clone(),
-        status: status.clone(),
+        pg: p.pg.clone(),
+        slot: source.slot.clone(),
+        publication: source.publication.clone(),
+        pipeline: p.config.pipeline.clone(),
+        status_interval: source.status_interval,
+        fanout: snapshotter.fanout.clone(),
+        status: p.status.clone(),
     };
-    let stream = stream::stream_until_shutdown(ctx, shutdown.clone());
-    tokio::pin!(stream);
-    let result = loop {
+    let mut catch_up_shutdown = shutdown.clone();
+    let catch_up = async {
         tokio::select! {
-            r = &mut stream => break r,
-            Some(exit) = sink_tasks.join_next() => break sink_failed(exit),
-            r = &mut catch_up, if catch_up_running => {
-                catch_up_running = false;
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => break Err(e),
-                    Err(e) => break Err(anyhow::anyhow!("snapshot task ended abnormally: {e}")),
-                }
-            }
+            r = catch_up_until_done(&snapshotter) => r,
+            // Progress is saved per chunk: the next run resumes.
+            _ = catch_up_shutdown.changed() => Ok(()),
         }
     };
-    catch_up.abort();
-    drop(fanout);
-    while let Some(exit) = sink_tasks.join_next().await {
-        if let Err(e) = sink_failed(exit) {
-            tracing::error!(error = %format!("{e:#}"), "sink");
-        }
-    }
-    tasks.abort_all();
-    drop(api);
-    result
+    tokio::try_join!(catch_up, stream::stream_until_shutdown(ctx, shutdown))?;
+    Ok(())
 }
 
-/// What the background snapshot needs.
-struct CatchUp {
-    pg: PgConfig,
-    catalog: Catalog,
-    tables: Vec<SourceTable>,
-    fanout: Fanout,
-    status: Status,
-    state: Arc<dyn StateStore>,
-    slot: String,
-    parallelism: usize,
+/// Snapshot errors are retried from this delay up to the cap.
+fn snapshot_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-/// Copies what the snapshot plan still lacks (see `snapshot::catch_up`),
-/// retrying after errors a new snapshot can get past.
-async fn catch_up_until_done(c: CatchUp) -> anyhow::Result<()> {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-    loop {
-        let plan = snapshot::load_plan(c.state.as_ref(), &c.slot)?.unwrap_or_default();
-        let result = snapshot::catch_up(
-            &c.pg,
-            &c.catalog,
-            plan,
-            &c.tables,
-            c.parallelism,
-            c.fanout.clone(),
-            c.status.clone(),
-            c.state.clone(),
-            &c.slot,
-        )
-        .await;
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) if snapshot_retriable(&e) => {
-                let wait = backoff.next_delay();
-                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64,
-                    "snapshot interrupted; resuming the remaining chunks under a new snapshot");
-                tokio::time::sleep(wait).await;
+fn log_snapshot_retry(e: &anyhow::Error, wait: Duration) {
+    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64,
+        "snapshot interrupted; resuming the remaining chunks under a new snapshot");
+}
+
+/// On the first run, creates the slot and copies every table under its
+/// exported snapshot (the export lives only while the connection that made
+/// it stays idle). Each attempt opens its own connections: PostgreSQL may
+/// have restarted since the last one.
+async fn first_snapshot(p: &Prepared, snapshotter: &Snapshotter) -> anyhow::Result<()> {
+    retry(
+        snapshot_backoff(),
+        errors::snapshot_can_resume,
+        log_snapshot_retry,
+        || async {
+            let catalog = connect_catalog(&p.pg).await?;
+            if slot_info(catalog.client(), &p.config.source.slot)
+                .await?
+                .is_some()
+            {
+                // The slot exists: what is left is copied by the catch-up.
+                return Ok(());
             }
-            Err(e) => return Err(e),
-        }
-    }
+            create_slot_and_snapshot(p, snapshotter, &catalog).await
+        },
+    )
+    .await
 }
 
-/// Whether a failed snapshot can be resumed by trying again: the server was
-/// unreachable, or a table's columns changed while it was being copied.
-fn snapshot_retriable(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        if let Some(p) = c.downcast_ref::<courier_postgres::PgError>() {
-            return p.is_retriable() || matches!(p.code(), Some("42703" | "42P01" | "42804"));
-        }
-        if let Some(s) = c.downcast_ref::<courier_postgres::snapshot::SnapshotError>() {
-            return s.is_retriable();
-        }
-        false
-    })
+/// Copies what the snapshot plan still lacks (see `Snapshotter::catch_up`),
+/// retrying after errors a new snapshot can get past, on new connections.
+async fn catch_up_until_done(s: &Snapshotter) -> anyhow::Result<()> {
+    retry(
+        snapshot_backoff(),
+        errors::snapshot_can_resume,
+        log_snapshot_retry,
+        || async {
+            let plan = snapshot::load_plan(s.state.as_ref(), &s.slot)?.unwrap_or_default();
+            if plan.is_complete() {
+                return Ok(());
+            }
+            let catalog = connect_catalog(&s.pg).await?;
+            s.catch_up(&catalog, plan).await
+        },
+    )
+    .await
 }
 
-fn sink_failed(exit: Result<SinkExit, tokio::task::JoinError>) -> anyhow::Result<()> {
-    match exit {
-        Ok(SinkExit::Drained) => Ok(()),
-        Ok(SinkExit::Failed(msg)) => bail!("{msg}"),
-        Err(e) => bail!("sink task ended abnormally: {e}"),
-    }
-}
-
-async fn start_sinks(
-    config: &Config,
-    source: &SourceInfo,
-    status: &Status,
-) -> anyhow::Result<(Fanout, JoinSet<SinkExit>)> {
-    let mut queues = Vec::new();
-    let mut tasks = JoinSet::new();
-    for (name, (kind, settings)) in &config.sinks {
-        let sink = courier_sinks::build_sink(name, kind, settings.clone(), source)
-            .await
-            .with_context(|| format!("build sink {name}"))?;
-        let (tx, rx) = mpsc::channel(config.pipeline.queue_batches);
-        queues.push(tx);
-        tasks.spawn(run_sink(name.clone(), sink, rx, status.clone()));
-    }
-    Ok((Fanout::new(queues), tasks))
+/// A new connection for catalog look-ups.
+async fn connect_catalog(pg: &PgConfig) -> anyhow::Result<Catalog> {
+    let client = pg
+        .connect()
+        .await
+        .with_context(|| format!("connect to {}", pg.redacted()))?;
+    Ok(Catalog::new(Arc::new(client)))
 }
 
 async fn create_slot_and_snapshot(
-    config: &Config,
-    pg: &PgConfig,
+    p: &Prepared,
+    snapshotter: &Snapshotter,
     catalog: &Catalog,
-    tables: &[courier_postgres::setup::SourceTable],
-    fanout: &Fanout,
-    status: &Status,
-    state: Arc<dyn StateStore>,
 ) -> anyhow::Result<()> {
-    let slot = &config.source.slot;
-    let mut repl = ReplicationClient::connect(pg)
+    let source = &p.config.source;
+    let slot = &source.slot;
+    let mut repl = ReplicationClient::connect(&p.pg)
         .await
         .context("open replication connection")?;
-    let export = config.source.snapshot == SnapshotMode::Initial;
+    let export = source.snapshot == SnapshotMode::Initial;
     // Record the plan before the slot exists: if Courier dies between the two,
     // the next run finds a slot with a plan and resumes the snapshot.
     let mut plan = SnapshotPlan::default();
     if export {
-        for t in tables {
-            plan.add_table(
-                t,
-                config.source.snapshot_chunk_rows,
-                config.source.snapshot_parallelism,
-            );
+        for t in &p.tables {
+            plan.add_table(t, source.snapshot_chunk_rows, source.snapshot_parallelism);
         }
     } else {
-        plan.done = tables.iter().map(|t| t.id.to_string()).collect();
+        plan.done = p.tables.iter().map(|t| t.id.to_string()).collect();
     }
-    state
+    p.state
         .put_json(&snapshot::plan_key(slot), &plan)
         .context("save snapshot plan")?;
     let created = repl
@@ -330,27 +311,16 @@ async fn create_slot_and_snapshot(
         .await
         .with_context(|| format!("create replication slot {slot}"))?;
     tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created replication slot");
-    status.watermark.advance_all(created.consistent_point);
+    p.status.watermark.advance_all(created.consistent_point);
     if !export {
         return Ok(());
     }
     let snapshot_name = created
         .snapshot_name
         .context("the new slot exported no snapshot")?;
-    let result = snapshot::run_snapshot(
-        pg,
-        catalog,
-        tables,
-        &snapshot_name,
-        created.consistent_point,
-        plan,
-        config.source.snapshot_parallelism,
-        fanout.clone(),
-        status.clone(),
-        state,
-        slot,
-    )
-    .await;
+    let result = snapshotter
+        .copy(catalog, &snapshot_name, created.consistent_point, plan)
+        .await;
     drop(repl);
     result
 }

@@ -1,34 +1,71 @@
-//! Runs one sink: applies its queue in order, retries retriable errors with
-//! backoff, and reports progress to the watermark.
+//! Runs one sink: connects (retrying while the store is unreachable),
+//! applies its queue in order, retries retriable errors with backoff, and
+//! reports progress to the watermark.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_core::{Batch, Grouping, Op, Sink};
+use courier_core::{Batch, Grouping, Op, Sink, SinkError};
+use courier_sinks::BuildError;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::fanout::SinkMsg;
-use super::status::Status;
-use crate::backoff::Backoff;
+use crate::retry::{retry, Backoff};
+use crate::status::{SinkState, Status};
 
 /// Why a sink task ended.
 pub enum SinkExit {
     /// The queue closed: the pipeline is shutting down.
     Drained,
     /// A fatal error: Courier must stop; nothing past it was acknowledged.
-    Failed(String),
+    Failed(SinkFailure),
 }
 
-/// Applies batches from `rx` until the queue closes or a fatal error,
-/// grouping consecutive batches as the sink asks (see `Sink::grouping`).
-pub async fn run_sink(
+/// A sink that stopped Courier, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkFailure {
+    /// The sink could not be built: its settings are wrong, or the store
+    /// refused it for a reason retrying cannot fix.
+    #[error("start sink {sink}")]
+    Build {
+        sink: String,
+        #[source]
+        source: BuildError,
+    },
+    /// The store refused a batch for good (the error names table and LSN).
+    #[error("sink {sink}")]
+    Apply {
+        sink: String,
+        #[source]
+        source: SinkError,
+    },
+}
+
+/// Builds the sink with `build`, retrying while its store is unreachable
+/// (the status shows it connecting), then applies batches from `rx` until the
+/// queue closes or a fatal error, grouping consecutive batches as the sink
+/// asks (see `Sink::grouping`).
+pub async fn run_sink<F, Fut>(
     name: String,
-    mut sink: Box<dyn Sink>,
+    build: F,
     mut rx: mpsc::Receiver<SinkMsg>,
     status: Status,
-) -> SinkExit {
+) -> SinkExit
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Box<dyn Sink>, BuildError>>,
+{
+    let mut sink = match connect(&name, build, &status).await {
+        Ok(sink) => sink,
+        Err(source) => {
+            status.sink_error(&name, &source.to_string(), SinkState::Failed);
+            return SinkExit::Failed(SinkFailure::Build { sink: name, source });
+        }
+    };
+    status.sink_applied(&name, None, 0, None);
     let grouping = sink.grouping();
     while let Some(group) = next_group(&mut rx, grouping).await {
         let batches: Vec<&Batch> = group
@@ -38,8 +75,8 @@ pub async fn run_sink(
             .filter(|b| !b.is_empty())
             .collect();
         if !batches.is_empty() {
-            if let Err(e) = apply_with_retry(&name, sink.as_mut(), &batches, &status).await {
-                return SinkExit::Failed(e);
+            if let Err(source) = apply_with_retry(&name, sink.as_mut(), &batches, &status).await {
+                return SinkExit::Failed(SinkFailure::Apply { sink: name, source });
             }
         }
         let through = group.batches.iter().filter_map(|b| b.through).max();
@@ -57,11 +94,35 @@ pub async fn run_sink(
         }
     }
     if let Err(e) = sink.close().await {
-        tracing::warn!(sink = %name, error = %e, "closing sink");
+        tracing::warn!(sink = %name, error = %error_chain(&e), "closing sink");
     }
     SinkExit::Drained
 }
 
+/// Builds the sink, trying again while its store cannot be reached: a store
+/// that is down when Courier starts is treated like one that goes away later.
+async fn connect<F, Fut>(name: &str, build: F, status: &Status) -> Result<Box<dyn Sink>, BuildError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Box<dyn Sink>, BuildError>>,
+{
+    retry(
+        Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+        build_retriable,
+        |e, wait| {
+            let msg = error_chain(e);
+            status.sink_error(name, &msg, SinkState::Connecting);
+            tracing::warn!(sink = %name, error = %msg, retry_in_ms = wait.as_millis() as u64,
+                "sink store unreachable; retrying");
+        },
+        build,
+    )
+    .await
+}
+
+fn build_retriable(e: &BuildError) -> bool {
+    matches!(e, BuildError::Connect { .. })
+}
 /// Consecutive batches applied as one unit, and the barrier that ended the
 /// group, answered once they are applied.
 struct Group {
@@ -77,10 +138,14 @@ async fn next_group(rx: &mut mpsc::Receiver<SinkMsg>, grouping: Grouping) -> Opt
         barrier: None,
     };
     let (mut changes, mut bytes) = (0, 0);
-    let deadline = Instant::now() + grouping.max_delay;
+    // The wait for more starts when the first batch arrives, not when the
+    // previous group ended: after an idle spell a group still waits max_delay.
+    let mut deadline = Instant::now();
     loop {
         let msg = if group.batches.is_empty() {
-            rx.recv().await?
+            let first = rx.recv().await?;
+            deadline = Instant::now() + grouping.max_delay;
+            first
         } else if changes >= grouping.max_changes || bytes >= grouping.max_bytes {
             break;
         } else {
@@ -113,12 +178,14 @@ async fn next_group(rx: &mut mpsc::Receiver<SinkMsg>, grouping: Grouping) -> Opt
     Some(group)
 }
 
+/// Applies the group, retrying errors that may pass. Its own loop rather
+/// than `retry`: each attempt borrows the sink mutably.
 async fn apply_with_retry(
     name: &str,
     sink: &mut dyn Sink,
     batches: &[&Batch],
     status: &Status,
-) -> Result<(), String> {
+) -> Result<(), SinkError> {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
     loop {
         let result = match batches {
@@ -129,15 +196,14 @@ async fn apply_with_retry(
             Ok(()) => return Ok(()),
             Err(e) if e.is_retriable() => {
                 let msg = error_chain(&e);
-                status.sink_error(name, &msg, false);
+                status.sink_error(name, &msg, SinkState::Retrying);
                 let wait = backoff.next_delay();
                 tracing::warn!(sink = %name, error = %msg, retry_in_ms = wait.as_millis() as u64, "sink failed to apply a batch; retrying");
                 tokio::time::sleep(wait).await;
             }
             Err(e) => {
-                let msg = error_chain(&e);
-                status.sink_error(name, &msg, true);
-                return Err(format!("sink {name}: {msg}"));
+                status.sink_error(name, &error_chain(&e), SinkState::Failed);
+                return Err(e);
             }
         }
     }
@@ -161,6 +227,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::memory_sink::{MemorySink, Then};
     use courier_core::Lsn;
 
     fn batch(through: u64) -> SinkMsg {
@@ -257,7 +324,7 @@ mod tests {
         assert_eq!(throughs(&g), [4, 5]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_group_waits_up_to_max_delay_for_more() {
         let (tx, mut rx) = mpsc::channel(8);
         tx.send(batch(1)).await.unwrap();
@@ -265,15 +332,149 @@ mod tests {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             late.send(batch(2)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            late.send(batch(3)).await.unwrap();
         });
         let grouping = Grouping {
             max_changes: 1000,
             max_bytes: 1 << 20,
             max_delay: Duration::from_millis(400),
         };
-        let started = Instant::now();
+        let g = next_group(&mut rx, grouping).await.unwrap();
+        assert_eq!(throughs(&g), [1, 2], "batch 3 came after max_delay");
+        let g = next_group(&mut rx, grouping).await.unwrap();
+        assert_eq!(throughs(&g), [3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_idle_spell_a_group_still_waits_max_delay() {
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            // Idle for longer than max_delay, then two batches 50 ms apart.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            tx.send(batch(1)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.send(batch(2)).await.unwrap();
+        });
+        let grouping = Grouping {
+            max_changes: 1000,
+            max_bytes: 1 << 20,
+            max_delay: Duration::from_millis(200),
+        };
         let g = next_group(&mut rx, grouping).await.unwrap();
         assert_eq!(throughs(&g), [1, 2]);
-        assert!(started.elapsed() >= Duration::from_millis(390));
+    }
+
+    fn status(sink: &str) -> Status {
+        Status::new(
+            "s",
+            "p",
+            &[(sink.to_string(), "memory".to_string())],
+            Lsn(0),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retriable_errors_are_retried_and_progress_follows_the_applied() {
+        let sink = MemorySink::new(vec![SinkError::retriable("server busy")], Then::Apply);
+        let applied = sink.applied.clone();
+        let st = status("m");
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(run_sink("m".into(), sink.builder(), rx, st.clone()));
+        tx.send(wide_batch(10, 8)).await.unwrap();
+        tx.send(wide_batch(20, 8)).await.unwrap();
+        drop(tx);
+        assert!(matches!(task.await.unwrap(), SinkExit::Drained));
+        assert_eq!(*applied.lock().unwrap(), [10, 20]);
+        assert_eq!(st.watermark.min(), Some(Lsn(20)));
+        let report = st.report();
+        assert_eq!(
+            (report.sinks["m"].errors, report.sinks["m"].state),
+            (1, SinkState::Running)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fatal_error_stops_the_sink_with_its_table_and_lsn() {
+        let table = courier_core::TableId::new("public", "t");
+        let error = SinkError::fatal("rejected")
+            .with_table(&table)
+            .with_lsn(Lsn(20));
+        let sink = MemorySink::new(vec![error], Then::Apply);
+        let applied = sink.applied.clone();
+        let st = status("m");
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(run_sink("m".into(), sink.builder(), rx, st.clone()));
+        tx.send(wide_batch(20, 8)).await.unwrap();
+        let SinkExit::Failed(SinkFailure::Apply { sink, source }) = task.await.unwrap() else {
+            panic!("the sink must fail");
+        };
+        assert_eq!(sink, "m");
+        assert_eq!((source.table, source.lsn), (Some(table), Some(Lsn(20))));
+        assert!(applied.lock().unwrap().is_empty());
+        assert_eq!(
+            st.watermark.min(),
+            Some(Lsn(0)),
+            "nothing acknowledged past it"
+        );
+        assert_eq!(st.report().sinks["m"].state, SinkState::Failed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_store_at_start_is_retried_until_it_answers() {
+        let sink = MemorySink::new(Vec::new(), Then::Apply);
+        let applied = sink.applied.clone();
+        let mut build = sink.builder();
+        let st = status("m");
+        let (tx, rx) = mpsc::channel(8);
+        let mut attempts = 0;
+        let task = tokio::spawn(run_sink(
+            "m".into(),
+            move || {
+                attempts += 1;
+                let unreachable = BuildError::Connect {
+                    sink: "m".into(),
+                    message: "store unreachable (connection refused)".into(),
+                    source: None,
+                };
+                if attempts < 4 {
+                    std::future::ready(Err(unreachable))
+                } else {
+                    build()
+                }
+            },
+            rx,
+            st.clone(),
+        ));
+        tx.send(wide_batch(10, 8)).await.unwrap();
+        // While it keeps trying, the status says so.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let report = st.report();
+        assert_eq!(report.sinks["m"].state, SinkState::Connecting);
+        let error = report.sinks["m"].last_error.clone().unwrap_or_default();
+        assert!(error.contains("unreachable"), "{error}");
+        drop(tx);
+        assert!(matches!(task.await.unwrap(), SinkExit::Drained));
+        assert_eq!(*applied.lock().unwrap(), [10]);
+    }
+
+    #[tokio::test]
+    async fn a_bad_setting_fails_at_once() {
+        let st = status("m");
+        let (_tx, rx) = mpsc::channel(8);
+        let exit = run_sink(
+            "m".into(),
+            || async {
+                Err(BuildError::Config {
+                    sink: "m".into(),
+                    message: "unknown field `urll`".into(),
+                })
+            },
+            rx,
+            st.clone(),
+        )
+        .await;
+        assert!(matches!(exit, SinkExit::Failed(SinkFailure::Build { .. })));
+        assert_eq!(st.report().sinks["m"].state, SinkState::Failed);
     }
 }

@@ -11,12 +11,12 @@ use courier_core::{Batch, Lsn, Relation, StateStore};
 use courier_postgres::catalog::Catalog;
 use courier_postgres::setup::SourceTable;
 use courier_postgres::snapshot::{
-    copy_chunks, relation_from_catalog, Chunk, SnapshotOutput, SnapshotPlan,
+    copy_chunks, relation_from_catalog, Chunk, OutputError, SnapshotOutput, SnapshotPlan,
 };
 use courier_postgres::{PgConfig, ReplicationClient};
 
 use super::fanout::Fanout;
-use super::status::Status;
+use crate::status::Status;
 
 /// The state-store key of the snapshot plan.
 pub fn plan_key(slot: &str) -> String {
@@ -30,6 +30,18 @@ pub fn load_plan(state: &dyn StateStore, slot: &str) -> anyhow::Result<Option<Sn
         .context("read snapshot progress")
 }
 
+/// What every snapshot copy needs: where rows come from and go, and where
+/// its progress is kept.
+pub struct Snapshotter {
+    pub pg: PgConfig,
+    pub tables: Vec<SourceTable>,
+    pub parallelism: usize,
+    pub fanout: Fanout,
+    pub status: Status,
+    pub state: Arc<dyn StateStore>,
+    pub slot: String,
+}
+
 struct Output {
     fanout: Fanout,
     status: Status,
@@ -40,15 +52,20 @@ struct Output {
 
 #[async_trait]
 impl SnapshotOutput for Output {
-    async fn send(&self, batch: Batch) -> Result<(), String> {
-        self.fanout.send(batch).await.map_err(|e| e.to_string())
+    async fn send(&self, batch: Batch) -> Result<(), OutputError> {
+        Ok(self.fanout.send(batch).await?)
     }
 
-    async fn sync(&self) -> Result<(), String> {
-        self.fanout.barrier().await.map_err(|e| e.to_string())
+    async fn sync(&self) -> Result<(), OutputError> {
+        Ok(self.fanout.barrier().await?)
     }
 
-    async fn chunk_done(&self, relation: &Relation, chunk: Chunk, rows: u64) -> Result<(), String> {
+    async fn chunk_done(
+        &self,
+        relation: &Relation,
+        chunk: Chunk,
+        rows: u64,
+    ) -> Result<(), OutputError> {
         let table = relation.id.to_string();
         let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         plan.chunk_done(&table, chunk, rows);
@@ -56,9 +73,7 @@ impl SnapshotOutput for Output {
             let done = self.status.snapshot_done(&table);
             tracing::info!(table = %table, rows = done, "table snapshot complete");
         }
-        self.state
-            .put_json(&self.key, &*plan)
-            .map_err(|e| e.to_string())
+        Ok(self.state.put_json(&self.key, &*plan)?)
     }
 
     fn rows_read(&self, relation: &Relation, rows: u64) {
@@ -67,59 +82,90 @@ impl SnapshotOutput for Output {
     }
 }
 
-/// Copies every pending chunk of `plan` under `snapshot_name` (exported by
-/// a connection the caller keeps open), stamping rows with `version`.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_snapshot(
-    pg: &PgConfig,
-    catalog: &Catalog,
-    tables: &[SourceTable],
-    snapshot_name: &str,
-    version: Lsn,
-    mut plan: SnapshotPlan,
-    parallelism: usize,
-    fanout: Fanout,
-    status: Status,
-    state: Arc<dyn StateStore>,
-    slot: &str,
-) -> anyhow::Result<()> {
-    plan.last_version = Some(version);
-    let key = plan_key(slot);
-    state
-        .put_json(&key, &plan)
-        .context("save snapshot progress")?;
-    let mut work = Vec::new();
-    let mut catalog = catalog.clone();
-    for (table, tp) in &plan.tables {
-        let oid = tables
-            .iter()
-            .find(|t| t.id.to_string() == *table)
-            .map(|t| t.oid)
-            .with_context(|| {
-                format!("table {table} is in the snapshot plan but no longer in source.tables")
-            })?;
-        let relation = relation_from_catalog(&mut catalog, oid)
-            .await
-            .with_context(|| format!("read the columns of {table}"))?
-            .with_context(|| format!("table {table} no longer exists"))?;
-        status.snapshot_table(table, tp.rows_done, tp.rows_estimated, "copying");
-        for c in &tp.pending {
-            work.push((relation.clone(), *c));
+impl Snapshotter {
+    /// Copies every pending chunk of `plan` under `snapshot_name` (exported
+    /// by a connection the caller keeps open), stamping rows with `version`.
+    /// Reads the tables' columns through `catalog`.
+    pub async fn copy(
+        &self,
+        catalog: &Catalog,
+        snapshot_name: &str,
+        version: Lsn,
+        mut plan: SnapshotPlan,
+    ) -> anyhow::Result<()> {
+        plan.last_version = Some(version);
+        let key = plan_key(&self.slot);
+        self.state
+            .put_json(&key, &plan)
+            .context("save snapshot progress")?;
+        let mut work = Vec::new();
+        let mut catalog = catalog.clone();
+        for (table, tp) in &plan.tables {
+            let oid = self
+                .tables
+                .iter()
+                .find(|t| t.id.to_string() == *table)
+                .map(|t| t.oid)
+                .with_context(|| {
+                    format!("table {table} is in the snapshot plan but no longer in source.tables")
+                })?;
+            let relation = relation_from_catalog(&mut catalog, oid)
+                .await
+                .with_context(|| format!("read the columns of {table}"))?
+                .with_context(|| format!("table {table} no longer exists"))?;
+            self.status
+                .snapshot_table(table, tp.rows_done, tp.rows_estimated, "copying");
+            for c in &tp.pending {
+                work.push((relation.clone(), *c));
+            }
         }
-    }
-    tracing::info!(tables = plan.tables.len(), chunks = work.len(), version = %version, "snapshot started");
-    let out = Arc::new(Output {
-        fanout,
-        status,
-        plan: Mutex::new(plan),
-        state,
-        key,
-    });
-    copy_chunks(pg, snapshot_name, version, work, parallelism, out.clone())
+        tracing::info!(tables = plan.tables.len(), chunks = work.len(), version = %version, "snapshot started");
+        let out = Arc::new(Output {
+            fanout: self.fanout.clone(),
+            status: self.status.clone(),
+            plan: Mutex::new(plan),
+            state: self.state.clone(),
+            key,
+        });
+        copy_chunks(
+            &self.pg,
+            snapshot_name,
+            version,
+            work,
+            self.parallelism,
+            out,
+        )
         .await
         .context("snapshot")?;
-    tracing::info!("snapshot complete");
-    Ok(())
+        tracing::info!("snapshot complete");
+        Ok(())
+    }
+
+    /// Copies the plan's remaining chunks under a TEMPORARY slot's exported
+    /// snapshot: the rest of an interrupted snapshot, or tables added to the
+    /// config since.
+    pub async fn catch_up(&self, catalog: &Catalog, plan: SnapshotPlan) -> anyhow::Result<()> {
+        if plan.is_complete() {
+            return Ok(());
+        }
+        let mut repl = ReplicationClient::connect(&self.pg)
+            .await
+            .context("open replication connection for a snapshot")?;
+        let temp_name = format!("{}_snap_{}", self.slot, std::process::id());
+        let created = repl
+            .create_logical_slot(&temp_name, true, true)
+            .await
+            .context("create a temporary slot for the snapshot")?;
+        let snapshot_name = created
+            .snapshot_name
+            .context("temporary slot exported no snapshot")?;
+        let result = self
+            .copy(catalog, &snapshot_name, created.consistent_point, plan)
+            .await;
+        // The export lives while this connection stays open and idle.
+        drop(repl);
+        result
+    }
 }
 
 /// Brings the stored plan in line with the configured tables: a table new
@@ -159,51 +205,4 @@ pub fn update_plan(
         .put_json(&plan_key(slot), &plan)
         .context("save snapshot progress")?;
     Ok(plan)
-}
-
-/// Copies the plan's remaining chunks under a TEMPORARY slot's exported
-/// snapshot: the rest of an interrupted snapshot, or tables added to the
-/// config since.
-#[allow(clippy::too_many_arguments)]
-pub async fn catch_up(
-    pg: &PgConfig,
-    catalog: &Catalog,
-    plan: SnapshotPlan,
-    tables: &[SourceTable],
-    parallelism: usize,
-    fanout: Fanout,
-    status: Status,
-    state: Arc<dyn StateStore>,
-    slot: &str,
-) -> anyhow::Result<()> {
-    if plan.is_complete() {
-        return Ok(());
-    }
-    let mut repl = ReplicationClient::connect(pg)
-        .await
-        .context("open replication connection for a snapshot")?;
-    let temp_name = format!("{}_snap_{}", slot, std::process::id());
-    let created = repl
-        .create_logical_slot(&temp_name, true, true)
-        .await
-        .context("create a temporary slot for the snapshot")?;
-    let snapshot_name = created
-        .snapshot_name
-        .context("temporary slot exported no snapshot")?;
-    let result = run_snapshot(
-        pg,
-        catalog,
-        tables,
-        &snapshot_name,
-        created.consistent_point,
-        plan,
-        parallelism,
-        fanout,
-        status,
-        state,
-        slot,
-    )
-    .await;
-    drop(repl);
-    result
 }

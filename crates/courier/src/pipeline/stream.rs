@@ -12,11 +12,12 @@ use courier_postgres::pgoutput::{DecodedEvent, Decoder, ToastGap};
 use courier_postgres::{PgConfig, ReplicationClient, ReplicationMessage, ReplicationStream};
 use tokio::sync::watch;
 
+use super::errors::{is_retriable, StreamEnded};
 use super::fanout::Fanout;
 use super::metrics::EventCounter;
-use super::status::Status;
-use crate::backoff::Backoff;
 use crate::config::PipelineConfig;
+use crate::retry::Backoff;
+use crate::status::Status;
 
 /// What the stream needs to run.
 pub struct StreamContext {
@@ -59,20 +60,6 @@ pub async fn stream_until_shutdown(
         }
     }
 }
-
-fn is_retriable(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<courier_postgres::PgError>()
-            .is_some_and(|p| p.is_retriable())
-            || c.downcast_ref::<courier_postgres::pgoutput::DecodeError>()
-                .is_some_and(|d| d.is_retriable())
-            || c.downcast_ref::<StreamEnded>().is_some()
-    })
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("PostgreSQL ended the replication stream")]
-struct StreamEnded;
 
 /// Collects changes into batches and hands them to the fan-out.
 struct Batcher {
@@ -183,6 +170,7 @@ async fn stream_once(
         delay: ctx.pipeline.batch_delay,
     };
     let mut counter = EventCounter::default();
+    let mut report = Reporter::new(ctx.status_interval);
     let mut status_tick = tokio::time::interval(ctx.status_interval);
     let mut flush_tick =
         tokio::time::interval(ctx.pipeline.batch_delay.max(Duration::from_millis(1)));
@@ -197,11 +185,8 @@ async fn stream_once(
                     ctx.fanout.send(batch).await?;
                 }
                 ctx.fanout.barrier().await?;
-                send_status(ctx, &mut stream, false).await?;
                 counter.flush();
-                if let Err(e) = stream.finish().await {
-                    tracing::debug!(error = %e, "closing replication stream");
-                }
+                report.last_word(ctx, stream).await;
                 return Ok(Ended::Shutdown);
             }
             msg = stream.next() => {
@@ -211,11 +196,16 @@ async fn stream_once(
                     reset_backoff = false;
                 }
                 on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, msg).await?;
-                // Drain what is already buffered before going back to select!.
+                // Drain what is already buffered before going back to select!,
+                // reporting progress on time however long the burst lasts:
+                // under load the socket always has data, so the status tick
+                // below would never win.
                 for _ in 0..4096 {
+                    report.if_due(ctx, &mut stream).await?;
                     let Some(msg) = stream.try_next().context("read replication stream")? else { break };
                     on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, msg).await?;
                 }
+                report.if_due(ctx, &mut stream).await?;
             }
             _ = flush_tick.tick() => {
                 if b.is_due() {
@@ -223,7 +213,78 @@ async fn stream_once(
                     counter.flush();
                 }
             }
-            _ = status_tick.tick() => send_status(ctx, &mut stream, false).await?,
+            _ = status_tick.tick() => report.now(ctx, &mut stream).await?,
+        }
+    }
+}
+
+/// Reports the ack watermark to PostgreSQL: every `interval`, when the
+/// server asks, and a last time at shutdown.
+struct Reporter {
+    interval: Duration,
+    last_sent: Instant,
+}
+
+/// How long a stopping stream waits for the server to confirm the final
+/// position, and then for the stream to end cleanly. A logical walsender
+/// answers only between transactions; the position is safe either way.
+const LAST_WORD_WAIT: Duration = Duration::from_secs(2);
+
+impl Reporter {
+    fn new(interval: Duration) -> Self {
+        Reporter {
+            interval,
+            last_sent: Instant::now(),
+        }
+    }
+
+    async fn if_due(
+        &mut self,
+        ctx: &StreamContext,
+        stream: &mut ReplicationStream,
+    ) -> anyhow::Result<()> {
+        if self.last_sent.elapsed() >= self.interval {
+            self.now(ctx, stream).await?;
+        }
+        Ok(())
+    }
+
+    async fn now(
+        &mut self,
+        ctx: &StreamContext,
+        stream: &mut ReplicationStream,
+    ) -> anyhow::Result<()> {
+        self.last_sent = Instant::now();
+        send_status(ctx, stream, false).await.map(|_| ())
+    }
+
+    /// At shutdown, after the final barrier: reports the final position
+    /// asking for a reply, waits (bounded) until the server answered, so it
+    /// has processed the position before the connection closes, then ends
+    /// the stream (also bounded). Failures only cost a replay.
+    async fn last_word(&mut self, ctx: &StreamContext, mut stream: ReplicationStream) {
+        let confirmed = async {
+            if !send_status(ctx, &mut stream, true).await? {
+                return Ok(());
+            }
+            // Messages still in flight are dropped: they come again after
+            // the position just reported.
+            while let Some(msg) = stream.next().await? {
+                if matches!(msg, ReplicationMessage::Keepalive { .. }) {
+                    break;
+                }
+            }
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(LAST_WORD_WAIT, confirmed).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %format!("{e:#}"), "final standby status"),
+            Err(_) => tracing::debug!("the server did not answer the final standby status in time"),
+        }
+        match tokio::time::timeout(LAST_WORD_WAIT, stream.finish()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "closing replication stream"),
+            Err(_) => tracing::debug!("the replication stream did not end in time; closing it"),
         }
     }
 }
@@ -306,16 +367,21 @@ async fn on_message(
     Ok(())
 }
 
+/// Reports the watermark as written, flushed and applied (flush is what
+/// moves the slot); with `reply` the server answers at once. Returns whether
+/// anything was sent (nothing before any sink reported a position).
 async fn send_status(
     ctx: &StreamContext,
     stream: &mut ReplicationStream,
     reply: bool,
-) -> anyhow::Result<()> {
-    if let Some(l) = ctx.status.watermark.min() {
-        stream
-            .send_status(l, l, l, reply)
-            .await
-            .context("send standby status update")?;
-    }
-    Ok(())
+) -> anyhow::Result<bool> {
+    let Some(l) = ctx.status.watermark.min() else {
+        return Ok(false);
+    };
+    stream
+        .send_status(l, l, l, reply)
+        .await
+        .context("send standby status update")?;
+    ctx.status.set_acknowledged(l);
+    Ok(true)
 }

@@ -1,0 +1,54 @@
+//! Which failures Courier waits out and which stop it: one classification,
+//! asked of every error in a failure's chain, so each library's own
+//! `is_retriable` decides for its errors.
+
+use courier_postgres::pgoutput::DecodeError;
+use courier_postgres::snapshot::SnapshotError;
+use courier_postgres::PgError;
+
+/// PostgreSQL closed the replication stream without an error.
+#[derive(Debug, thiserror::Error)]
+#[error("PostgreSQL ended the replication stream")]
+pub struct StreamEnded;
+
+/// Whether trying again later can get past `e`: the server was unreachable,
+/// restarting or overloaded, or closed the stream.
+pub fn is_retriable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<PgError>()
+            .is_some_and(PgError::is_retriable)
+            || c.downcast_ref::<DecodeError>()
+                .is_some_and(DecodeError::is_retriable)
+            || c.downcast_ref::<SnapshotError>()
+                .is_some_and(SnapshotError::is_retriable)
+            || c.downcast_ref::<StreamEnded>().is_some()
+    })
+}
+
+/// Whether a failed snapshot can be resumed under a new snapshot: any
+/// retriable failure, or a table whose columns changed while it was copied
+/// (undefined column or table, or a changed type: the new snapshot sees the
+/// new shape).
+pub fn snapshot_can_resume(e: &anyhow::Error) -> bool {
+    is_retriable(e)
+        || e.chain().any(|c| {
+            c.downcast_ref::<PgError>()
+                .is_some_and(|p| matches!(p.code(), Some("42703" | "42P01" | "42804")))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn the_chain_decides() {
+        let ended = anyhow::Error::new(StreamEnded).context("read replication stream");
+        assert!(is_retriable(&ended));
+        let plain: anyhow::Result<()> = Err(anyhow::anyhow!("no such table")).context("resolve");
+        assert!(!is_retriable(&plain.unwrap_err()));
+        let refused = anyhow::Error::new(PgError::Protocol("bad message".into()));
+        assert!(!snapshot_can_resume(&refused));
+    }
+}

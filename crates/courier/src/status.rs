@@ -1,0 +1,396 @@
+//! What the admin API shows: the source's position, each sink's progress,
+//! and snapshot progress. The pipeline writes it; the API reads it through
+//! [`Status::report`], which changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use courier_core::{Lsn, Watermark};
+use serde::Serialize;
+
+/// Shared, cheap-to-clone pipeline status.
+#[derive(Clone)]
+pub struct Status {
+    inner: Arc<Mutex<Inner>>,
+    /// Per-sink applied positions (the ack watermark).
+    pub watermark: Watermark,
+}
+
+#[derive(Default)]
+struct Inner {
+    source: SourceStatus,
+    sinks: BTreeMap<String, SinkProgress>,
+    snapshot: BTreeMap<String, TableSnapshotStatus>,
+    streaming: bool,
+    /// Commit LSN and time of the newest transaction received.
+    newest_commit: (Lsn, i64),
+}
+
+/// The source side of `/v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SourceStatus {
+    pub slot: String,
+    pub publication: String,
+    pub confirmed_flush_lsn: Option<String>,
+    pub server_wal_lsn: Option<String>,
+    pub retained_wal_bytes: Option<u64>,
+    pub connected: bool,
+    /// The newest position Courier reported to PostgreSQL as applied: a
+    /// restart replays from here.
+    pub acknowledged_lsn: Option<String>,
+}
+
+/// Where a sink is in its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkState {
+    /// Not connected yet.
+    #[default]
+    Starting,
+    /// The store could not be reached at start; Courier keeps trying.
+    Connecting,
+    /// Applying batches.
+    Running,
+    /// The last apply failed with an error that may pass; retrying.
+    Retrying,
+    /// A fatal error: Courier stops.
+    Failed,
+}
+
+/// What the pipeline records of one sink.
+#[derive(Clone, Default)]
+struct SinkProgress {
+    kind: String,
+    events: u64,
+    errors: u64,
+    state: SinkState,
+    last_error: Option<String>,
+    /// Commit time of the newest streamed change applied.
+    applied_commit_time_us: i64,
+}
+
+/// One sink in `/v1/status`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SinkStatus {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub applied_lsn: String,
+    pub lag_bytes: u64,
+    pub lag_ms: u64,
+    pub events: u64,
+    pub errors: u64,
+    pub state: SinkState,
+    pub last_error: Option<String>,
+}
+
+/// Snapshot progress of one table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TableSnapshotStatus {
+    pub rows_done: u64,
+    pub rows_estimated: u64,
+    pub state: String,
+}
+
+/// The `/v1/status` document at one instant.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatusReport {
+    pub streaming: bool,
+    pub source: SourceStatus,
+    pub sinks: BTreeMap<String, SinkStatus>,
+    pub snapshot: BTreeMap<String, TableSnapshotStatus>,
+}
+
+impl Status {
+    /// A status for the named sinks `(name, type)`, every one at `start`.
+    pub fn new(slot: &str, publication: &str, sinks: &[(String, String)], start: Lsn) -> Self {
+        let inner = Inner {
+            source: SourceStatus {
+                slot: slot.into(),
+                publication: publication.into(),
+                ..Default::default()
+            },
+            sinks: sinks
+                .iter()
+                .map(|(n, k)| {
+                    let progress = SinkProgress {
+                        kind: k.clone(),
+                        ..Default::default()
+                    };
+                    (n.clone(), progress)
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Status {
+            inner: Arc::new(Mutex::new(inner)),
+            watermark: Watermark::new(sinks.iter().map(|(n, _)| n.clone()), start),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn set_streaming(&self, on: bool) {
+        self.with(|i| {
+            i.streaming = on;
+            i.source.connected = on;
+        });
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        self.with(|i| i.streaming)
+    }
+
+    pub fn set_source_positions(&self, confirmed: Option<Lsn>, server: Option<Lsn>) {
+        self.with(|i| {
+            i.source.confirmed_flush_lsn = confirmed.map(|l| l.to_string());
+            i.source.server_wal_lsn = server.map(|l| l.to_string());
+            i.source.retained_wal_bytes = match (confirmed, server) {
+                (Some(c), Some(s)) => Some(s.0.saturating_sub(c.0)),
+                _ => None,
+            };
+        });
+    }
+
+    /// Records the position last reported to PostgreSQL as applied.
+    pub fn set_acknowledged(&self, lsn: Lsn) {
+        self.with(|i| i.source.acknowledged_lsn = Some(lsn.to_string()));
+    }
+
+    /// The position last reported to PostgreSQL as applied, if any.
+    pub fn acknowledged(&self) -> Option<Lsn> {
+        self.with(|i| i.source.acknowledged_lsn.as_deref()?.parse().ok())
+    }
+
+    pub fn note_commit_received(&self, lsn: Lsn, commit_time_us: i64) {
+        self.with(|i| i.newest_commit = (lsn, commit_time_us));
+    }
+
+    /// `sink` applied `events` changes and everything through `through`;
+    /// `commit_time_us` is the commit time of the newest streamed change.
+    pub fn sink_applied(
+        &self,
+        sink: &str,
+        through: Option<Lsn>,
+        events: u64,
+        commit_time_us: Option<i64>,
+    ) {
+        if let Some(l) = through {
+            self.watermark.advance(sink, l);
+        }
+        self.with(|i| {
+            if let Some(s) = i.sinks.get_mut(sink) {
+                s.events += events;
+                s.state = SinkState::Running;
+                s.last_error = None;
+                if let Some(t) = commit_time_us {
+                    s.applied_commit_time_us = s.applied_commit_time_us.max(t);
+                }
+            }
+        });
+    }
+
+    /// `sink` failed; `state` says what Courier does about it.
+    pub fn sink_error(&self, sink: &str, error: &str, state: SinkState) {
+        metrics::counter!("courier_sink_errors_total", "sink" => sink.to_string()).increment(1);
+        self.with(|i| {
+            if let Some(s) = i.sinks.get_mut(sink) {
+                s.errors += 1;
+                s.state = state;
+                s.last_error = Some(error.to_string());
+            }
+        });
+    }
+
+    pub fn snapshot_table(&self, table: &str, rows_done: u64, rows_estimated: u64, state: &str) {
+        self.with(|i| {
+            i.snapshot.insert(
+                table.to_string(),
+                TableSnapshotStatus {
+                    rows_done,
+                    rows_estimated,
+                    state: state.to_string(),
+                },
+            );
+        });
+    }
+
+    pub fn snapshot_rows_added(&self, table: &str, rows: u64) {
+        self.with(|i| {
+            if let Some(t) = i.snapshot.get_mut(table) {
+                t.rows_done += rows;
+            }
+        });
+    }
+
+    /// Marks a table's snapshot complete; returns its rows.
+    pub fn snapshot_done(&self, table: &str) -> u64 {
+        self.with(|i| {
+            let t = i.snapshot.entry(table.to_string()).or_default();
+            t.state = "done".into();
+            t.rows_done
+        })
+    }
+
+    /// The status now: lag is measured against the server's WAL position
+    /// (bytes) and against the newest commit received (time).
+    pub fn report(&self) -> StatusReport {
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        self.report_at(now_us)
+    }
+
+    fn report_at(&self, now_us: i64) -> StatusReport {
+        let per_sink = self.watermark.per_sink();
+        self.with(|i| {
+            let server = i
+                .source
+                .server_wal_lsn
+                .as_deref()
+                .and_then(|s| s.parse::<Lsn>().ok());
+            let sinks = per_sink
+                .into_iter()
+                .filter_map(|(name, lsn)| {
+                    let s = i.sinks.get(&name)?;
+                    let behind = i.newest_commit.0 > lsn;
+                    let since = |t: i64| (now_us - t).max(0) as u64 / 1000;
+                    let lag_ms = match (behind, s.applied_commit_time_us) {
+                        (false, _) => 0,
+                        (true, 0) => since(i.newest_commit.1),
+                        (true, t) => since(t),
+                    };
+                    let status = SinkStatus {
+                        kind: s.kind.clone(),
+                        applied_lsn: lsn.to_string(),
+                        lag_bytes: server.map(|v| v.0.saturating_sub(lsn.0)).unwrap_or(0),
+                        lag_ms,
+                        events: s.events,
+                        errors: s.errors,
+                        state: s.state,
+                        last_error: s.last_error.clone(),
+                    };
+                    Some((name, status))
+                })
+                .collect();
+            StatusReport {
+                streaming: i.streaming,
+                source: i.source.clone(),
+                sinks,
+                snapshot: i.snapshot.clone(),
+            }
+        })
+    }
+}
+
+impl StatusReport {
+    /// Sets the Prometheus gauges that mirror this report.
+    pub fn publish_gauges(&self) {
+        let parse = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<Lsn>().ok());
+        if let Some(l) = parse(&self.source.server_wal_lsn) {
+            metrics::gauge!("courier_source_wal_lsn").set(l.0 as f64);
+        }
+        if let Some(b) = self.source.retained_wal_bytes {
+            metrics::gauge!("courier_retained_wal_bytes").set(b as f64);
+        }
+        for (name, s) in &self.sinks {
+            if let Ok(l) = s.applied_lsn.parse::<Lsn>() {
+                metrics::gauge!("courier_sink_applied_lsn", "sink" => name.clone()).set(l.0 as f64);
+            }
+            metrics::gauge!("courier_sink_lag_bytes", "sink" => name.clone())
+                .set(s.lag_bytes as f64);
+            metrics::gauge!("courier_sink_lag_ms", "sink" => name.clone()).set(s.lag_ms as f64);
+        }
+        for (table, t) in &self.snapshot {
+            metrics::gauge!("courier_snapshot_rows_done", "table" => table.clone())
+                .set(t.rows_done as f64);
+            metrics::gauge!("courier_snapshot_rows_estimated", "table" => table.clone())
+                .set(t.rows_estimated as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        let sinks = [
+            ("cache".to_string(), "redis".to_string()),
+            ("log".into(), "file".into()),
+        ];
+        Status::new("slot", "pub", &sinks, Lsn(100))
+    }
+
+    #[test]
+    fn a_sink_behind_the_newest_commit_shows_lag() {
+        let s = status();
+        s.set_source_positions(Some(Lsn(100)), Some(Lsn(500)));
+        s.note_commit_received(Lsn(400), 1_000_000);
+        s.sink_applied("log", Some(Lsn(400)), 7, Some(1_000_000));
+        s.sink_applied("cache", Some(Lsn(200)), 3, Some(400_000));
+        let r = s.report_at(1_500_000);
+        let (cache, log) = (&r.sinks["cache"], &r.sinks["log"]);
+        assert_eq!(
+            (log.applied_lsn.as_str(), log.lag_bytes, log.lag_ms),
+            ("0/190", 100, 0)
+        );
+        assert_eq!(
+            (cache.applied_lsn.as_str(), cache.lag_bytes, cache.lag_ms),
+            ("0/C8", 300, 1100)
+        );
+        assert_eq!((log.events, cache.events), (7, 3));
+        assert_eq!(r.source.retained_wal_bytes, Some(400));
+    }
+
+    #[test]
+    fn reading_the_report_changes_nothing() {
+        let s = status();
+        s.note_commit_received(Lsn(400), 1_000_000);
+        assert_eq!(s.report_at(2_000_000), s.report_at(2_000_000));
+    }
+
+    #[test]
+    fn errors_and_recovery_show_in_the_sink_state() {
+        let s = status();
+        assert_eq!(s.report().sinks["cache"].state, SinkState::Starting);
+        s.sink_error(
+            "cache",
+            "redis 127.0.0.1:1 unreachable",
+            SinkState::Connecting,
+        );
+        let cache = &s.report().sinks["cache"];
+        assert_eq!((cache.state, cache.errors), (SinkState::Connecting, 1));
+        assert!(cache.last_error.as_deref().unwrap().contains("unreachable"));
+        s.sink_applied("cache", None, 0, None);
+        let cache = &s.report().sinks["cache"];
+        assert_eq!(
+            (cache.state, cache.last_error.as_deref()),
+            (SinkState::Running, None)
+        );
+        s.sink_error("cache", "rejected", SinkState::Failed);
+        assert_eq!(s.report().sinks["cache"].state, SinkState::Failed);
+    }
+
+    #[test]
+    fn the_acknowledged_position_is_kept() {
+        let s = status();
+        assert_eq!(s.acknowledged(), None);
+        s.set_acknowledged(Lsn(0x1_0000_0010));
+        assert_eq!(s.acknowledged(), Some(Lsn(0x1_0000_0010)));
+        assert_eq!(s.report().source.acknowledged_lsn.as_deref(), Some("1/10"));
+    }
+
+    #[test]
+    fn snapshot_progress_adds_up() {
+        let s = status();
+        s.snapshot_table("public.t", 0, 10, "copying");
+        s.snapshot_rows_added("public.t", 4);
+        s.snapshot_rows_added("public.t", 6);
+        assert_eq!(s.snapshot_done("public.t"), 10);
+        assert_eq!(s.report().snapshot["public.t"].state, "done");
+    }
+}
