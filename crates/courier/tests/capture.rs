@@ -4,8 +4,10 @@ mod support;
 
 use std::time::Duration;
 
+use rand::Rng;
 use support::fold::fold_file;
 use support::load::{create_table, pg_rows, Load};
+use support::seed::seeded_rng;
 use support::*;
 
 const CATCH_UP: Duration = Duration::from_secs(120);
@@ -71,11 +73,12 @@ async fn kill_9_and_restart_loses_nothing() {
         "snapshot_chunk_rows = 5000",
     );
 
+    let mut rng = seeded_rng("kill -9 timings");
     let load = Load::start(db, "items", 3);
     let mut courier = CourierProc::start(&dir, &config);
     for round in 0..5u64 {
         // Kill at varied moments, the first ones during the snapshot.
-        let wait_ms = 150 + (round * 397 + rand::random::<u64>() % 700) % 1600;
+        let wait_ms = 150 + (round * 397 + rng.gen_range(0..700)) % 1600;
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         courier.kill9();
         courier.restart();

@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rand::Rng;
 use tokio_postgres::Client;
 
 use super::load::Load;
+use super::seed::seeded_rng;
 use super::{wait_caught_up, wait_until, CourierProc};
 
 /// Transactions the load commits after the last restart, so that the last
@@ -17,8 +19,8 @@ const AFTER_LAST_RESTART: u64 = 100;
 /// it with SIGKILL `rounds` times (two kills during the snapshot, the rest
 /// each once the restarted process streams again) and restarts it, lets the
 /// load commit more transactions, stops it, waits until the slot `db`
-/// caught up, and stops Courier cleanly. `first_wait_ms` is the shortest
-/// pause before a kill.
+/// caught up, and stops Courier cleanly. The pause before each kill is at
+/// least `first_wait_ms`, plus a random part from a seed the test prints.
 pub async fn kill_9_under_load(
     client: &Client,
     db: &'static str,
@@ -28,6 +30,7 @@ pub async fn kill_9_under_load(
     first_wait_ms: u64,
     catch_up: Duration,
 ) {
+    let mut rng = seeded_rng(&format!("kill -9 timings of {db}"));
     let load = Load::start(db, "items", 3);
     let mut courier = CourierProc::start(dir, config);
     for round in 0..rounds {
@@ -38,7 +41,7 @@ pub async fn kill_9_under_load(
             })
             .await;
         }
-        let wait_ms = first_wait_ms + (round * 397 + rand::random::<u64>() % 700) % 1600;
+        let wait_ms = first_wait_ms + (round * 397 + rng.gen_range(0..700)) % 1600;
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         courier.kill9();
         courier.restart();

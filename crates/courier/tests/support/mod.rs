@@ -10,6 +10,7 @@ pub mod fold;
 pub mod load;
 pub mod redis;
 pub mod search;
+pub mod seed;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
