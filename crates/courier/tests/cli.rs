@@ -41,7 +41,7 @@ async fn admin_api_reports_status_and_metrics() {
     let client = fresh_db(db).await;
     create_table(&client, "items", 500).await;
     let dir = scratch("api");
-    let addr = "127.0.0.1:57471";
+    let addr = &format!("127.0.0.1:{}", free_port());
     let config = file_config(db, "api", &["public.items"], &dir, "").replace(
         "listen = \"off\"",
         &format!("listen = \"{addr}\"\ntoken = \"s3cret\""),

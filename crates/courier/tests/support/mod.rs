@@ -60,6 +60,17 @@ pub fn dev_pg(args: &[&str]) {
     assert!(st.success(), "dev/pg.sh {args:?} failed");
 }
 
+/// A loopback port that was free a moment ago, for a server a test starts
+/// (Courier's API, a throwaway PostgreSQL): the system picks it for a
+/// listener that is closed again at once, so tests running side by side do
+/// not compete for a fixed port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
 /// Drops and creates database `name`, removing slots left on it by an
 /// earlier run; returns a client connected to it.
 pub async fn fresh_db(name: &str) -> Client {
