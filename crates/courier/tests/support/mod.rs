@@ -11,6 +11,7 @@ pub mod load;
 pub mod redis;
 pub mod search;
 pub mod seed;
+pub mod skip;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
