@@ -6,6 +6,10 @@
 #
 #   dev/test.sh            the whole suite (what CI runs)
 #   dev/test.sh -- FILTER  pass arguments on to `cargo test`
+#
+# The whole suite (no FILTER, no COURIER_TEST_SEARCH_NODES) sets COURIER_TEST_REQUIRE_ALL=1: a test
+# that finds something it needs missing fails and says how to provide it. A narrowed run lets such
+# tests skip, and lists them at the end (see "Skipped tests" in dev/README.md).
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
@@ -49,7 +53,8 @@ drop_test_slots() {
     bash dev/pg.sh psql -X -q -d postgres -c "SELECT count(pg_drop_replication_slot(slot_name)) \
         FROM pg_replication_slots WHERE NOT active AND database LIKE 'e2e\_%'" >/dev/null 2>&1 || true
 }
-trap drop_test_slots EXIT
+skipped="$(mktemp)"
+trap 'drop_test_slots; rm -f "$skipped"' EXIT
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -59,4 +64,13 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "cargo test"
 [ "${1:-}" = "--" ] && shift
-cargo test --workspace --all-features "$@"
+if [ $# -eq 0 ] && [ -z "${COURIER_TEST_SEARCH_NODES:-}" ]; then
+    export COURIER_TEST_REQUIRE_ALL="${COURIER_TEST_REQUIRE_ALL:-1}"
+fi
+status=0
+COURIER_TEST_SKIPPED="$skipped" cargo test --workspace --all-features "$@" || status=$?
+if [ -s "$skipped" ]; then
+    step "skipped tests: $(wc -l <"$skipped") (cargo test reported them ok, but they tested nothing)"
+    sort "$skipped"
+fi
+exit "$status"

@@ -177,15 +177,16 @@ async fn wal_level_replica_is_reported() {
         "-E",
         "UTF8",
     ]);
+    let port = free_port();
     as_pg(&[
         &format!("{bin}/pg_ctl"), "-D", &data_s, "-w", "-l", &format!("{data_s}/log"), "-o",
-        "-p 55477 -c listen_addresses=127.0.0.1 -c wal_level=replica -c unix_socket_directories=/tmp", "start",
+        &format!("-p {port} -c listen_addresses=127.0.0.1 -c wal_level=replica -c unix_socket_directories=/tmp"), "start",
     ]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let text = file_config("postgres", "walreplica", &["public.t"], &dir, "")
-        .replace("127.0.0.1:55432", "127.0.0.1:55477");
+        .replace("127.0.0.1:55432", &format!("127.0.0.1:{port}"));
     let (client, conn) = tokio_postgres::connect(
-        "postgres://postgres@127.0.0.1:55477/postgres",
+        &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
         tokio_postgres::NoTls,
     )
     .await

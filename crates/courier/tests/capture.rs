@@ -2,12 +2,12 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng;
 use support::fold::fold_file;
-use support::load::{create_table, pg_rows, run_writers};
+use support::load::{create_table, pg_rows, Load};
+use support::seed::seeded_rng;
 use support::*;
 
 const CATCH_UP: Duration = Duration::from_secs(120);
@@ -28,14 +28,17 @@ async fn snapshot_then_stream_under_concurrent_writes() {
         "snapshot_chunk_rows = 2000",
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = tokio::spawn(run_writers(db, "items", 3, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The writers change the table before Courier starts, throughout its
+    // snapshot, and after it streams.
+    let load = Load::start(db, "items", 3);
+    load.commit_more(50, CATCH_UP).await;
     let mut courier = CourierProc::start(&dir, &config);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    stop.store(true, Ordering::Relaxed);
-    let txns = writers.await.unwrap();
-    assert!(txns > 100, "the load committed only {txns} transactions");
+    wait_until("courier to stream", CATCH_UP, || async {
+        courier.log().contains("streaming changes")
+    })
+    .await;
+    load.commit_more(200, CATCH_UP).await;
+    load.stop().await;
 
     wait_caught_up(&client, "handoff", CATCH_UP).await;
     assert!(
@@ -70,19 +73,18 @@ async fn kill_9_and_restart_loses_nothing() {
         "snapshot_chunk_rows = 5000",
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = tokio::spawn(run_writers(db, "items", 3, stop.clone()));
+    let mut rng = seeded_rng("kill -9 timings");
+    let load = Load::start(db, "items", 3);
     let mut courier = CourierProc::start(&dir, &config);
     for round in 0..5u64 {
         // Kill at varied moments, the first ones during the snapshot.
-        let wait_ms = 150 + (round * 397 + rand::random::<u64>() % 700) % 1600;
+        let wait_ms = 150 + (round * 397 + rng.gen_range(0..700)) % 1600;
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         courier.kill9();
         courier.restart();
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    writers.await.unwrap();
+    load.commit_more(100, CATCH_UP).await;
+    load.stop().await;
 
     wait_caught_up(&client, "kill9", CATCH_UP).await;
     assert!(courier.stop().success(), "log:\n{}", courier.log());

@@ -289,15 +289,14 @@ async fn schema_changes_mid_stream() {
         )
         .await
         .unwrap();
-    let start = std::time::Instant::now();
-    while courier.is_running() {
-        assert!(
-            start.elapsed() < CATCH_UP,
-            "courier kept running after an impossible type change"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let status = courier
+        .wait_exit("courier to stop after an impossible type change", CATCH_UP)
+        .await;
     let log = courier.log();
+    assert!(
+        !status.success(),
+        "courier exited with {status}; log:\n{log}"
+    );
     for part in [
         "label",
         "Nullable(String)",
@@ -307,6 +306,5 @@ async fn schema_changes_mid_stream() {
     ] {
         assert!(log.contains(part), "{part:?} missing from the log:\n{log}");
     }
-    let _ = courier.stop();
     drop_db(db).await;
 }

@@ -6,12 +6,10 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::fold::fold_file;
-use support::load::{create_table, pg_rows, run_writers};
+use support::load::{create_table, pg_rows, Load};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -27,16 +25,14 @@ async fn postgres_restart_mid_stream_loses_nothing() {
     wait_caught_up(&client, "pgrestart", Duration::from_secs(60)).await;
     drop(client);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = tokio::spawn(run_writers(db, "items", 2, stop.clone()));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Changes before the crash, and after it from writers that reconnect.
+    let load = Load::start(db, "items", 2);
+    load.commit_more(50, Duration::from_secs(60)).await;
     dev_pg(&["stop", "immediate"]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     dev_pg(&["start"]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let txns = writers.await.unwrap();
-    assert!(txns > 50, "the load committed only {txns} transactions");
+    load.commit_more(50, Duration::from_secs(60)).await;
+    load.stop().await;
 
     let client = connect(db).await;
     wait_caught_up(&client, "pgrestart", Duration::from_secs(120)).await;

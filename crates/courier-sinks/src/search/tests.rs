@@ -30,14 +30,20 @@ struct Node {
 impl Node {
     /// The node of that flavour and major version when the test run selects
     /// it: every node unless `COURIER_TEST_SEARCH_NODES` lists the names of
-    /// those to test (`opensearch-1 elasticsearch-9 ...`).
+    /// those to test (`opensearch-1 elasticsearch-9 ...`). A node left out
+    /// makes the test a skip.
     fn selected(flavour: Flavour, major: u32) -> Option<Node> {
         let node = Node { flavour, major };
         match std::env::var("COURIER_TEST_SEARCH_NODES") {
-            Ok(list) if !list.split([' ', ',']).any(|n| n == node.name()) => {
-                eprintln!(
-                    "{} not in COURIER_TEST_SEARCH_NODES={list:?}: not tested",
-                    node.name()
+            Ok(list)
+                if !list.trim().is_empty() && !list.split([' ', ',']).any(|n| n == node.name()) =>
+            {
+                skip(
+                    &format!(
+                        "{} is not in COURIER_TEST_SEARCH_NODES={list:?}",
+                        node.name()
+                    ),
+                    "unset COURIER_TEST_SEARCH_NODES to test every search node",
                 );
                 None
             }
@@ -123,6 +129,36 @@ impl Node {
         match (self.flavour, self.major) {
             (Flavour::Elasticsearch, 8..) => "document_parsing_exception",
             _ => "mapper_parsing_exception",
+        }
+    }
+}
+
+/// Reports the current test as skipped for `reason`, or fails it with
+/// `reason` and `fix` when the run must be complete (`CI`, or
+/// `COURIER_TEST_REQUIRE_ALL=1` as `dev/test.sh` sets for the whole suite):
+/// Courier's skip convention (`dev/README.md`, "Skipped tests"). The line
+/// `SKIPPED: <test>: <reason>` goes to stderr past libtest's capture and to
+/// the file `COURIER_TEST_SKIPPED` names; the caller returns untested.
+fn skip(reason: &str, fix: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let complete = ["CI", "COURIER_TEST_REQUIRE_ALL"]
+        .iter()
+        .any(|var| std::env::var(var).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false")));
+    if complete {
+        panic!("{test} cannot run: {reason}; {fix} (a complete run, CI or COURIER_TEST_REQUIRE_ALL=1, skips no test)");
+    }
+    let line = format!("SKIPPED: {test}: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Some(path) = std::env::var_os("COURIER_TEST_SKIPPED") {
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = appended {
+            panic!("record the skip in COURIER_TEST_SKIPPED={path:?}: {e}");
         }
     }
 }

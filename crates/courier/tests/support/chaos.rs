@@ -2,20 +2,25 @@
 //! end-to-end test runs before comparing its rows with PostgreSQL's.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng;
 use tokio_postgres::Client;
 
-use super::load::run_writers;
+use super::load::Load;
+use super::seed::seeded_rng;
 use super::{wait_caught_up, wait_until, CourierProc};
+
+/// Transactions the load commits after the last restart, so that the last
+/// process streams changes made while it runs.
+const AFTER_LAST_RESTART: u64 = 100;
 
 /// Starts Courier on `config` while three writers change `db.items`, kills
 /// it with SIGKILL `rounds` times (two kills during the snapshot, the rest
-/// each once the restarted process streams again) and restarts it, stops
-/// the load, waits until the slot `db` caught up, and stops Courier
-/// cleanly. `first_wait_ms` is the shortest pause before a kill.
+/// each once the restarted process streams again) and restarts it, lets the
+/// load commit more transactions, stops it, waits until the slot `db`
+/// caught up, and stops Courier cleanly. The pause before each kill is at
+/// least `first_wait_ms`, plus a random part from a seed the test prints.
 pub async fn kill_9_under_load(
     client: &Client,
     db: &'static str,
@@ -25,8 +30,8 @@ pub async fn kill_9_under_load(
     first_wait_ms: u64,
     catch_up: Duration,
 ) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = tokio::spawn(run_writers(db, "items", 3, stop.clone()));
+    let mut rng = seeded_rng(&format!("kill -9 timings of {db}"));
+    let load = Load::start(db, "items", 3);
     let mut courier = CourierProc::start(dir, config);
     for round in 0..rounds {
         if round >= 2 {
@@ -36,15 +41,13 @@ pub async fn kill_9_under_load(
             })
             .await;
         }
-        let wait_ms = first_wait_ms + (round * 397 + rand::random::<u64>() % 700) % 1600;
+        let wait_ms = first_wait_ms + (round * 397 + rng.gen_range(0..700)) % 1600;
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         courier.kill9();
         courier.restart();
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let txns = writers.await.unwrap();
-    assert!(txns > 100, "the load committed only {txns} transactions");
+    load.commit_more(AFTER_LAST_RESTART, catch_up).await;
+    load.stop().await;
 
     wait_caught_up(client, db, catch_up).await;
     assert!(courier.stop().success(), "log:\n{}", courier.log());

@@ -3,11 +3,13 @@
 //! table's rows in that mapping.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 /// Creates `name` (id bigint PK, val int, note text, amount numeric(12,2))
@@ -41,12 +43,69 @@ pub async fn pg_rows(client: &Client, name: &str) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// A running write load: `writers` connections committing random small
+/// transactions on one table until it is stopped.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+    writers: JoinHandle<()>,
+}
+
+impl Load {
+    /// Starts `writers` connections of random small transactions on
+    /// `db.name`.
+    pub fn start(db: &str, name: &str, writers: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(0));
+        let writers = tokio::spawn(run_writers(
+            db.to_string(),
+            name.to_string(),
+            writers,
+            stop.clone(),
+            committed.clone(),
+        ));
+        Load {
+            stop,
+            committed,
+            writers,
+        }
+    }
+
+    /// Transactions committed so far.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the load committed `n` more transactions than it had
+    /// when called, panicking after `timeout` (a guard: the load's speed is
+    /// not what a test asserts).
+    pub async fn commit_more(&self, n: u64, timeout: Duration) {
+        let target = self.committed() + n;
+        let what = format!("the load to commit {n} more transactions");
+        super::wait_until(&what, timeout, || async { self.committed() >= target }).await;
+    }
+
+    /// Stops the writers; the number of transactions they committed.
+    pub async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.writers.await.unwrap();
+        self.committed.load(Ordering::Relaxed)
+    }
+}
+
 /// Runs `writers` connections of random small transactions on `name`
-/// until `stop` is set; returns the number of transactions committed.
-pub async fn run_writers(db: &str, name: &str, writers: usize, stop: Arc<AtomicBool>) -> u64 {
+/// until `stop` is set, counting each commit in `committed`.
+async fn run_writers(
+    db: String,
+    name: String,
+    writers: usize,
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+) {
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let (db, name, stop) = (db.to_string(), name.to_string(), stop.clone());
+        let (db, name, stop, committed) =
+            (db.clone(), name.clone(), stop.clone(), committed.clone());
         tasks.push(tokio::spawn(async move {
             let mut client = super::connect(&db).await;
             let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64 + 1);
@@ -69,9 +128,10 @@ pub async fn run_writers(db: &str, name: &str, writers: usize, stop: Arc<AtomicB
                 // Deadlocks and serialization failures between writers are fine to skip.
                 if client.batch_execute(&sql).await.is_ok() {
                     n += 1;
+                    committed.fetch_add(1, Ordering::Relaxed);
                 } else if client.is_closed() {
                     // The server restarted: reconnect once it is back.
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     if let Ok(c) = super::try_connect(&db).await {
                         client = c;
                     }
@@ -79,12 +139,9 @@ pub async fn run_writers(db: &str, name: &str, writers: usize, stop: Arc<AtomicB
                     let _ = client.batch_execute("ROLLBACK").await;
                 }
             }
-            n
         }));
     }
-    let mut total = 0;
     for t in tasks {
-        total += t.await.unwrap();
+        t.await.unwrap();
     }
-    total
 }

@@ -10,6 +10,8 @@ pub mod fold;
 pub mod load;
 pub mod redis;
 pub mod search;
+pub mod seed;
+pub mod skip;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -57,6 +59,17 @@ pub fn dev_pg(args: &[&str]) {
         .status()
         .expect("run dev/pg.sh");
     assert!(st.success(), "dev/pg.sh {args:?} failed");
+}
+
+/// A loopback port that was free a moment ago, for a server a test starts
+/// (Courier's API, a throwaway PostgreSQL): the system picks it for a
+/// listener that is closed again at once, so tests running side by side do
+/// not compete for a fixed port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
 }
 
 /// Drops and creates database `name`, removing slots left on it by an
@@ -228,6 +241,24 @@ impl CourierProc {
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit on its own; its exit status. Panics
+    /// with `what` and the log after `timeout`.
+    pub async fn wait_exit(&mut self, what: &str, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

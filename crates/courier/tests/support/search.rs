@@ -33,14 +33,20 @@ pub struct SearchNode {
 impl SearchNode {
     /// The node when the test run selects it: every node unless
     /// `COURIER_TEST_SEARCH_NODES` lists the names of those to test
-    /// (`opensearch-1 elasticsearch-9 ...`).
+    /// (`opensearch-1 elasticsearch-9 ...`). A node left out makes the test
+    /// a skip (`super::skip`).
     pub fn selected(kind: &'static str, major: u32) -> Option<SearchNode> {
         let node = SearchNode { kind, major };
         match std::env::var("COURIER_TEST_SEARCH_NODES") {
-            Ok(list) if !list.split([' ', ',']).any(|n| n == node.name()) => {
-                eprintln!(
-                    "{} not in COURIER_TEST_SEARCH_NODES={list:?}: not tested",
-                    node.name()
+            Ok(list)
+                if !list.trim().is_empty() && !list.split([' ', ',']).any(|n| n == node.name()) =>
+            {
+                super::skip::skip(
+                    &format!(
+                        "{} is not in COURIER_TEST_SEARCH_NODES={list:?}",
+                        node.name()
+                    ),
+                    "unset COURIER_TEST_SEARCH_NODES to test every search node",
                 );
                 None
             }
