@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,14 +15,6 @@ use support::redis::{redis_config, RedisNodes};
 use support::*;
 
 const CATCH_UP: Duration = Duration::from_secs(180);
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a loopback port")
-}
 
 /// A Redis server of this test's own, which the test stops and starts: it
 /// keeps its data in an append-only file, so a restart loses nothing.
