@@ -2,7 +2,8 @@
 //! tables and their columns ([`Relation`]), typed values ([`Value`]), row
 //! changes ([`Change`]) grouped into [`Batch`]es, the [`Sink`] contract that
 //! every derived store implements, the ack [`Watermark`], and the
-//! [`StateStore`] where Courier keeps its own progress.
+//! [`StateStore`] where Courier keeps its own progress, and the [`version`]
+//! rule that decides which change to a row a store keeps.
 
 mod batch;
 mod change;
@@ -12,6 +13,7 @@ mod relation;
 mod sink;
 pub mod state;
 mod value;
+pub mod version;
 mod watermark;
 
 pub use batch::Batch;

@@ -388,7 +388,8 @@ impl ClickHouseSink {
     }
 
     /// Turns every current row at or below the truncate's version into a
-    /// tombstone at that version.
+    /// tombstone at that version (`_version <= v`: the rows the truncate
+    /// wins over, per `courier_core::version::incoming_wins`).
     async fn truncate(&self, c: &Change) -> Result<(), SinkError> {
         let Some(state) = self.tables.get(&c.relation.id) else {
             return Ok(());

@@ -213,6 +213,10 @@ fn create_table(
         "{} DateTime('UTC') DEFAULT now()",
         quote(SYNCED_AT_COLUMN)
     ));
+    // Of the rows with one key, ReplacingMergeTree keeps the greatest
+    // `_version`, the last inserted among equals: the rule of
+    // `courier_core::version::incoming_wins`, which `Winners` applies
+    // before insert, so a block holds one row per key.
     let engine = if f.is_deleted {
         format!(
             "ReplacingMergeTree({}, {})",

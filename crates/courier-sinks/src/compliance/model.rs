@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use courier_core::{Change, Lsn, Op, Row, Value};
+use courier_core::{version, Change, Lsn, Op, Row, Value};
 
 /// Per key `id`: the greatest version seen and the row (`None` = deleted).
 #[derive(Default)]
@@ -27,12 +27,13 @@ impl Model {
             let v = c.version;
             if self.truncate_tombstones {
                 for entry in self.rows.values_mut() {
-                    if entry.0 <= v {
+                    if version::incoming_wins(entry.0, v) {
                         *entry = (v, None);
                     }
                 }
             } else {
-                self.rows.retain(|_, (ver, _)| *ver > v);
+                self.rows
+                    .retain(|_, (ver, _)| !version::incoming_wins(*ver, v));
             }
             return;
         }
@@ -42,7 +43,7 @@ impl Model {
         let id = *id;
         self.seen.insert(id);
         if let Some((stored, _)) = self.rows.get(&id) {
-            if c.version < *stored {
+            if !version::incoming_wins(*stored, c.version) {
                 return;
             }
         }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use courier_core::{Change, Lsn, Op, Relation, SinkError, Value};
+use courier_core::{version, Change, Lsn, Op, Relation, SinkError, Value};
 
 use super::config::{Format, Mode};
 use super::key::KeyTemplate;
@@ -53,7 +53,8 @@ pub(crate) struct KeyCommand {
 }
 
 /// Turns changes into key commands, keeping per key only the change that
-/// wins under the version rule (greatest version; the later change on a tie).
+/// wins under the version rule ([`version::incoming_wins`]: greatest
+/// version, the later change on a tie).
 ///
 /// Applying only the winner is equivalent to applying every change in order,
 /// and it makes the commands of one segment independent of each other, so
@@ -78,7 +79,7 @@ impl Encoder<'_> {
             for (i, cmd) in all.iter().enumerate() {
                 match winner.get_mut(cmd.key.as_slice()) {
                     Some(w) => {
-                        if cmd.version >= all[*w].version {
+                        if version::incoming_wins(all[*w].version, cmd.version) {
                             keep[*w] = false;
                             keep[i] = true;
                             *w = i;

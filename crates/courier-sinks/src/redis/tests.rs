@@ -492,3 +492,49 @@ async fn unreachable_server_fails_to_build_without_showing_the_password() {
     assert!(err.contains("sinks.cache"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn the_write_script_applies_exactly_the_versions_that_win_in_rust() {
+    let url = standalone_url();
+    let mut s = sink(&format!("url = {url:?}")).await;
+    let rel = unique("rule");
+    // Decimal strings of different lengths, ties, and the ends of the range:
+    // the script compares versions as text, so these are where it could part
+    // from the numeric rule.
+    let pairs: [(u64, u64); 10] = [
+        (9, 10),
+        (10, 9),
+        (99, 100),
+        (100, 99),
+        (10, 10),
+        (0xFFFF_FFFF, 0x1_0000_0000),
+        (0x1_0000_0000, 0xFFFF_FFFF),
+        (u64::MAX - 1, u64::MAX),
+        (u64::MAX, u64::MAX - 1),
+        (u64::MAX, u64::MAX),
+    ];
+    let stored: Vec<_> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (v, _))| change(&rel, Op::Insert, i as i64, "stored", *v))
+        .collect();
+    s.apply(&batch(stored)).await.unwrap();
+    let incoming: Vec<_> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, v))| change(&rel, Op::Update, i as i64, "incoming", *v))
+        .collect();
+    s.apply(&batch(incoming)).await.unwrap();
+    let mut rb = RedisReadback::connect(&[&url], false, "{schema}.{table}:{pk}", Format::Json)
+        .await
+        .unwrap();
+    for (i, (stored, incoming)) in pairs.iter().enumerate() {
+        let row = rb.read_row(&rel, &[Value::Int(i as i64)]).await.unwrap();
+        let wins = courier_core::version::incoming_wins(
+            courier_core::Lsn(*stored),
+            courier_core::Lsn(*incoming),
+        );
+        let want = if wins { "incoming" } else { "stored" };
+        assert_eq!(row["name"], want, "stored {stored}, incoming {incoming}");
+    }
+}
