@@ -17,7 +17,7 @@ pub mod version;
 mod watermark;
 
 pub use batch::Batch;
-pub use change::{Change, Op, Row};
+pub use change::{Change, Op, Row, RowShapeError};
 pub use filter::{TableFilter, TablePatternError};
 pub use lsn::{Lsn, ParseLsnError};
 pub use relation::{quote_ident, Column, PgType, Relation, TableId};

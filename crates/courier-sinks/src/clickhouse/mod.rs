@@ -193,17 +193,17 @@ impl Sink for ClickHouseSink {
         let mut last: Option<(&Arc<Relation>, bool)> = None;
         for c in batches.iter().flat_map(|b| b.changes.iter()) {
             let selected = match last {
-                Some((rel, selected)) if Arc::ptr_eq(rel, &c.relation) => selected,
-                _ => self.settings.selection.includes(&c.relation.id),
+                Some((rel, selected)) if Arc::ptr_eq(rel, c.relation()) => selected,
+                _ => self.settings.selection.includes(&c.relation().id),
             };
-            last = Some((&c.relation, selected));
+            last = Some((c.relation(), selected));
             if !selected {
                 continue;
             }
             per_table
-                .entry(&c.relation.id)
+                .entry(&c.relation().id)
                 .or_insert_with(|| {
-                    order.push(&c.relation.id);
+                    order.push(&c.relation().id);
                     Vec::new()
                 })
                 .push(c);
@@ -220,17 +220,17 @@ impl ClickHouseSink {
         let mut run: Vec<&Change> = Vec::new();
         let mut aligned_to: Option<&Arc<Relation>> = None;
         for &c in changes {
-            let aligned = aligned_to.is_some_and(|r| Arc::ptr_eq(r, &c.relation))
-                || self.tables.get(&c.relation.id).is_some_and(|s| {
-                    Arc::ptr_eq(&s.relation, &c.relation) || s.relation == c.relation
+            let aligned = aligned_to.is_some_and(|r| Arc::ptr_eq(r, c.relation()))
+                || self.tables.get(&c.relation().id).is_some_and(|s| {
+                    Arc::ptr_eq(&s.relation, c.relation()) || s.relation == *c.relation()
                 });
             if !aligned {
                 self.write_rows(&run).await?;
                 run.clear();
-                self.align(&c.relation).await?;
+                self.align(c.relation()).await?;
             }
-            aligned_to = Some(&c.relation);
-            if c.op == Op::Truncate {
+            aligned_to = Some(c.relation());
+            if c.op() == Op::Truncate {
                 self.write_rows(&run).await?;
                 run.clear();
                 self.truncate(c).await?;
@@ -269,7 +269,7 @@ impl ClickHouseSink {
         let Some(first) = run.first() else {
             return Ok(());
         };
-        let Some(state) = self.tables.get(&first.relation.id) else {
+        let Some(state) = self.tables.get(&first.relation().id) else {
             return Ok(());
         };
         let rel = &state.relation;
@@ -280,13 +280,13 @@ impl ClickHouseSink {
                 rel.id, state.qualified
             ))
             .with_table(&rel.id)
-            .with_lsn(c.version)
+            .with_lsn(c.version())
         };
 
         // Per key, the change that wins: the greatest version, later in
         // stream order among equals. A snapshot's rows need no choosing:
         // each key is read once per snapshot.
-        let winners: Vec<&Change> = if run.iter().all(|c| c.op == Op::Read) {
+        let winners: Vec<&Change> = if run.iter().all(|c| c.op() == Op::Read) {
             run.to_vec()
         } else {
             let mut winners = Winners::with_capacity(run.len());
@@ -307,7 +307,7 @@ impl ClickHouseSink {
         // The winners name distinct keys, so they can go out as several
         // INSERTs at once without any order between them mattering: about
         // equal parts, `concurrency` in flight, each within the limits.
-        let table = &first.relation.id;
+        let table = &first.relation().id;
         let in_flight = self.settings.concurrency;
         let per_insert = winners
             .len()
@@ -317,9 +317,9 @@ impl ClickHouseSink {
         let mut body = Vec::with_capacity(per_insert * 128);
         let mut rows = 0;
         for c in winners {
-            let (row, deleted) = match (&c.after, c.op) {
+            let (row, deleted) = match (c.after(), c.op()) {
                 (Some(r), Op::Insert | Op::Update | Op::Read) => (r, b'0'),
-                _ => match &c.before {
+                _ => match c.before() {
                     Some(r) => (r, b'1'),
                     None => continue,
                 },
@@ -334,7 +334,7 @@ impl ClickHouseSink {
                     .map_err(|e| fatal_at(c, &e.column, &e.reason))?;
                 body.push(b'\t');
             }
-            body.extend_from_slice(itoa::Buffer::new().format(c.version.as_u64()).as_bytes());
+            body.extend_from_slice(itoa::Buffer::new().format(c.version().as_u64()).as_bytes());
             body.push(b'\t');
             body.push(deleted);
             body.push(b'\n');
@@ -344,12 +344,12 @@ impl ClickHouseSink {
                     finish_one(&mut inserts).await?;
                 }
                 let full = std::mem::replace(&mut body, Vec::with_capacity(per_insert * 128));
-                self.start_insert(&mut inserts, table, c.version, full);
+                self.start_insert(&mut inserts, table, c.version(), full);
                 rows = 0;
             }
         }
         if !body.is_empty() {
-            self.start_insert(&mut inserts, table, first.version, body);
+            self.start_insert(&mut inserts, table, first.version(), body);
         }
         while !inserts.is_empty() {
             finish_one(&mut inserts).await?;
@@ -391,7 +391,7 @@ impl ClickHouseSink {
     /// tombstone at that version (`_version <= v`: the rows the truncate
     /// wins over, per `courier_core::version::incoming_wins`).
     async fn truncate(&self, c: &Change) -> Result<(), SinkError> {
-        let Some(state) = self.tables.get(&c.relation.id) else {
+        let Some(state) = self.tables.get(&c.relation().id) else {
             return Ok(());
         };
         let keys: Vec<String> = state
@@ -399,7 +399,7 @@ impl ClickHouseSink {
             .key_indexes()
             .map(|k| quote(&state.relation.columns[k].name))
             .collect();
-        let v = c.version.as_u64();
+        let v = c.version().as_u64();
         let sql = format!(
             "INSERT INTO {t} ({k}, {ver}, {del}) SELECT {k}, {v}, 1 FROM {t} FINAL WHERE {ver} <= {v} AND {del} = 0",
             t = state.qualified,
@@ -407,11 +407,15 @@ impl ClickHouseSink {
             ver = quote(VERSION_COLUMN),
             del = quote(DELETED_COLUMN),
         );
-        self.client
-            .query(&sql)
-            .await
-            .map(|_| ())
-            .map_err(|e| insert_error(e, "truncate", &state.qualified, &c.relation.id, c.version))
+        self.client.query(&sql).await.map(|_| ()).map_err(|e| {
+            insert_error(
+                e,
+                "truncate",
+                &state.qualified,
+                &c.relation().id,
+                c.version(),
+            )
+        })
     }
 }
 

@@ -88,15 +88,7 @@ fn rel(name: &str, columns: Vec<Column>) -> Arc<Relation> {
 }
 
 fn row_change(rel: &Arc<Relation>, op: Op, row: Vec<Value>, version: u64) -> courier_core::Change {
-    courier_core::Change {
-        relation: Arc::clone(rel),
-        op,
-        before: None,
-        after: Some(row),
-        version: courier_core::Lsn(version),
-        xid: 1,
-        commit_time_us: 0,
-    }
+    crate::compliance::fixtures::row_change(rel, op, row, version)
 }
 
 async fn column_types(rb: &ClickHouseReadback, db: &str, table: &str) -> Vec<(String, String)> {

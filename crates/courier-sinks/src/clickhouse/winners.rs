@@ -40,7 +40,7 @@ impl<'a> Winners<'a> {
             .copied();
         match found {
             Some(i) => {
-                if version::incoming_wins(self.changes[i].version, c.version) {
+                if version::incoming_wins(self.changes[i].version(), c.version()) {
                     self.changes[i] = c;
                 }
             }

@@ -23,8 +23,8 @@ impl Model {
     }
 
     pub fn apply(&mut self, c: &Change) {
-        if c.op == Op::Truncate {
-            let v = c.version;
+        if c.op() == Op::Truncate {
+            let v = c.version();
             if self.truncate_tombstones {
                 for entry in self.rows.values_mut() {
                     if version::incoming_wins(entry.0, v) {
@@ -43,15 +43,15 @@ impl Model {
         let id = *id;
         self.seen.insert(id);
         if let Some((stored, _)) = self.rows.get(&id) {
-            if !version::incoming_wins(*stored, c.version) {
+            if !version::incoming_wins(*stored, c.version()) {
                 return;
             }
         }
-        let row = match c.op {
+        let row = match c.op() {
             Op::Delete => None,
-            _ => c.after.clone(),
+            _ => c.after().map(<[Value]>::to_vec),
         };
-        self.rows.insert(id, (c.version, row));
+        self.rows.insert(id, (c.version(), row));
     }
 
     /// Every key seen, with the row a compliant sink returns for it.

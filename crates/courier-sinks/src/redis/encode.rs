@@ -101,40 +101,40 @@ impl Encoder<'_> {
     }
 
     fn commands(&self, c: &Change, out: &mut Vec<KeyCommand>) -> Result<(), SinkError> {
-        let rel = &c.relation;
+        let rel = c.relation();
         let cmd = |key: Vec<u8>, action: Action| KeyCommand {
             key,
             action,
-            version: c.version,
+            version: c.version(),
             relation: Arc::clone(rel),
         };
         let missing = || {
             SinkError::fatal(format!(
                 "a {:?} change carries no row to take the key from",
-                c.op
+                c.op()
             ))
             .with_table(&rel.id)
-            .with_lsn(c.version)
+            .with_lsn(c.version())
         };
-        if c.op != Op::Truncate && rel.key_indexes().next().is_none() {
+        if c.op() != Op::Truncate && rel.key_indexes().next().is_none() {
             return Err(SinkError::fatal(
                 "the table has no key columns, so its rows have no Redis key; \
                  give it a primary key or a replica identity index",
             )
             .with_table(&rel.id)
-            .with_lsn(c.version));
+            .with_lsn(c.version()));
         }
-        match c.op {
+        match c.op() {
             Op::Truncate => {}
             Op::Delete => {
-                let before = c.before.as_ref().ok_or_else(missing)?;
+                let before = c.before().ok_or_else(missing)?;
                 out.push(cmd(self.key_of(rel, before), self.removal()));
             }
             Op::Insert | Op::Update | Op::Read => {
-                let after = c.after.as_ref().ok_or_else(missing)?;
+                let after = c.after().ok_or_else(missing)?;
                 let key = self.key_of(rel, after);
                 // An update that changed the key moves the row: the old key goes.
-                if let Some(before) = &c.before {
+                if let Some(before) = c.before() {
                     let old = self.key_of(rel, before);
                     if old != key && rel.key_indexes().any(|i| !before[i].is_null()) {
                         out.push(cmd(old, self.removal()));
@@ -163,7 +163,7 @@ impl Encoder<'_> {
     }
 
     fn fields(&self, c: &Change, row: &[Value]) -> Result<Fields, SinkError> {
-        let rel = &c.relation;
+        let rel = c.relation();
         match self.format {
             Format::Json => Ok(Fields::Json(row_json(rel, row))),
             Format::Hash => {
@@ -175,7 +175,7 @@ impl Encoder<'_> {
                             col.name
                         ))
                         .with_table(&rel.id)
-                        .with_lsn(c.version));
+                        .with_lsn(c.version()));
                     }
                     if !v.is_null() {
                         fields.push((i, hash_field(v)));

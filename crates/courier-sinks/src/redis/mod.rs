@@ -199,7 +199,7 @@ impl RedisSink {
     }
 
     async fn truncate(&mut self, c: &Change) -> Result<(), SinkError> {
-        let pattern = self.settings.key.scan_pattern(&c.relation.id);
+        let pattern = self.settings.key.scan_pattern(&c.relation().id);
         let (action, kind) = match self.settings.mode {
             config::Mode::Upsert => (Action::Truncate, Some("hash")),
             config::Mode::Invalidate => (Action::Unlink, None),
@@ -210,8 +210,8 @@ impl RedisSink {
                 &template,
                 &Failure::from(&e),
                 "scan the keys of",
-                &c.relation.id,
-                c.version,
+                &c.relation().id,
+                c.version(),
             )
         };
         let nodes = self.client.scan_nodes().await.map_err(scan_err)?;
@@ -228,8 +228,8 @@ impl RedisSink {
                     .map(|key| KeyCommand {
                         key,
                         action: action.clone(),
-                        version: c.version,
-                        relation: c.relation.clone(),
+                        version: c.version(),
+                        relation: c.relation().clone(),
                     })
                     .collect();
                 self.execute(cmds).await?;

@@ -81,8 +81,8 @@ pub(crate) async fn send_items(
                     let first = &items[chunk[0]];
                     return Err(
                         SinkError::fatal(format!("search: bulk request failed: {e}"))
-                            .with_table(&first.change.relation.id)
-                            .with_lsn(first.change.version),
+                            .with_table(&first.change.relation().id)
+                            .with_lsn(first.change.version()),
                     );
                 }
             };
@@ -129,8 +129,8 @@ pub(crate) async fn send_items(
                 again.len(),
                 limits.retry_for
             ))
-            .with_table(&first.change.relation.id)
-            .with_lsn(first.change.version));
+            .with_table(&first.change.relation().id)
+            .with_lsn(first.change.version()));
         }
         tracing::debug!(
             items = again.len(),

@@ -22,16 +22,16 @@ pub(crate) struct Letter {
 
 impl Letter {
     pub fn new(c: &Change, key: Option<&str>, status: u16, error_type: &str, reason: &str) -> Self {
-        let document = c.after.as_ref().map(|row| {
+        let document = c.after().map(|row| {
             let mut out = Vec::new();
-            write_document(&c.relation, row, &mut out);
+            write_document(c.relation(), row, &mut out);
             String::from_utf8_lossy(&out).into_owned()
         });
         Letter {
-            table: c.relation.id.clone(),
+            table: c.relation().id.clone(),
             key: key.map(str::to_string),
-            lsn: c.version,
-            op: c.op.code(),
+            lsn: c.version(),
+            op: c.op().code(),
             status,
             error_type: error_type.to_string(),
             reason: reason.to_string(),

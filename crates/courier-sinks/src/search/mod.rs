@@ -208,22 +208,22 @@ impl SearchSink {
         for c in changes {
             let alias = self
                 .indexes
-                .ensure(&self.client, &self.settings, &self.server, &c.relation)
+                .ensure(&self.client, &self.settings, &self.server, c.relation())
                 .await?;
             let Some(row) = c.key_row() else { continue };
-            match doc_id(&c.relation, row) {
+            match doc_id(c.relation(), row) {
                 Ok(id) => items.push(Item {
                     change: c,
                     alias,
                     id,
                 }),
-                Err(reason) if c.relation.key_indexes().next().is_none() => {
+                Err(reason) if c.relation().key_indexes().next().is_none() => {
                     return Err(SinkError::fatal(format!(
                         "search: {} cannot be indexed: {reason}; give it a primary key",
-                        c.relation.id
+                        c.relation().id
                     ))
-                    .with_table(&c.relation.id)
-                    .with_lsn(c.version))
+                    .with_table(&c.relation().id)
+                    .with_lsn(c.version()))
                 }
                 Err(reason) => unkeyed.push((*c, reason)),
             }
@@ -269,7 +269,7 @@ impl SearchSink {
     async fn truncate(&mut self, c: &Change) -> Result<(), SinkError> {
         let alias = self
             .indexes
-            .ensure(&self.client, &self.settings, &self.server, &c.relation)
+            .ensure(&self.client, &self.settings, &self.server, c.relation())
             .await?;
         truncate::truncate(&self.client, &alias, c, &self.limits()).await
     }

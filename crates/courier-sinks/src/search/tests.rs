@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::readback::SearchReadback;
 use super::*;
-use crate::compliance::fixtures::{batch, change, table};
+use crate::compliance::fixtures::{self, batch, change, table};
 use crate::compliance::{run_compliance, Options};
 
 /// A real search node: a flavour and major version, one per instance of
@@ -296,8 +296,9 @@ async fn a_new_column_joins_the_mapping_and_a_changed_type_is_a_clear_error(node
         .await
         .unwrap();
     let wider = with_column(&rel, "stock", PgType::Int4);
-    let mut c = change(&wider, Op::Insert, 2, "b", 20);
-    c.after.as_mut().unwrap().push(Value::Int(5));
+    let mut row = fixtures::row(2, "b");
+    row.push(Value::Int(5));
+    let c = fixtures::row_change(&wider, Op::Insert, row, 20);
     s.apply(&batch(vec![c])).await.unwrap();
     let (_, mapping) = raw(node)
         .get(&format!("/{name}_v1/_mapping"), &[])
@@ -311,8 +312,9 @@ async fn a_new_column_joins_the_mapping_and_a_changed_type_is_a_clear_error(node
     let mut changed = (*wider).clone();
     changed.columns.last_mut().unwrap().pg_type = PgType::Uuid;
     let changed = Arc::new(changed);
-    let mut c = change(&changed, Op::Insert, 3, "c", 30);
-    c.after.as_mut().unwrap().push(Value::Uuid("x".into()));
+    let mut row = fixtures::row(3, "c");
+    row.push(Value::Uuid("x".into()));
+    let c = fixtures::row_change(&changed, Op::Insert, row, 30);
     let e = s.apply(&batch(vec![c])).await.unwrap_err();
     assert_eq!(e.kind, SinkErrorKind::Fatal);
     let text = e.to_string();
@@ -367,7 +369,7 @@ async fn rejected_rows_go_to_the_dead_letter_index_while_others_flow(node: Node)
     )
     .await;
     let mut good = change(&rel, Op::Insert, 2, "fine", 10);
-    good.after.as_mut().unwrap()[4] = Value::Json("7".into());
+    good.after_mut().unwrap()[4] = Value::Json("7".into());
     s.apply(&batch(vec![change(&rel, Op::Insert, 1, "bad", 10), good]))
         .await
         .unwrap();

@@ -18,14 +18,14 @@ pub(crate) async fn truncate(
     limits: &Limits,
 ) -> Result<(), SinkError> {
     let err = |e: HttpError| {
-        let m = format!("search: truncate {} (alias {alias}): {e}", c.relation.id);
+        let m = format!("search: truncate {} (alias {alias}): {e}", c.relation().id);
         if e.is_retriable() {
             SinkError::retriable(m)
         } else {
             SinkError::fatal(m)
         }
-        .with_table(&c.relation.id)
-        .with_lsn(c.version)
+        .with_table(&c.relation().id)
+        .with_lsn(c.version())
     };
     // Documents written just before the truncate must be visible to the search.
     client
@@ -72,10 +72,10 @@ pub(crate) async fn truncate(
         if let Some(r) = rejected.first() {
             return Err(SinkError::fatal(format!(
                 "search: truncate {} (alias {alias}): the server refused to delete a document: HTTP {} {}",
-                c.relation.id, r.status, r.error_type
+                c.relation().id, r.status, r.error_type
             ))
-            .with_table(&c.relation.id)
-            .with_lsn(c.version));
+            .with_table(&c.relation().id)
+            .with_lsn(c.version()));
         }
         let Some(id) = &scroll_id else { break };
         page = client
