@@ -70,10 +70,16 @@
 //!
 //! # Errors
 //!
-//! No answer, a 5xx without a ClickHouse exception, and exceptions such as
-//! `TOO_MANY_PARTS`, `MEMORY_LIMIT_EXCEEDED` or `TIMEOUT_EXCEEDED` are
-//! retriable. Any other exception, and a value the column's type cannot hold
-//! (checked before sending), is fatal and names the table, the column where
+//! Errors say what happened: no answer is *unreachable* (connection refused
+//! or reset, host name not resolved) or *timed out* (also
+//! `TIMEOUT_EXCEEDED`); `TOO_MANY_PARTS`, `MEMORY_LIMIT_EXCEEDED` and
+//! `TOO_MANY_SIMULTANEOUS_QUERIES` are *overloaded*; read-only replicas,
+//! Keeper failures and a 5xx without a ClickHouse exception are
+//! *unavailable*. All of these are retriable. Authentication and unknown
+//! databases are configuration errors, a schema change the table cannot
+//! follow is a schema error, and any other exception, like a value the
+//! column's type cannot hold (checked before sending), rejects the data:
+//! fatal, naming the server (`host:port`), the table, the column where
 //! known, and the LSN — never the value.
 
 mod client;
@@ -91,7 +97,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use courier_core::{Batch, Change, Grouping, Lsn, Op, Relation, Sink, SinkError, TableId, Value};
+use courier_core::{
+    Batch, Change, Grouping, Lsn, Op, Relation, Sink, SinkError, SinkErrorKind, TableId, Value,
+};
 use tokio::task::JoinSet;
 
 pub use config::ClickHouseSinkConfig;
@@ -123,13 +131,14 @@ pub async fn build(name: &str, config: ClickHouseSinkConfig) -> Result<ClickHous
     })?;
     let connect_err = |what: &str, e: ChError| BuildError::Connect {
         sink: name.to_string(),
-        message: format!("{what} clickhouse at {shown_url}: {e}"),
+        kind: e.kind(),
+        message: format!("{what} (url {shown_url}): {e}"),
         source: None,
     };
     let version = client
         .query("SELECT version()")
         .await
-        .map_err(|e| connect_err("connect to", e))?;
+        .map_err(|e| connect_err("connect", e))?;
     let features = Features::of_version(&version);
     client
         .query(&format!(
@@ -137,7 +146,7 @@ pub async fn build(name: &str, config: ClickHouseSinkConfig) -> Result<ClickHous
             quote(&settings.database)
         ))
         .await
-        .map_err(|e| connect_err(&format!("create database {} in", settings.database), e))?;
+        .map_err(|e| connect_err(&format!("create database {}", settings.database), e))?;
     tracing::info!(
         sink = name,
         version = version.trim(),
@@ -245,7 +254,7 @@ impl ClickHouseSink {
     async fn align(&mut self, rel: &Arc<Relation>) -> Result<(), SinkError> {
         let name = self.settings.table_name(&rel.id);
         if let Some(other) = self.names.get(&name).filter(|t| **t != rel.id) {
-            return Err(SinkError::fatal(format!(
+            return Err(SinkError::new(SinkErrorKind::Config, format!(
                 "clickhouse: {} and {other} would both be written to table {name}; set the sink's table template to tell them apart, e.g. table = \"{{schema}}_{{table}}\"",
                 rel.id
             ))
@@ -275,10 +284,13 @@ impl ClickHouseSink {
         let rel = &state.relation;
         let keys: Vec<usize> = rel.key_indexes().collect();
         let fatal_at = |c: &Change, column: &str, reason: &str| {
-            SinkError::fatal(format!(
-                "clickhouse: column {column} of {} ({}): {reason}",
-                rel.id, state.qualified
-            ))
+            SinkError::new(
+                SinkErrorKind::Rejected,
+                format!(
+                    "clickhouse: column {column} of {} ({}): {reason}",
+                    rel.id, state.qualified
+                ),
+            )
             .with_table(&rel.id)
             .with_lsn(c.version())
         };
@@ -424,20 +436,19 @@ async fn finish_one(inserts: &mut JoinSet<Result<(), SinkError>>) -> Result<(), 
     match inserts.join_next().await {
         None => Ok(()),
         Some(Ok(result)) => result,
-        Some(Err(e)) => Err(SinkError::retriable(format!(
-            "clickhouse: an INSERT ended abnormally: {e}"
-        ))),
+        Some(Err(e)) => Err(SinkError::new(
+            SinkErrorKind::Unavailable,
+            format!("clickhouse: an INSERT ended abnormally: {e}"),
+        )),
     }
 }
 
 fn insert_error(e: ChError, what: &str, qualified: &str, table: &TableId, at: Lsn) -> SinkError {
     let message = format!("clickhouse: {what} {qualified}: {e}");
-    let err = if e.is_retriable() {
-        SinkError::retriable(message)
-    } else {
-        SinkError::fatal(message)
-    };
-    err.with_table(table).with_lsn(at).with_source(e)
+    SinkError::new(e.kind(), message)
+        .with_table(table)
+        .with_lsn(at)
+        .with_source(e)
 }
 
 /// FNV-1a: a stable digest of an INSERT's rows, for its deduplication token.

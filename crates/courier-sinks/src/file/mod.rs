@@ -19,6 +19,7 @@ use courier_core::{Batch, Sink, SinkError};
 use serde::Deserialize;
 
 use crate::envelope::{EnvelopeLines, SourceInfo};
+use crate::failure;
 use crate::selection::TableSelection;
 use crate::BuildError;
 
@@ -112,8 +113,15 @@ fn append(file: &mut File, lines: &[u8], cut_back_to: &mut Option<u64>) -> std::
     written
 }
 
+/// The error of a failed append: of the I/O error's kind (a full disk is
+/// retriable), naming the file.
 fn append_error(path: &Path, e: std::io::Error) -> SinkError {
-    SinkError::retriable(format!("append to {}", path.display())).with_source(e)
+    let (kind, reason) = failure::of_io(&e);
+    SinkError::new(
+        kind,
+        format!("file sink: append to {}: {kind} ({reason})", path.display()),
+    )
+    .with_source(e)
 }
 
 #[async_trait]

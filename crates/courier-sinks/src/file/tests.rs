@@ -186,7 +186,7 @@ fn cut_short_in_this_process(dir: &std::path::Path) {
             .await
             .expect_err("the write goes past the file size limit");
         restore_file_size_limit(limit);
-        assert!(err.is_retriable(), "{err}");
+        assert_eq!(err.kind, courier_core::SinkErrorKind::Io, "{err}");
         assert!(err.to_string().contains("changes.jsonl"), "{err}");
 
         sink.apply(&changes(&rel, 10, 50)).await.unwrap();

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use courier_core::{version, Change, Lsn, Op, Relation, SinkError, Value};
+use courier_core::{version, Change, Lsn, Op, Relation, SinkError, SinkErrorKind, Value};
 
 use super::config::{Format, Mode};
 use super::key::KeyTemplate;
@@ -109,15 +109,16 @@ impl Encoder<'_> {
             relation: Arc::clone(rel),
         };
         let missing = || {
-            SinkError::fatal(format!(
-                "a {:?} change carries no row to take the key from",
-                c.op()
-            ))
+            SinkError::new(
+                SinkErrorKind::Rejected,
+                format!("a {:?} change carries no row to take the key from", c.op()),
+            )
             .with_table(&rel.id)
             .with_lsn(c.version())
         };
         if c.op() != Op::Truncate && rel.key_indexes().next().is_none() {
-            return Err(SinkError::fatal(
+            return Err(SinkError::new(
+                SinkErrorKind::Schema,
                 "the table has no key columns, so its rows have no Redis key; \
                  give it a primary key or a replica identity index",
             )
@@ -170,7 +171,7 @@ impl Encoder<'_> {
                 let mut fields = Vec::with_capacity(row.len());
                 for (i, (col, v)) in rel.columns.iter().zip(row).enumerate() {
                     if col.name == VERSION_FIELD || col.name == DELETED_FIELD {
-                        return Err(SinkError::fatal(format!(
+                        return Err(SinkError::new(SinkErrorKind::Config, format!(
                             "column {:?} has a name the hash format reserves; use format = \"json\"",
                             col.name
                         ))

@@ -2,7 +2,7 @@
 //! version, so documents written later (a newer version) stay, and older
 //! replayed writes meet a tombstone.
 
-use courier_core::{Change, SinkError};
+use courier_core::{Change, SinkError, SinkErrorKind};
 use reqwest::Method;
 use serde_json::{json, Value as Json};
 
@@ -19,13 +19,9 @@ pub(crate) async fn truncate(
 ) -> Result<(), SinkError> {
     let err = |e: HttpError| {
         let m = format!("search: truncate {} (alias {alias}): {e}", c.relation().id);
-        if e.is_retriable() {
-            SinkError::retriable(m)
-        } else {
-            SinkError::fatal(m)
-        }
-        .with_table(&c.relation().id)
-        .with_lsn(c.version())
+        SinkError::new(e.kind(), m)
+            .with_table(&c.relation().id)
+            .with_lsn(c.version())
     };
     // Documents written just before the truncate must be visible to the search.
     client
@@ -70,7 +66,7 @@ pub(crate) async fn truncate(
             .collect();
         let rejected = send_items(client, &items, limits).await?;
         if let Some(r) = rejected.first() {
-            return Err(SinkError::fatal(format!(
+            return Err(SinkError::new(SinkErrorKind::Rejected, format!(
                 "search: truncate {} (alias {alias}): the server refused to delete a document: HTTP {} {}",
                 c.relation().id, r.status, r.error_type
             ))
