@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use crate::{Lsn, Relation, Value};
+use crate::{Lsn, Relation, TableId, Value};
 
 /// A row's values, aligned with its relation's columns.
 pub type Row = Vec<Value>;
@@ -36,27 +36,145 @@ impl Op {
 /// One change to one row (or, for [`Op::Truncate`], to a whole table).
 ///
 /// `version` is the commit LSN of the change's transaction, or the consistent
-/// point of the snapshot that read it: sinks keep, per row, the change with
-/// the greatest version, and later changes win ties.
+/// point of the snapshot that read it: sinks keep, per row, the change that
+/// wins under [`crate::version::incoming_wins`].
+///
+/// A change's rows always have exactly one value per column of its relation
+/// ([`Change::new`] checks it, and nothing can change a row's length or the
+/// relation afterwards), so a row may be indexed by column position.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Change {
-    pub relation: Arc<Relation>,
-    pub op: Op,
-    /// The row before the change: the old row for updates and deletes when
-    /// the table's replica identity provides it, else only its key columns
-    /// (other columns `Null`), or `None` when PostgreSQL sent nothing.
-    pub before: Option<Row>,
-    /// The whole row after the change (inserts, updates, snapshot reads).
-    pub after: Option<Row>,
-    pub version: Lsn,
-    /// The transaction id, or 0 for snapshot reads.
-    pub xid: u32,
-    /// Commit time in microseconds since the Unix epoch (snapshot reads:
-    /// the time the snapshot was taken).
-    pub commit_time_us: i64,
+    relation: Arc<Relation>,
+    op: Op,
+    before: Option<Row>,
+    after: Option<Row>,
+    version: Lsn,
+    xid: u32,
+    commit_time_us: i64,
+}
+
+/// A row whose number of values is not its relation's number of columns.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the {which} row of {table} at LSN {lsn} has {actual} values for {expected} columns")]
+pub struct RowShapeError {
+    /// The table the row claims to belong to.
+    pub table: TableId,
+    /// `"before"` or `"after"`.
+    pub which: &'static str,
+    /// The number of the relation's columns.
+    pub expected: usize,
+    /// The number of values the row has.
+    pub actual: usize,
+    /// The change's version.
+    pub lsn: Lsn,
 }
 
 impl Change {
+    /// A change of a row of `relation`, if each row given has one value per
+    /// column of the relation; else an error naming table, row, expected
+    /// and actual counts.
+    ///
+    /// `before` is the row before the change: the old row for updates and
+    /// deletes when the table's replica identity provides it, else only its
+    /// key columns (other columns `Null`), or `None` when PostgreSQL sent
+    /// nothing. `after` is the whole row after the change (inserts,
+    /// updates, snapshot reads). `xid` is the transaction id (0 for
+    /// snapshot reads); `commit_time_us` the commit time in microseconds
+    /// since the Unix epoch (snapshot reads: when the snapshot was taken).
+    pub fn new(
+        relation: Arc<Relation>,
+        op: Op,
+        before: Option<Row>,
+        after: Option<Row>,
+        version: Lsn,
+        xid: u32,
+        commit_time_us: i64,
+    ) -> Result<Change, RowShapeError> {
+        let expected = relation.columns.len();
+        for (which, row) in [("before", &before), ("after", &after)] {
+            if let Some(row) = row.as_ref().filter(|r| r.len() != expected) {
+                return Err(RowShapeError {
+                    table: relation.id.clone(),
+                    which,
+                    expected,
+                    actual: row.len(),
+                    lsn: version,
+                });
+            }
+        }
+        Ok(Change {
+            relation,
+            op,
+            before,
+            after,
+            version,
+            xid,
+            commit_time_us,
+        })
+    }
+
+    /// A TRUNCATE of `relation`'s table: an [`Op::Truncate`] change without rows.
+    pub fn truncate(
+        relation: Arc<Relation>,
+        version: Lsn,
+        xid: u32,
+        commit_time_us: i64,
+    ) -> Change {
+        Change {
+            relation,
+            op: Op::Truncate,
+            before: None,
+            after: None,
+            version,
+            xid,
+            commit_time_us,
+        }
+    }
+
+    /// The table's shape when the change was decoded; its columns align
+    /// with the values of [`Change::before`] and [`Change::after`].
+    pub fn relation(&self) -> &Arc<Relation> {
+        &self.relation
+    }
+
+    /// What happened to the row.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// The row before the change (see [`Change::new`]), one value per column.
+    pub fn before(&self) -> Option<&[Value]> {
+        self.before.as_deref()
+    }
+
+    /// The whole row after the change, one value per column.
+    pub fn after(&self) -> Option<&[Value]> {
+        self.after.as_deref()
+    }
+
+    /// The row after the change, to replace values in place (filling
+    /// unchanged TOAST values); its length cannot change.
+    pub fn after_mut(&mut self) -> Option<&mut [Value]> {
+        self.after.as_deref_mut()
+    }
+
+    /// The change's version: its transaction's commit LSN, or the
+    /// consistent point of the snapshot that read it.
+    pub fn version(&self) -> Lsn {
+        self.version
+    }
+
+    /// The transaction id, or 0 for snapshot reads.
+    pub fn xid(&self) -> u32 {
+        self.xid
+    }
+
+    /// Commit time in microseconds since the Unix epoch (snapshot reads:
+    /// the time the snapshot was taken).
+    pub fn commit_time_us(&self) -> i64 {
+        self.commit_time_us
+    }
+
     /// Roughly the bytes of the change's values (see [`Value::approx_bytes`]).
     pub fn approx_bytes(&self) -> usize {
         let row = |r: &Option<Row>| r.iter().flatten().map(Value::approx_bytes).sum::<usize>();
@@ -64,13 +182,74 @@ impl Change {
     }
 
     /// The row that identifies this change's key: `after` if present, else `before`.
-    pub fn key_row(&self) -> Option<&Row> {
-        self.after.as_ref().or(self.before.as_ref())
+    pub fn key_row(&self) -> Option<&[Value]> {
+        self.after().or(self.before())
     }
 
     /// The key values, in key-column order.
     pub fn key_values(&self) -> Option<Vec<&Value>> {
         let row = self.key_row()?;
+        // Rows have one value per column (checked by `new`), so every key
+        // index is within the row.
         Some(self.relation.key_indexes().map(|i| &row[i]).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Column, PgType};
+
+    fn relation(columns: usize) -> Arc<Relation> {
+        let column = |i: usize| Column {
+            name: format!("c{i}"),
+            type_oid: 20,
+            type_modifier: -1,
+            type_name: "bigint".into(),
+            pg_type: PgType::Int8,
+            nullable: i > 0,
+            is_key: i == 0,
+        };
+        Arc::new(Relation {
+            oid: 1,
+            id: TableId::new("public", "t"),
+            columns: (0..columns).map(column).collect(),
+        })
+    }
+
+    #[test]
+    fn a_row_must_have_one_value_per_column() {
+        let rel = relation(2);
+        let ok = Change::new(
+            Arc::clone(&rel),
+            Op::Update,
+            Some(vec![Value::Int(1), Value::Null]),
+            Some(vec![Value::Int(1), Value::Int(2)]),
+            Lsn(7),
+            1,
+            0,
+        )
+        .unwrap();
+        assert_eq!(ok.key_values(), Some(vec![&Value::Int(1)]));
+
+        let short = Change::new(
+            Arc::clone(&rel),
+            Op::Insert,
+            None,
+            Some(vec![]),
+            Lsn(7),
+            1,
+            0,
+        );
+        let err = short.unwrap_err();
+        assert_eq!((err.which, err.expected, err.actual), ("after", 2, 0));
+        assert_eq!(
+            err.to_string(),
+            "the after row of public.t at LSN 0/7 has 0 values for 2 columns"
+        );
+
+        let long = vec![Value::Int(1), Value::Int(2), Value::Int(3)];
+        let err = Change::new(rel, Op::Delete, Some(long), None, Lsn(7), 1, 0).unwrap_err();
+        assert_eq!((err.which, err.expected, err.actual), ("before", 2, 3));
     }
 }

@@ -2,7 +2,8 @@
 //! tables and their columns ([`Relation`]), typed values ([`Value`]), row
 //! changes ([`Change`]) grouped into [`Batch`]es, the [`Sink`] contract that
 //! every derived store implements, the ack [`Watermark`], and the
-//! [`StateStore`] where Courier keeps its own progress.
+//! [`StateStore`] where Courier keeps its own progress, and the [`version`]
+//! rule that decides which change to a row a store keeps.
 
 mod batch;
 mod change;
@@ -12,10 +13,11 @@ mod relation;
 mod sink;
 pub mod state;
 mod value;
+pub mod version;
 mod watermark;
 
 pub use batch::Batch;
-pub use change::{Change, Op, Row};
+pub use change::{Change, Op, Row, RowShapeError};
 pub use filter::{TableFilter, TablePatternError};
 pub use lsn::{Lsn, ParseLsnError};
 pub use relation::{quote_ident, Column, PgType, Relation, TableId};

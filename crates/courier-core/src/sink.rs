@@ -26,8 +26,9 @@ use crate::{Batch, Lsn, TableId};
 ///   was deliberately routed to a dead-letter store the user configured.
 ///   Courier then advances the replication slot past it: a change that is
 ///   reported applied and then lost is lost for good.
-/// * **Errors.** A retriable error makes Courier retry the same batch with
-///   backoff. A fatal error stops Courier's progress (nothing is
+/// * **Errors.** Every error has a [`SinkErrorKind`]. A retriable one
+///   (unreachable, timed out, overloaded, unavailable, local I/O) makes
+///   Courier retry the same batch with backoff. A fatal one stops Courier's progress (nothing is
 ///   acknowledged past the failing batch) and is shown to the user, so its
 ///   message must name the table, the LSN and the reason.
 #[async_trait]
@@ -85,29 +86,100 @@ impl Grouping {
     };
 }
 
-/// Whether retrying can help.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What kind of failure a sink met, which decides whether retrying can help
+/// ([`SinkErrorKind::is_retriable`]) and what its message says.
+///
+/// Every sink classifies its store's answers into these kinds in one place
+/// (its client), so a stopped server reads as unreachable, not overloaded,
+/// whatever the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SinkErrorKind {
-    /// The server was unreachable, overloaded or restarting: retry later.
-    Retriable,
-    /// The store rejected the data or the configuration: a person must act.
-    Fatal,
+    /// No connection to the store: connection refused or reset, host name
+    /// not resolved, connection lost mid-request. Retriable.
+    Unreachable,
+    /// The store did not answer in time. Retriable.
+    TimedOut,
+    /// The store is reachable but refuses work until it catches up: HTTP
+    /// 429, a full write queue, too many parts, a busy script, out of
+    /// memory. Retriable.
+    Overloaded,
+    /// The store is reachable but not serving writes for now: starting,
+    /// failing over, a read-only replica, a 5xx without more detail, an
+    /// answer cut short. Retriable.
+    Unavailable,
+    /// Writing to local storage failed (a full disk, an I/O error).
+    /// Retriable: space may be freed.
+    Io,
+    /// The store refused the data or the statement itself (a value that
+    /// does not fit its column or mapping, a document too large, a key of
+    /// another type): retrying the same data cannot help. Fatal.
+    Rejected,
+    /// The table's shape is one the store cannot follow (a type change its
+    /// mapping cannot hold, a table without a key). Fatal.
+    Schema,
+    /// How Courier or the store is set up must change: settings,
+    /// credentials, permissions, an unsupported server, an output nobody
+    /// reads. Fatal.
+    Config,
+}
+
+impl SinkErrorKind {
+    /// Whether retrying the same batch later can succeed: true for
+    /// [`Unreachable`](Self::Unreachable), [`TimedOut`](Self::TimedOut),
+    /// [`Overloaded`](Self::Overloaded), [`Unavailable`](Self::Unavailable)
+    /// and [`Io`](Self::Io); false for the kinds a person must act on.
+    pub fn is_retriable(self) -> bool {
+        match self {
+            SinkErrorKind::Unreachable
+            | SinkErrorKind::TimedOut
+            | SinkErrorKind::Overloaded
+            | SinkErrorKind::Unavailable
+            | SinkErrorKind::Io => true,
+            SinkErrorKind::Rejected | SinkErrorKind::Schema | SinkErrorKind::Config => false,
+        }
+    }
+}
+
+impl fmt::Display for SinkErrorKind {
+    /// The kind as words that follow the store's name in a message:
+    /// "search server 127.0.0.1:9200 unreachable (connection refused)".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SinkErrorKind::Unreachable => "unreachable",
+            SinkErrorKind::TimedOut => "timed out",
+            SinkErrorKind::Overloaded => "overloaded",
+            SinkErrorKind::Unavailable => "unavailable",
+            SinkErrorKind::Io => "failed to write",
+            SinkErrorKind::Rejected => "rejected the data",
+            SinkErrorKind::Schema => "cannot follow the table's schema",
+            SinkErrorKind::Config => "refused the configuration",
+        })
+    }
 }
 
 /// A failure to apply a batch, with the context a person needs to act on it.
+///
+/// Messages name the store, the table and the LSN, never row values,
+/// passwords or tokens.
 #[derive(Debug)]
 pub struct SinkError {
+    /// What kind of failure it is; decides [`SinkError::is_retriable`].
     pub kind: SinkErrorKind,
+    /// What failed and why, in words.
     pub message: String,
+    /// The table whose change failed, when one did.
     pub table: Option<TableId>,
+    /// The version of the change that failed, when known.
     pub lsn: Option<Lsn>,
+    /// The underlying error, if any.
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl SinkError {
-    pub fn retriable(message: impl Into<String>) -> Self {
+    /// An error of `kind` with `message` and no table, LSN or source yet.
+    pub fn new(kind: SinkErrorKind, message: impl Into<String>) -> Self {
         SinkError {
-            kind: SinkErrorKind::Retriable,
+            kind,
             message: message.into(),
             table: None,
             lsn: None,
@@ -115,33 +187,27 @@ impl SinkError {
         }
     }
 
-    pub fn fatal(message: impl Into<String>) -> Self {
-        SinkError {
-            kind: SinkErrorKind::Fatal,
-            message: message.into(),
-            table: None,
-            lsn: None,
-            source: None,
-        }
-    }
-
+    /// The error, naming `table`.
     pub fn with_table(mut self, table: &TableId) -> Self {
         self.table = Some(table.clone());
         self
     }
 
+    /// The error, naming the version `lsn` of the change that failed.
     pub fn with_lsn(mut self, lsn: Lsn) -> Self {
         self.lsn = Some(lsn);
         self
     }
 
+    /// The error, caused by `source`.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
     }
 
+    /// Whether Courier should retry the batch: see [`SinkErrorKind::is_retriable`].
     pub fn is_retriable(&self) -> bool {
-        self.kind == SinkErrorKind::Retriable
+        self.kind.is_retriable()
     }
 }
 
@@ -166,5 +232,31 @@ impl std::error::Error for SinkError {
         self.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retrying_follows_the_kind() {
+        use SinkErrorKind::*;
+        for kind in [Unreachable, TimedOut, Overloaded, Unavailable, Io] {
+            assert!(SinkError::new(kind, "x").is_retriable(), "{kind:?}");
+        }
+        for kind in [Rejected, Schema, Config] {
+            assert!(!SinkError::new(kind, "x").is_retriable(), "{kind:?}");
+        }
+        let e = SinkError::new(
+            Unreachable,
+            "redis at 127.0.0.1:1 unreachable (connection refused)",
+        )
+        .with_table(&TableId::new("public", "t"))
+        .with_lsn(Lsn(0x1_0000_0002));
+        assert_eq!(
+            e.to_string(),
+            "redis at 127.0.0.1:1 unreachable (connection refused) (table public.t, LSN 1/2)"
+        );
     }
 }

@@ -236,7 +236,7 @@ async fn decodes_every_mapped_type_as_postgresql_holds_it() {
     assert_eq!(col("ch").type_name, "character(3)");
 
     let ch = changes(&events);
-    let ops: Vec<Op> = ch.iter().map(|c| c.op).collect();
+    let ops: Vec<Op> = ch.iter().map(|c| c.op()).collect();
     assert_eq!(
         ops,
         [Op::Insert, Op::Insert, Op::Update, Op::Update, Op::Delete]
@@ -247,12 +247,12 @@ async fn decodes_every_mapped_type_as_postgresql_holds_it() {
         _ => None,
     });
     let first_commit = commit_lsns.next().unwrap();
-    assert_eq!(ch[0].version, first_commit);
-    assert_eq!(ch[1].version, first_commit);
-    assert!(ch[2].version > first_commit);
-    assert!(ch[0].xid > 0 && ch[0].commit_time_us > 1_600_000_000_000_000);
+    assert_eq!(ch[0].version(), first_commit);
+    assert_eq!(ch[1].version(), first_commit);
+    assert!(ch[2].version() > first_commit);
+    assert!(ch[0].xid() > 0 && ch[0].commit_time_us() > 1_600_000_000_000_000);
 
-    let after = ch[0].after.as_ref().unwrap();
+    let after = ch[0].after().unwrap();
     let v = |name: &str| &after[rel.column_index(name).unwrap()];
     let text = |s: &str| Value::Text(s.into());
     assert_eq!(v("id"), &Value::Int(1));
@@ -320,7 +320,7 @@ async fn decodes_every_mapped_type_as_postgresql_holds_it() {
         &Value::Array(vec![text("(1,1),(0,0)"), text("(3,3),(2,2)")])
     );
 
-    let second = ch[1].after.as_ref().unwrap();
+    let second = ch[1].after().unwrap();
     let v2 = |name: &str| &second[rel.column_index(name).unwrap()];
     assert_eq!(v2("d"), &Value::Date("0044-03-15 BC".into()));
     assert_eq!(v2("ts"), &Value::Timestamp("-infinity".into()));
@@ -334,16 +334,16 @@ async fn decodes_every_mapped_type_as_postgresql_holds_it() {
 
     // The update without a key change carries no old row; the last state
     // of row 1 in the stream is what the table holds.
-    assert_eq!(ch[2].before, None);
-    let updated = ch[2].after.as_ref().unwrap();
+    assert_eq!(ch[2].before(), None);
+    let updated = ch[2].after().unwrap();
     assert_eq!(json(updated), json(&table_row(&pg, rel, "id = 1").await));
     // A key change and a delete carry the old key, other columns null.
     for (change, old_id) in [(ch[3], 2), (ch[4], 3)] {
-        let before = change.before.as_ref().unwrap();
+        let before = change.before().unwrap();
         assert_eq!(before[0], Value::Int(old_id));
         assert!(before[1..].iter().all(Value::is_null));
     }
-    assert_eq!(ch[4].after, None);
+    assert_eq!(ch[4].after(), None);
     pg.cleanup().await;
 }
 
@@ -391,16 +391,16 @@ async fn unchanged_toast_values_are_filled() {
     let body = 2;
     let by_id = |id: i64| {
         ch.iter()
-            .find(|c| c.op == Op::Update && c.after.as_ref().unwrap()[0] == Value::Int(id))
+            .find(|c| c.op() == Op::Update && c.after().unwrap()[0] == Value::Int(id))
             .unwrap()
     };
     assert_eq!(
-        by_id(1).after.as_ref().unwrap()[body],
+        by_id(1).after().unwrap()[body],
         Value::Text(body_of(&pg, 1).await)
     );
-    assert_eq!(by_id(1).after.as_ref().unwrap()[1], Value::Text("b".into()));
-    assert_eq!(by_id(3).after.as_ref().unwrap()[body], Value::Null);
-    assert_eq!(ch.last().unwrap().op, Op::Delete);
+    assert_eq!(by_id(1).after().unwrap()[1], Value::Text("b".into()));
+    assert_eq!(by_id(3).after().unwrap()[body], Value::Null);
+    assert_eq!(ch.last().unwrap().op(), Op::Delete);
 
     // REPLICA IDENTITY FULL: filled from the old row, so a later change of
     // the body does not leak into this change.
@@ -413,14 +413,11 @@ async fn unchanged_toast_values_are_filled() {
     }
     let ch = changes(&events);
     assert_eq!(ch.len(), 2);
-    let before = ch[0].before.as_ref().unwrap();
+    let before = ch[0].before().unwrap();
     assert_eq!(before[1], Value::Text("title".into()));
     assert_eq!(before[body], Value::Text(original.clone()));
-    assert_eq!(ch[0].after.as_ref().unwrap()[body], Value::Text(original));
-    assert_eq!(
-        ch[1].after.as_ref().unwrap()[body],
-        Value::Text("short".into())
-    );
+    assert_eq!(ch[0].after().unwrap()[body], Value::Text(original));
+    assert_eq!(ch[1].after().unwrap()[body], Value::Text("short".into()));
 
     // The column is dropped before the decoder re-reads it: the value is
     // gone, the change goes on with it null.
@@ -430,7 +427,7 @@ async fn unchanged_toast_values_are_filled() {
     for m in feed(pg.messages().await) {
         events.extend(decoder.decode(m).await.expect("decode"));
     }
-    let after = changes(&events)[0].after.clone().unwrap();
+    let after = changes(&events)[0].after().unwrap();
     assert_eq!(after[1], Value::Text("d".into()));
     assert_eq!(after[body], Value::Null);
     pg.cleanup().await;
@@ -470,7 +467,7 @@ async fn deferred_toast_reads_fill_many_rows_together() {
         }
     }
     assert_eq!(gaps.len(), 300 + 30, "every update lacks its body");
-    assert!(changes[gaps[0].0].after.as_ref().unwrap()[3].is_null());
+    assert!(changes[gaps[0].0].after().unwrap()[3].is_null());
     decoder.fill_toast(&mut changes, &gaps).await.expect("fill");
 
     let sql = format!("SELECT region, id, body FROM {}.cdoc", pg.name);
@@ -485,7 +482,7 @@ async fn deferred_toast_reads_fill_many_rows_together() {
     assert_eq!(bodies.len(), 299, "one row was deleted");
     let mut checked = 0;
     for (i, _) in &gaps {
-        let after = changes[*i].after.as_ref().unwrap();
+        let after = changes[*i].after().unwrap();
         let (Value::Text(region), Value::Int(id)) = (&after[0], &after[1]) else {
             panic!("unexpected key values");
         };
@@ -496,7 +493,7 @@ async fn deferred_toast_reads_fill_many_rows_together() {
         checked += 1;
     }
     assert_eq!(checked, 330);
-    assert_eq!(changes.last().unwrap().op, Op::Delete);
+    assert_eq!(changes.last().unwrap().op(), Op::Delete);
     pg.cleanup().await;
 }
 
@@ -544,7 +541,7 @@ async fn schema_changes_produce_relation_events() {
     );
     let rows: Vec<Vec<String>> = changes(&events)
         .iter()
-        .map(|c| json(c.after.as_ref().unwrap()))
+        .map(|c| json(c.after().unwrap()))
         .collect();
     assert_eq!(
         rows,
@@ -557,7 +554,7 @@ async fn schema_changes_produce_relation_events() {
         ]
     );
     // Each change carries the shape it was decoded with.
-    let last = changes(&events)[4].relation.clone();
+    let last = changes(&events)[4].relation().clone();
     assert_eq!(last.columns[1].type_name, "numeric(10,1)");
     pg.cleanup().await;
 }
@@ -583,8 +580,8 @@ async fn truncates_and_logical_messages() {
             DecodedEvent::Truncate(changes) => Some(
                 changes
                     .iter()
-                    .inspect(|c| assert_eq!(c.op, Op::Truncate))
-                    .map(|c| c.relation.id.name.clone())
+                    .inspect(|c| assert_eq!(c.op(), Op::Truncate))
+                    .map(|c| c.relation().id.name.clone())
                     .collect(),
             ),
             _ => None,

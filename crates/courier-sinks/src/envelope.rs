@@ -6,7 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use courier_core::{write_json_string, Batch, Change, Op, Row};
+use courier_core::{write_json_string, Batch, Change, Op, Value};
 
 use crate::selection::TableSelection;
 
@@ -42,32 +42,32 @@ impl EnvelopeEncoder {
     /// envelope's own `ts_ms` (when Courier processed it).
     pub fn encode_line(&self, change: &Change, now_ms: i64, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"before\":");
-        write_row(change, change.before.as_ref(), out);
+        write_row(change, change.before(), out);
         out.extend_from_slice(b",\"after\":");
-        write_row(change, change.after.as_ref(), out);
+        write_row(change, change.after(), out);
         out.extend_from_slice(&self.source_prefix);
         out.extend_from_slice(b",\"schema\":");
-        write_json_string(out, &change.relation.id.schema);
+        write_json_string(out, &change.relation().id.schema);
         out.extend_from_slice(b",\"table\":");
-        write_json_string(out, &change.relation.id.name);
+        write_json_string(out, &change.relation().id.name);
         let mut num = itoa::Buffer::new();
         out.extend_from_slice(b",\"lsn\":");
-        out.extend_from_slice(num.format(change.version.as_u64()).as_bytes());
+        out.extend_from_slice(num.format(change.version().as_u64()).as_bytes());
         out.extend_from_slice(b",\"txId\":");
-        out.extend_from_slice(num.format(change.xid).as_bytes());
+        out.extend_from_slice(num.format(change.xid()).as_bytes());
         out.extend_from_slice(b",\"ts_ms\":");
         out.extend_from_slice(
-            num.format(change.commit_time_us.div_euclid(1000))
+            num.format(change.commit_time_us().div_euclid(1000))
                 .as_bytes(),
         );
         out.extend_from_slice(b",\"ts_us\":");
-        out.extend_from_slice(num.format(change.commit_time_us).as_bytes());
-        out.extend_from_slice(if change.op == Op::Read {
+        out.extend_from_slice(num.format(change.commit_time_us()).as_bytes());
+        out.extend_from_slice(if change.op() == Op::Read {
             b",\"snapshot\":\"true\"},\"op\":\""
         } else {
             b",\"snapshot\":\"false\"},\"op\":\""
         });
-        out.extend_from_slice(change.op.code().as_bytes());
+        out.extend_from_slice(change.op().code().as_bytes());
         out.extend_from_slice(b"\",\"ts_ms\":");
         out.extend_from_slice(num.format(now_ms).as_bytes());
         out.extend_from_slice(b"}\n");
@@ -98,7 +98,7 @@ impl EnvelopeLines {
         for c in batch
             .changes
             .iter()
-            .filter(|c| self.selection.includes(&c.relation.id))
+            .filter(|c| self.selection.includes(&c.relation().id))
         {
             self.encoder.encode_line(c, now, &mut self.buf);
         }
@@ -106,13 +106,13 @@ impl EnvelopeLines {
     }
 }
 
-fn write_row(change: &Change, row: Option<&Row>, out: &mut Vec<u8>) {
+fn write_row(change: &Change, row: Option<&[Value]>, out: &mut Vec<u8>) {
     let Some(row) = row else {
         out.extend_from_slice(b"null");
         return;
     };
     out.push(b'{');
-    for (i, (col, v)) in change.relation.columns.iter().zip(row).enumerate() {
+    for (i, (col, v)) in change.relation().columns.iter().zip(row).enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -158,15 +158,16 @@ mod tests {
                 col("name", PgType::Text, false),
             ],
         });
-        let change = Change {
-            relation: rel,
-            op: Op::Insert,
-            before: None,
-            after: Some(vec![Value::Int(1), Value::Text("Tea".into())]),
-            version: Lsn(23655712),
-            xid: 771,
-            commit_time_us: 1_764_400_000_000_123,
-        };
+        let change = Change::new(
+            rel,
+            Op::Insert,
+            None,
+            Some(vec![Value::Int(1), Value::Text("Tea".into())]),
+            Lsn(23655712),
+            771,
+            1_764_400_000_000_123,
+        )
+        .unwrap();
         let enc = EnvelopeEncoder::new(&SourceInfo {
             name: "courier".into(),
             database: "shop".into(),

@@ -48,9 +48,9 @@ impl TableSelection {
         let mut run: Vec<&Change> = Vec::new();
         for c in changes
             .into_iter()
-            .filter(|c| self.includes(&c.relation.id))
+            .filter(|c| self.includes(&c.relation().id))
         {
-            if c.op == Op::Truncate {
+            if c.op() == Op::Truncate {
                 if !run.is_empty() {
                     out.push(Segment::Rows(std::mem::take(&mut run)));
                 }

@@ -146,7 +146,7 @@ impl Decoder {
                     None,
                     Some(after),
                     txn,
-                )))
+                )?))
             }
             Message::Update(u) => Some(self.on_update(u).await?),
             Message::Delete(d) => {
@@ -158,21 +158,18 @@ impl Decoder {
                     Some(before),
                     None,
                     txn,
-                )))
+                )?))
             }
             Message::Truncate(t) => {
                 let mut changes = Vec::with_capacity(t.relation_oids.len());
                 for oid in t.relation_oids {
                     let (relation, txn) = self.context(oid)?;
-                    changes.push(Change {
+                    changes.push(Change::truncate(
                         relation,
-                        op: Op::Truncate,
-                        before: None,
-                        after: None,
-                        version: txn.final_lsn,
-                        xid: txn.xid,
-                        commit_time_us: txn.commit_time_us,
-                    });
+                        txn.final_lsn,
+                        txn.xid,
+                        txn.commit_time_us,
+                    ));
                 }
                 Some(DecodedEvent::Truncate(changes))
             }
@@ -221,12 +218,12 @@ impl Decoder {
                 false
             });
         }
-        let mut change = change(relation, Op::Update, old, Some(after), txn);
+        let mut change = change(relation, Op::Update, old, Some(after), txn)?;
         if missing.is_empty() {
             return Ok(DecodedEvent::Change(change));
         }
         let gap = ToastGap::new(
-            &change.relation,
+            change.relation(),
             &u.new,
             u.old.as_ref().map(OldTuple::tuple),
             missing,
@@ -310,14 +307,7 @@ fn change(
     before: Option<courier_core::Row>,
     after: Option<courier_core::Row>,
     txn: Transaction,
-) -> Change {
-    Change {
-        relation,
-        op,
-        before,
-        after,
-        version: txn.final_lsn,
-        xid: txn.xid,
-        commit_time_us: txn.commit_time_us,
-    }
+) -> Result<Change, DecodeError> {
+    let (version, xid, time) = (txn.final_lsn, txn.xid, txn.commit_time_us);
+    Change::new(relation, op, before, after, version, xid, time).map_err(DecodeError::from)
 }

@@ -1,4 +1,4 @@
-use courier_core::{Lsn, TableId};
+use courier_core::{Lsn, RowShapeError, TableId};
 
 use crate::types::ValueError;
 
@@ -59,6 +59,9 @@ pub enum DecodeError {
     /// The catalog does not know a type the stream uses.
     #[error("type OID {oid} is not in pg_type")]
     UnknownType { oid: u32 },
+    /// A decoded row does not have one value per column of its relation.
+    #[error(transparent)]
+    RowShape(#[from] RowShapeError),
 }
 
 impl DecodeError {

@@ -113,7 +113,7 @@ impl ToastReader {
         changes: &mut [Change],
         group: &[&(usize, ToastGap)],
     ) -> Result<(), DecodeError> {
-        let relation = Arc::clone(&changes[group[0].0].relation);
+        let relation = Arc::clone(changes[group[0].0].relation());
         let missing = &group[0].1.missing;
         // Each distinct key once; the changes that share it.
         let mut keys: Vec<&[String]> = Vec::new();
@@ -170,7 +170,7 @@ impl ToastReader {
                     let Some(text) = text else { continue };
                     let value = tuple::decode_value(&relation, column, text, lsn)?;
                     for &c in &users[n] {
-                        if let Some(after) = changes[c].after.as_mut() {
+                        if let Some(after) = changes[c].after_mut() {
                             after[column] = value.clone();
                         }
                     }
@@ -227,7 +227,7 @@ fn group_gaps<'g>(
     let mut groups: Vec<Vec<&(usize, ToastGap)>> = Vec::new();
     let mut group_of: HashMap<(*const Relation, &[usize]), usize> = HashMap::new();
     for entry in gaps {
-        let relation = Arc::as_ptr(&changes[entry.0].relation);
+        let relation = Arc::as_ptr(changes[entry.0].relation());
         let n = *group_of
             .entry((relation, entry.1.missing.as_slice()))
             .or_insert_with(|| {

@@ -216,15 +216,21 @@ async fn worker(
                         }
                     });
                 }
-                batch.push(Change {
-                    relation: rel.clone(),
-                    op: Op::Read,
-                    before: None,
-                    after: Some(row),
+                let change = Change::new(
+                    rel.clone(),
+                    Op::Read,
+                    None,
+                    Some(row),
                     version,
-                    xid: 0,
-                    commit_time_us: taken_at_us,
-                });
+                    0,
+                    taken_at_us,
+                )
+                .map_err(|e| SnapshotError::Width {
+                    table: table.clone(),
+                    got: e.actual,
+                    expected: e.expected,
+                })?;
+                batch.push(change);
                 if batch.len() >= BATCH_ROWS || batch_bytes >= BATCH_BYTES {
                     batch_bytes = 0;
                     rows += batch.len() as u64;

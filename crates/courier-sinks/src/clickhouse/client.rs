@@ -2,19 +2,28 @@
 
 use std::time::Duration;
 
-use super::config::{Compression, Settings};
+use courier_core::SinkErrorKind;
 
-/// A failed request, classified by whether retrying can help.
+use super::config::{Compression, Settings};
+use crate::failure;
+
+/// A failed request to the server at `server` (`host:port`).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ChError {
     /// No answer: connection refused or lost, timeout, TLS failure.
-    #[error("no answer from clickhouse: {0}")]
-    Transport(#[source] reqwest::Error),
-    /// ClickHouse answered with an error.
+    #[error("clickhouse at {server} {} ({})", failure::of_reqwest(.source).0, failure::of_reqwest(.source).1)]
+    Transport {
+        server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An INSERT body could not be compressed.
     #[error("compressing an INSERT: {0}")]
     Compress(#[source] std::io::Error),
-    #[error("clickhouse answered HTTP {status}: {message}")]
+    /// ClickHouse answered with an error.
+    #[error("clickhouse at {server} {} (HTTP {status}{}: {message})", self.kind(), code.map(|c| format!(", code {c}")).unwrap_or_default())]
     Server {
+        server: String,
         status: u16,
         /// ClickHouse's exception code (`Code: N`), when it sent one.
         code: Option<u32>,
@@ -23,33 +32,44 @@ pub(crate) enum ChError {
     },
 }
 
-/// ClickHouse exception codes that a later retry can get past.
-const RETRIABLE_CODES: &[u32] = &[
-    159, // TIMEOUT_EXCEEDED
-    164, // READONLY (a replica catching up)
-    202, // TOO_MANY_SIMULTANEOUS_QUERIES
-    203, // NO_FREE_CONNECTION
-    209, // SOCKET_TIMEOUT
-    210, // NETWORK_ERROR
-    241, // MEMORY_LIMIT_EXCEEDED
-    242, // TABLE_IS_READ_ONLY
-    252, // TOO_MANY_PARTS
-    285, // TOO_FEW_LIVE_REPLICAS
-    319, // UNKNOWN_STATUS_OF_INSERT
-    425, // SYSTEM_ERROR
-    473, // DEADLOCK_AVOIDED
-    999, // KEEPER_EXCEPTION
+/// The kind of each ClickHouse exception code a sink meets that is not a
+/// plain rejection of the data or statement.
+const CODE_KINDS: &[(u32, SinkErrorKind)] = &[
+    (159, SinkErrorKind::TimedOut),    // TIMEOUT_EXCEEDED
+    (209, SinkErrorKind::TimedOut),    // SOCKET_TIMEOUT
+    (210, SinkErrorKind::Unreachable), // NETWORK_ERROR
+    (202, SinkErrorKind::Overloaded),  // TOO_MANY_SIMULTANEOUS_QUERIES
+    (203, SinkErrorKind::Overloaded),  // NO_FREE_CONNECTION
+    (241, SinkErrorKind::Overloaded),  // MEMORY_LIMIT_EXCEEDED
+    (252, SinkErrorKind::Overloaded),  // TOO_MANY_PARTS
+    (164, SinkErrorKind::Unavailable), // READONLY (a replica catching up)
+    (242, SinkErrorKind::Unavailable), // TABLE_IS_READ_ONLY
+    (285, SinkErrorKind::Unavailable), // TOO_FEW_LIVE_REPLICAS
+    (319, SinkErrorKind::Unavailable), // UNKNOWN_STATUS_OF_INSERT
+    (425, SinkErrorKind::Unavailable), // SYSTEM_ERROR
+    (473, SinkErrorKind::Unavailable), // DEADLOCK_AVOIDED
+    (999, SinkErrorKind::Unavailable), // KEEPER_EXCEPTION
+    (81, SinkErrorKind::Config),       // UNKNOWN_DATABASE
+    (192, SinkErrorKind::Config),      // UNKNOWN_USER
+    (193, SinkErrorKind::Config),      // WRONG_PASSWORD
+    (497, SinkErrorKind::Config),      // ACCESS_DENIED
+    (516, SinkErrorKind::Config),      // AUTHENTICATION_FAILED
 ];
 
 impl ChError {
-    pub fn is_retriable(&self) -> bool {
+    /// What kind of failure this is: by ClickHouse's exception code when it
+    /// sent one (any code not listed in `CODE_KINDS` rejects the data or
+    /// statement), else by the HTTP status (a proxy or a restarting server).
+    pub fn kind(&self) -> SinkErrorKind {
         match self {
-            ChError::Transport(_) => true,
-            ChError::Compress(_) => false,
+            ChError::Transport { source, .. } => failure::of_reqwest(source).0,
+            ChError::Compress(_) => SinkErrorKind::Io,
             ChError::Server { status, code, .. } => match code {
-                Some(c) => RETRIABLE_CODES.contains(c),
-                // Not ClickHouse's own answer: a proxy or a restarting server.
-                None => *status >= 500 || *status == 429,
+                Some(c) => CODE_KINDS
+                    .iter()
+                    .find(|(k, _)| k == c)
+                    .map_or(SinkErrorKind::Rejected, |(_, kind)| *kind),
+                None => failure::of_status(*status),
             },
         }
     }
@@ -59,7 +79,7 @@ impl ChError {
     pub fn code(&self) -> Option<u32> {
         match self {
             ChError::Server { code, .. } => *code,
-            ChError::Transport(_) | ChError::Compress(_) => None,
+            ChError::Transport { .. } | ChError::Compress(_) => None,
         }
     }
 }
@@ -69,6 +89,8 @@ impl ChError {
 pub(crate) struct Client {
     http: reqwest::Client,
     endpoint: String,
+    /// `host:port`, for messages.
+    server: String,
     user: String,
     password: Option<String>,
     compression: Compression,
@@ -90,6 +112,7 @@ impl Client {
         Ok(Client {
             http: b.build().map_err(|e| format!("HTTP client: {e}"))?,
             endpoint: s.endpoint.clone(),
+            server: failure::address(&s.endpoint).to_string(),
             user: s.user.clone(),
             password: s.password.clone(),
             compression: s.compression,
@@ -124,21 +147,25 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<String, ChError> {
         let req = req.basic_auth(&self.user, self.password.as_ref());
-        let resp = req.send().await.map_err(ChError::Transport)?;
+        let transport = |source| ChError::Transport {
+            server: self.server.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
-        let text = resp.text().await.map_err(ChError::Transport)?;
+        let text = resp.text().await.map_err(transport)?;
         // ClickHouse may fail after it began streaming a 200 answer; it then
         // appends the exception to the body.
         if status.is_success() && !text.contains("DB::Exception") {
             return Ok(text);
         }
-        Err(server_error(status.as_u16(), &text))
+        Err(server_error(&self.server, status.as_u16(), &text))
     }
 }
 
 /// Parses ClickHouse's `Code: N, e.displayText() = DB::Exception: ...` and
 /// keeps the message up to where it may start quoting data.
-fn server_error(status: u16, text: &str) -> ChError {
+fn server_error(server: &str, status: u16, text: &str) -> ChError {
     let code = text.find("Code: ").and_then(|i| {
         let rest = &text[i + 6..];
         let end = rest
@@ -169,6 +196,7 @@ fn server_error(status: u16, text: &str) -> ChError {
         message = format!("HTTP {status}");
     }
     ChError::Server {
+        server: server.to_string(),
         status,
         code,
         message,
@@ -194,18 +222,33 @@ mod unit {
     #[test]
     fn classifies_and_trims_server_errors() {
         let e = server_error(
+            "ch:8123",
             500,
             "Code: 252, e.displayText() = DB::Exception: Too many parts (300). Merges are processing significantly slower than inserts., e.what() = DB::Exception\n",
         );
         assert_eq!(e.code(), Some(252));
-        assert!(e.is_retriable());
+        assert_eq!(e.kind(), SinkErrorKind::Overloaded);
+        assert!(
+            e.to_string().starts_with(
+                "clickhouse at ch:8123 overloaded (HTTP 500, code 252: Too many parts"
+            ),
+            "{e}"
+        );
         let e = server_error(
+            "ch:8123",
             500,
             "Code: 27, e.displayText() = DB::Exception: Cannot parse input: expected \\t before: secret\\n: (at row 1)\nRow 1:\nColumn 0, name: id, type: Int64, parsed text: \"secret\"",
         );
         assert_eq!(e.code(), Some(27));
-        assert!(!e.is_retriable());
+        assert_eq!(e.kind(), SinkErrorKind::Rejected);
         assert!(!e.to_string().contains("secret"), "{e}");
-        assert!(server_error(502, "Bad Gateway").is_retriable());
+        let e = server_error("ch:8123", 502, "Bad Gateway");
+        assert_eq!(e.kind(), SinkErrorKind::Unavailable);
+        let e = server_error(
+            "ch:8123",
+            500,
+            "Code: 516. DB::Exception: default: Authentication failed",
+        );
+        assert_eq!(e.kind(), SinkErrorKind::Config);
     }
 }

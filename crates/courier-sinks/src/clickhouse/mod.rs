@@ -70,10 +70,16 @@
 //!
 //! # Errors
 //!
-//! No answer, a 5xx without a ClickHouse exception, and exceptions such as
-//! `TOO_MANY_PARTS`, `MEMORY_LIMIT_EXCEEDED` or `TIMEOUT_EXCEEDED` are
-//! retriable. Any other exception, and a value the column's type cannot hold
-//! (checked before sending), is fatal and names the table, the column where
+//! Errors say what happened: no answer is *unreachable* (connection refused
+//! or reset, host name not resolved) or *timed out* (also
+//! `TIMEOUT_EXCEEDED`); `TOO_MANY_PARTS`, `MEMORY_LIMIT_EXCEEDED` and
+//! `TOO_MANY_SIMULTANEOUS_QUERIES` are *overloaded*; read-only replicas,
+//! Keeper failures and a 5xx without a ClickHouse exception are
+//! *unavailable*. All of these are retriable. Authentication and unknown
+//! databases are configuration errors, a schema change the table cannot
+//! follow is a schema error, and any other exception, like a value the
+//! column's type cannot hold (checked before sending), rejects the data:
+//! fatal, naming the server (`host:port`), the table, the column where
 //! known, and the LSN — never the value.
 
 mod client;
@@ -91,7 +97,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use courier_core::{Batch, Change, Grouping, Lsn, Op, Relation, Sink, SinkError, TableId, Value};
+use courier_core::{
+    Batch, Change, Grouping, Lsn, Op, Relation, Sink, SinkError, SinkErrorKind, TableId, Value,
+};
 use tokio::task::JoinSet;
 
 pub use config::ClickHouseSinkConfig;
@@ -123,13 +131,14 @@ pub async fn build(name: &str, config: ClickHouseSinkConfig) -> Result<ClickHous
     })?;
     let connect_err = |what: &str, e: ChError| BuildError::Connect {
         sink: name.to_string(),
-        message: format!("{what} clickhouse at {shown_url}: {e}"),
+        kind: e.kind(),
+        message: format!("{what} (url {shown_url}): {e}"),
         source: None,
     };
     let version = client
         .query("SELECT version()")
         .await
-        .map_err(|e| connect_err("connect to", e))?;
+        .map_err(|e| connect_err("connect", e))?;
     let features = Features::of_version(&version);
     client
         .query(&format!(
@@ -137,7 +146,7 @@ pub async fn build(name: &str, config: ClickHouseSinkConfig) -> Result<ClickHous
             quote(&settings.database)
         ))
         .await
-        .map_err(|e| connect_err(&format!("create database {} in", settings.database), e))?;
+        .map_err(|e| connect_err(&format!("create database {}", settings.database), e))?;
     tracing::info!(
         sink = name,
         version = version.trim(),
@@ -193,17 +202,17 @@ impl Sink for ClickHouseSink {
         let mut last: Option<(&Arc<Relation>, bool)> = None;
         for c in batches.iter().flat_map(|b| b.changes.iter()) {
             let selected = match last {
-                Some((rel, selected)) if Arc::ptr_eq(rel, &c.relation) => selected,
-                _ => self.settings.selection.includes(&c.relation.id),
+                Some((rel, selected)) if Arc::ptr_eq(rel, c.relation()) => selected,
+                _ => self.settings.selection.includes(&c.relation().id),
             };
-            last = Some((&c.relation, selected));
+            last = Some((c.relation(), selected));
             if !selected {
                 continue;
             }
             per_table
-                .entry(&c.relation.id)
+                .entry(&c.relation().id)
                 .or_insert_with(|| {
-                    order.push(&c.relation.id);
+                    order.push(&c.relation().id);
                     Vec::new()
                 })
                 .push(c);
@@ -220,17 +229,17 @@ impl ClickHouseSink {
         let mut run: Vec<&Change> = Vec::new();
         let mut aligned_to: Option<&Arc<Relation>> = None;
         for &c in changes {
-            let aligned = aligned_to.is_some_and(|r| Arc::ptr_eq(r, &c.relation))
-                || self.tables.get(&c.relation.id).is_some_and(|s| {
-                    Arc::ptr_eq(&s.relation, &c.relation) || s.relation == c.relation
+            let aligned = aligned_to.is_some_and(|r| Arc::ptr_eq(r, c.relation()))
+                || self.tables.get(&c.relation().id).is_some_and(|s| {
+                    Arc::ptr_eq(&s.relation, c.relation()) || s.relation == *c.relation()
                 });
             if !aligned {
                 self.write_rows(&run).await?;
                 run.clear();
-                self.align(&c.relation).await?;
+                self.align(c.relation()).await?;
             }
-            aligned_to = Some(&c.relation);
-            if c.op == Op::Truncate {
+            aligned_to = Some(c.relation());
+            if c.op() == Op::Truncate {
                 self.write_rows(&run).await?;
                 run.clear();
                 self.truncate(c).await?;
@@ -245,7 +254,7 @@ impl ClickHouseSink {
     async fn align(&mut self, rel: &Arc<Relation>) -> Result<(), SinkError> {
         let name = self.settings.table_name(&rel.id);
         if let Some(other) = self.names.get(&name).filter(|t| **t != rel.id) {
-            return Err(SinkError::fatal(format!(
+            return Err(SinkError::new(SinkErrorKind::Config, format!(
                 "clickhouse: {} and {other} would both be written to table {name}; set the sink's table template to tell them apart, e.g. table = \"{{schema}}_{{table}}\"",
                 rel.id
             ))
@@ -269,24 +278,27 @@ impl ClickHouseSink {
         let Some(first) = run.first() else {
             return Ok(());
         };
-        let Some(state) = self.tables.get(&first.relation.id) else {
+        let Some(state) = self.tables.get(&first.relation().id) else {
             return Ok(());
         };
         let rel = &state.relation;
         let keys: Vec<usize> = rel.key_indexes().collect();
         let fatal_at = |c: &Change, column: &str, reason: &str| {
-            SinkError::fatal(format!(
-                "clickhouse: column {column} of {} ({}): {reason}",
-                rel.id, state.qualified
-            ))
+            SinkError::new(
+                SinkErrorKind::Rejected,
+                format!(
+                    "clickhouse: column {column} of {} ({}): {reason}",
+                    rel.id, state.qualified
+                ),
+            )
             .with_table(&rel.id)
-            .with_lsn(c.version)
+            .with_lsn(c.version())
         };
 
         // Per key, the change that wins: the greatest version, later in
         // stream order among equals. A snapshot's rows need no choosing:
         // each key is read once per snapshot.
-        let winners: Vec<&Change> = if run.iter().all(|c| c.op == Op::Read) {
+        let winners: Vec<&Change> = if run.iter().all(|c| c.op() == Op::Read) {
             run.to_vec()
         } else {
             let mut winners = Winners::with_capacity(run.len());
@@ -307,7 +319,7 @@ impl ClickHouseSink {
         // The winners name distinct keys, so they can go out as several
         // INSERTs at once without any order between them mattering: about
         // equal parts, `concurrency` in flight, each within the limits.
-        let table = &first.relation.id;
+        let table = &first.relation().id;
         let in_flight = self.settings.concurrency;
         let per_insert = winners
             .len()
@@ -317,9 +329,9 @@ impl ClickHouseSink {
         let mut body = Vec::with_capacity(per_insert * 128);
         let mut rows = 0;
         for c in winners {
-            let (row, deleted) = match (&c.after, c.op) {
+            let (row, deleted) = match (c.after(), c.op()) {
                 (Some(r), Op::Insert | Op::Update | Op::Read) => (r, b'0'),
-                _ => match &c.before {
+                _ => match c.before() {
                     Some(r) => (r, b'1'),
                     None => continue,
                 },
@@ -334,7 +346,7 @@ impl ClickHouseSink {
                     .map_err(|e| fatal_at(c, &e.column, &e.reason))?;
                 body.push(b'\t');
             }
-            body.extend_from_slice(itoa::Buffer::new().format(c.version.as_u64()).as_bytes());
+            body.extend_from_slice(itoa::Buffer::new().format(c.version().as_u64()).as_bytes());
             body.push(b'\t');
             body.push(deleted);
             body.push(b'\n');
@@ -344,12 +356,12 @@ impl ClickHouseSink {
                     finish_one(&mut inserts).await?;
                 }
                 let full = std::mem::replace(&mut body, Vec::with_capacity(per_insert * 128));
-                self.start_insert(&mut inserts, table, c.version, full);
+                self.start_insert(&mut inserts, table, c.version(), full);
                 rows = 0;
             }
         }
         if !body.is_empty() {
-            self.start_insert(&mut inserts, table, first.version, body);
+            self.start_insert(&mut inserts, table, first.version(), body);
         }
         while !inserts.is_empty() {
             finish_one(&mut inserts).await?;
@@ -388,9 +400,10 @@ impl ClickHouseSink {
     }
 
     /// Turns every current row at or below the truncate's version into a
-    /// tombstone at that version.
+    /// tombstone at that version (`_version <= v`: the rows the truncate
+    /// wins over, per `courier_core::version::incoming_wins`).
     async fn truncate(&self, c: &Change) -> Result<(), SinkError> {
-        let Some(state) = self.tables.get(&c.relation.id) else {
+        let Some(state) = self.tables.get(&c.relation().id) else {
             return Ok(());
         };
         let keys: Vec<String> = state
@@ -398,7 +411,7 @@ impl ClickHouseSink {
             .key_indexes()
             .map(|k| quote(&state.relation.columns[k].name))
             .collect();
-        let v = c.version.as_u64();
+        let v = c.version().as_u64();
         let sql = format!(
             "INSERT INTO {t} ({k}, {ver}, {del}) SELECT {k}, {v}, 1 FROM {t} FINAL WHERE {ver} <= {v} AND {del} = 0",
             t = state.qualified,
@@ -406,11 +419,15 @@ impl ClickHouseSink {
             ver = quote(VERSION_COLUMN),
             del = quote(DELETED_COLUMN),
         );
-        self.client
-            .query(&sql)
-            .await
-            .map(|_| ())
-            .map_err(|e| insert_error(e, "truncate", &state.qualified, &c.relation.id, c.version))
+        self.client.query(&sql).await.map(|_| ()).map_err(|e| {
+            insert_error(
+                e,
+                "truncate",
+                &state.qualified,
+                &c.relation().id,
+                c.version(),
+            )
+        })
     }
 }
 
@@ -419,20 +436,19 @@ async fn finish_one(inserts: &mut JoinSet<Result<(), SinkError>>) -> Result<(), 
     match inserts.join_next().await {
         None => Ok(()),
         Some(Ok(result)) => result,
-        Some(Err(e)) => Err(SinkError::retriable(format!(
-            "clickhouse: an INSERT ended abnormally: {e}"
-        ))),
+        Some(Err(e)) => Err(SinkError::new(
+            SinkErrorKind::Unavailable,
+            format!("clickhouse: an INSERT ended abnormally: {e}"),
+        )),
     }
 }
 
 fn insert_error(e: ChError, what: &str, qualified: &str, table: &TableId, at: Lsn) -> SinkError {
     let message = format!("clickhouse: {what} {qualified}: {e}");
-    let err = if e.is_retriable() {
-        SinkError::retriable(message)
-    } else {
-        SinkError::fatal(message)
-    };
-    err.with_table(table).with_lsn(at).with_source(e)
+    SinkError::new(e.kind(), message)
+        .with_table(table)
+        .with_lsn(at)
+        .with_source(e)
 }
 
 /// FNV-1a: a stable digest of an INSERT's rows, for its deduplication token.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use courier_core::{Relation, SinkError};
+use courier_core::{Relation, SinkError, SinkErrorKind};
 
 use super::client::{ChError, Client};
 use super::types::{ChType, Features};
@@ -53,14 +53,12 @@ pub(crate) async fn sync_table(
     let qualified = format!("{}.{}", quote(database), quote(name));
     let fail = |what: &str, e: ChError| {
         let msg = format!("clickhouse: {what} {qualified}: {e}");
-        let err = if e.is_retriable() {
-            SinkError::retriable(msg)
-        } else {
-            SinkError::fatal(msg)
-        };
-        err.with_table(&rel.id).with_source(e)
+        SinkError::new(e.kind(), msg)
+            .with_table(&rel.id)
+            .with_source(e)
     };
-    let fatal = |msg: String| SinkError::fatal(msg).with_table(&rel.id);
+    // The table cannot follow the relation's shape.
+    let fatal = |msg: String| SinkError::new(SinkErrorKind::Schema, msg).with_table(&rel.id);
 
     let types: Vec<ChType> = rel
         .columns
@@ -213,6 +211,10 @@ fn create_table(
         "{} DateTime('UTC') DEFAULT now()",
         quote(SYNCED_AT_COLUMN)
     ));
+    // Of the rows with one key, ReplacingMergeTree keeps the greatest
+    // `_version`, the last inserted among equals: the rule of
+    // `courier_core::version::incoming_wins`, which `Winners` applies
+    // before insert, so a block holds one row per key.
     let engine = if f.is_deleted {
         format!(
             "ReplacingMergeTree({}, {})",

@@ -88,15 +88,7 @@ fn rel(name: &str, columns: Vec<Column>) -> Arc<Relation> {
 }
 
 fn row_change(rel: &Arc<Relation>, op: Op, row: Vec<Value>, version: u64) -> courier_core::Change {
-    courier_core::Change {
-        relation: Arc::clone(rel),
-        op,
-        before: None,
-        after: Some(row),
-        version: courier_core::Lsn(version),
-        xid: 1,
-        commit_time_us: 0,
-    }
+    crate::compliance::fixtures::row_change(rel, op, row, version)
 }
 
 async fn column_types(rb: &ClickHouseReadback, db: &str, table: &str) -> Vec<(String, String)> {
@@ -180,7 +172,7 @@ async fn follows_added_dropped_and_widened_columns() {
         )]))
         .await
         .unwrap_err();
-    assert_eq!(e.kind, SinkErrorKind::Fatal);
+    assert_eq!(e.kind, SinkErrorKind::Schema);
     let msg = e.to_string();
     for part in [
         "note",
@@ -223,20 +215,57 @@ async fn refuses_values_the_column_cannot_hold_without_naming_them() {
         )]))
         .await
         .unwrap_err();
-    assert_eq!(e.kind, SinkErrorKind::Fatal);
+    assert_eq!(e.kind, SinkErrorKind::Rejected);
     let msg = e.to_string();
     assert!(msg.contains("price") && msg.contains("0/A"), "{msg}");
 }
 
 #[tokio::test]
-async fn an_unreachable_server_is_retriable() {
-    let text = "url = \"http://127.0.0.1:1\"\ndatabase = \"x\"\n";
-    let config: ClickHouseSinkConfig = toml::from_str(text).unwrap();
-    let e = build("test", config)
+async fn a_server_nobody_listens_on_is_unreachable_at_start() {
+    let port = crate::outage::unused_port();
+    let text = format!("url = \"http://127.0.0.1:{port}\"\ndatabase = \"x\"\n");
+    let config: ClickHouseSinkConfig = toml::from_str(&text).unwrap();
+    let e = build("test", config).await.err().expect("nothing listens");
+    assert!(e.is_retriable(), "{e}");
+    assert!(
+        matches!(
+            e,
+            BuildError::Connect {
+                kind: SinkErrorKind::Unreachable,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    let want = format!("clickhouse at 127.0.0.1:{port} unreachable (connection refused)");
+    assert!(text.contains(&want), "{text}");
+}
+
+#[tokio::test]
+async fn a_server_lost_while_running_is_unreachable_not_overloaded() {
+    let relay = crate::outage::Relay::start(crate::failure::address(&url())).await;
+    let text = format!(
+        "url = \"http://{}\"\ndatabase = \"courier_sink_test\"\n",
+        relay.addr
+    );
+    let mut s = build("test", toml::from_str(&text).unwrap()).await.unwrap();
+    let rel = table("public", &unique("lost"));
+    s.apply(&batch(vec![change(&rel, Op::Insert, 1, "one", 10)]))
         .await
-        .err()
-        .expect("no server on port 1");
-    assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+        .unwrap();
+    relay.cut().await;
+    let e = s
+        .apply(&batch(vec![change(&rel, Op::Insert, 2, "two", 20)]))
+        .await
+        .expect_err("the server is gone");
+    assert_eq!(e.kind, SinkErrorKind::Unreachable, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("unreachable") && !text.contains("overload"),
+        "{text}"
+    );
+    assert!(!text.contains("two"), "no row values in messages: {text}");
 }
 
 #[tokio::test]

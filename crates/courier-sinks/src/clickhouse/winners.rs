@@ -1,10 +1,11 @@
 //! Choosing, per row key, the change a block of inserted rows keeps.
 
-use courier_core::Change;
+use courier_core::{version, Change};
 use hashbrown::HashTable;
 
-/// Per key, the change that wins the version rule: the greatest version, the
-/// later in stream order among equals. Keys are encoded bytes, kept in one
+/// Per key, the change that wins the version rule
+/// ([`version::incoming_wins`]): the greatest version, the later in stream
+/// order among equals. Keys are encoded bytes, kept in one
 /// buffer so that offering a change allocates nothing per row.
 pub(crate) struct Winners<'a> {
     changes: Vec<&'a Change>,
@@ -39,7 +40,7 @@ impl<'a> Winners<'a> {
             .copied();
         match found {
             Some(i) => {
-                if self.changes[i].version <= c.version {
+                if version::incoming_wins(self.changes[i].version(), c.version()) {
                     self.changes[i] = c;
                 }
             }

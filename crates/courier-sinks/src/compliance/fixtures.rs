@@ -75,20 +75,42 @@ pub fn key_row(id: i64) -> Row {
 /// A change of row `id` at commit LSN `version`: inserts, updates and reads
 /// carry `row(id, name)`; deletes carry the key only (`name` is ignored).
 pub fn change(rel: &Arc<Relation>, op: Op, id: i64, name: &str, version: u64) -> Change {
+    if op == Op::Truncate {
+        return Change::truncate(Arc::clone(rel), Lsn(version), 700, COMMIT_TIME_US);
+    }
     let (before, after) = match op {
         Op::Delete => (Some(key_row(id)), None),
-        Op::Truncate => (None, None),
-        Op::Insert | Op::Update | Op::Read => (None, Some(row(id, name))),
+        _ => (None, Some(row(id, name))),
     };
-    Change {
-        relation: Arc::clone(rel),
+    shaped(rel, op, before, after, version)
+}
+
+/// A change of `rel` at commit LSN `version` whose after row is `row`
+/// (which must have one value per column of `rel`).
+pub fn row_change(rel: &Arc<Relation>, op: Op, row: Row, version: u64) -> Change {
+    shaped(rel, op, None, Some(row), version)
+}
+
+const COMMIT_TIME_US: i64 = 1_764_400_000_000_000;
+
+fn shaped(
+    rel: &Arc<Relation>,
+    op: Op,
+    before: Option<Row>,
+    after: Option<Row>,
+    version: u64,
+) -> Change {
+    let xid = if op == Op::Read { 0 } else { 700 };
+    Change::new(
+        Arc::clone(rel),
         op,
         before,
         after,
-        version: Lsn(version),
-        xid: if op == Op::Read { 0 } else { 700 },
-        commit_time_us: 1_764_400_000_000_000,
-    }
+        Lsn(version),
+        xid,
+        COMMIT_TIME_US,
+    )
+    .unwrap_or_else(|e| panic!("a test change of the wrong shape: {e}"))
 }
 
 /// A TRUNCATE of the table at commit LSN `version`.
@@ -98,7 +120,7 @@ pub fn truncate(rel: &Arc<Relation>, version: u64) -> Change {
 
 /// A batch of the changes, complete through its greatest version.
 pub fn batch(changes: Vec<Change>) -> Batch {
-    let through = changes.iter().map(|c| c.version).max();
+    let through = changes.iter().map(|c| c.version()).max();
     Batch { changes, through }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use courier_core::{Change, Lsn, Op, Row, Value};
+use courier_core::{version, Change, Lsn, Op, Row, Value};
 
 /// Per key `id`: the greatest version seen and the row (`None` = deleted).
 #[derive(Default)]
@@ -23,16 +23,17 @@ impl Model {
     }
 
     pub fn apply(&mut self, c: &Change) {
-        if c.op == Op::Truncate {
-            let v = c.version;
+        if c.op() == Op::Truncate {
+            let v = c.version();
             if self.truncate_tombstones {
                 for entry in self.rows.values_mut() {
-                    if entry.0 <= v {
+                    if version::incoming_wins(entry.0, v) {
                         *entry = (v, None);
                     }
                 }
             } else {
-                self.rows.retain(|_, (ver, _)| *ver > v);
+                self.rows
+                    .retain(|_, (ver, _)| !version::incoming_wins(*ver, v));
             }
             return;
         }
@@ -42,15 +43,15 @@ impl Model {
         let id = *id;
         self.seen.insert(id);
         if let Some((stored, _)) = self.rows.get(&id) {
-            if c.version < *stored {
+            if !version::incoming_wins(*stored, c.version()) {
                 return;
             }
         }
-        let row = match c.op {
+        let row = match c.op() {
             Op::Delete => None,
-            _ => c.after.clone(),
+            _ => c.after().map(<[Value]>::to_vec),
         };
-        self.rows.insert(id, (c.version, row));
+        self.rows.insert(id, (c.version(), row));
     }
 
     /// Every key seen, with the row a compliant sink returns for it.

@@ -9,53 +9,61 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, RedisError, TlsCertificates, Value};
 
+use courier_core::SinkErrorKind;
+
 use super::config::Settings;
 use super::encode::{Action, Fields, KeyCommand};
 use super::script::{APPLY, OP_DELETE, OP_JSON, OP_SET, OP_TRUNCATE, ROW_FIELD};
 use super::slot::slot;
+use crate::failure;
 
 /// Rows per script call (or `UNLINK`): enough that the call's own cost in
 /// the server is shared, few enough that one call holds the single-threaded
 /// server only briefly (well under a millisecond).
 pub(crate) const ROWS_PER_CALL: usize = 64;
 
-/// How a failed command should be handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Class {
-    /// The server lost the script (restart, `SCRIPT FLUSH`): load it, run again.
-    NoScript,
-    /// Connection loss, timeout, failover, loading: retry later.
-    Retriable,
-    /// The server rejected the command for a reason retrying cannot fix.
-    Fatal,
-}
-
-/// A failed command: its class and the server's or client's message (which
-/// never holds row values: the script's errors name no data).
+/// A failed command: what kind of failure it is and the server's or
+/// client's message (which never holds row values: the script's errors
+/// name no data).
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{message}")]
 pub(crate) struct Failure {
-    pub class: Class,
+    pub kind: SinkErrorKind,
+    /// The server lost the script (restart, `SCRIPT FLUSH`): load it, run again.
+    pub no_script: bool,
     pub message: String,
 }
 
 impl From<&RedisError> for Failure {
     fn from(e: &RedisError) -> Self {
+        let (kind, message) = classify(e);
         Failure {
-            class: classify(e),
-            message: e.to_string(),
+            kind,
+            no_script: e.kind() == ErrorKind::NoScriptError,
+            message,
         }
     }
 }
 
-/// Which class a Redis error belongs to.
-pub(crate) fn classify(e: &RedisError) -> Class {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        return Class::Retriable;
+/// The kind of a Redis error, and its reason in words.
+///
+/// Connection failures are unreachable or timed out; `BUSY` (a script
+/// running too long) and `OOM` (`maxmemory` reached under `noeviction`)
+/// are overload: both pass once the server catches up or memory is freed.
+/// Failovers, loading and redirects are unavailable; a refused password or
+/// an invalid setting is configuration; any other refusal (a key of the
+/// wrong type, a script error) is a rejection of the data.
+pub(crate) fn classify(e: &RedisError) -> (SinkErrorKind, String) {
+    if e.is_timeout() {
+        return (SinkErrorKind::TimedOut, "no answer in time".into());
     }
-    match e.kind() {
-        ErrorKind::NoScriptError => Class::NoScript,
-        ErrorKind::TryAgain
+    if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
+        return failure::of_network(e, SinkErrorKind::Unreachable);
+    }
+    let kind = match e.kind() {
+        _ if matches!(e.code(), Some("BUSY" | "OOM")) => SinkErrorKind::Overloaded,
+        ErrorKind::NoScriptError
+        | ErrorKind::TryAgain
         | ErrorKind::ClusterDown
         | ErrorKind::MasterDown
         | ErrorKind::BusyLoadingError
@@ -63,10 +71,14 @@ pub(crate) fn classify(e: &RedisError) -> Class {
         | ErrorKind::Ask
         | ErrorKind::ReadOnly
         | ErrorKind::ClusterConnectionNotFound
-        | ErrorKind::IoError
-        | ErrorKind::ParseError => Class::Retriable,
-        _ => Class::Fatal,
-    }
+        | ErrorKind::ParseError => SinkErrorKind::Unavailable,
+        ErrorKind::IoError => SinkErrorKind::Unreachable,
+        ErrorKind::AuthenticationFailed
+        | ErrorKind::InvalidClientConfig
+        | ErrorKind::ClientError => SinkErrorKind::Config,
+        _ => SinkErrorKind::Rejected,
+    };
+    (kind, e.to_string())
 }
 
 #[derive(Clone)]
@@ -253,7 +265,8 @@ impl Client {
             Ok(values) if values.len() == n => values,
             Ok(values) => {
                 let f = Failure {
-                    class: Class::Retriable,
+                    kind: SinkErrorKind::Unavailable,
+                    no_script: false,
                     message: format!(
                         "redis answered {} replies to a pipeline of {n}",
                         values.len()
@@ -266,7 +279,7 @@ impl Client {
         let mut out = Vec::with_capacity(chunk.len());
         for (rows, reply) in calls.iter().zip(replies) {
             match value_result(reply) {
-                Err(f) if f.class == Class::Fatal && rows.len() > 1 => {
+                Err(f) if !f.kind.is_retriable() && rows.len() > 1 => {
                     out.extend(self.one_by_one(&mut conn, rows).await)
                 }
                 r => out.extend(std::iter::repeat_n(r, rows.len())),
@@ -283,7 +296,7 @@ impl Client {
         match self.call(&rows).query_async::<Value>(&mut conn).await {
             Ok(_) => vec![Ok(()); rows.len()],
             Err(e) => match Failure::from(&e) {
-                f if f.class == Class::Fatal && rows.len() > 1 => {
+                f if !f.kind.is_retriable() && rows.len() > 1 => {
                     self.one_by_one(&mut conn, &rows).await
                 }
                 f => vec![Err(f); rows.len()],
@@ -443,6 +456,32 @@ fn masters(nodes: &str) -> Vec<ScanNode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kind of the error reply `reply` (RESP bytes).
+    fn kind_of_reply(reply: &[u8]) -> SinkErrorKind {
+        match redis::parse_redis_value(reply) {
+            Ok(Value::ServerError(e)) => classify(&RedisError::from(e)).0,
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classifies_error_replies() {
+        let oom = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+        assert_eq!(kind_of_reply(oom), SinkErrorKind::Overloaded);
+        let busy = b"-BUSY Redis is busy running a script.\r\n";
+        assert_eq!(kind_of_reply(busy), SinkErrorKind::Overloaded);
+        let loading = b"-LOADING Redis is loading the dataset in memory\r\n";
+        assert_eq!(kind_of_reply(loading), SinkErrorKind::Unavailable);
+        let wrong = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+        assert_eq!(kind_of_reply(wrong), SinkErrorKind::Rejected);
+        let noscript = b"-NOSCRIPT No matching script.\r\n";
+        let f = match redis::parse_redis_value(noscript) {
+            Ok(Value::ServerError(e)) => Failure::from(&RedisError::from(e)),
+            other => panic!("not an error reply: {other:?}"),
+        };
+        assert!(f.no_script && f.kind.is_retriable());
+    }
 
     #[test]
     fn lists_healthy_masters() {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use courier_core::{Change, Lsn, Op, Relation, SinkError, Value};
+use courier_core::{version, Change, Lsn, Op, Relation, SinkError, SinkErrorKind, Value};
 
 use super::config::{Format, Mode};
 use super::key::KeyTemplate;
@@ -53,7 +53,8 @@ pub(crate) struct KeyCommand {
 }
 
 /// Turns changes into key commands, keeping per key only the change that
-/// wins under the version rule (greatest version; the later change on a tie).
+/// wins under the version rule ([`version::incoming_wins`]: greatest
+/// version, the later change on a tie).
 ///
 /// Applying only the winner is equivalent to applying every change in order,
 /// and it makes the commands of one segment independent of each other, so
@@ -78,7 +79,7 @@ impl Encoder<'_> {
             for (i, cmd) in all.iter().enumerate() {
                 match winner.get_mut(cmd.key.as_slice()) {
                     Some(w) => {
-                        if cmd.version >= all[*w].version {
+                        if version::incoming_wins(all[*w].version, cmd.version) {
                             keep[*w] = false;
                             keep[i] = true;
                             *w = i;
@@ -100,40 +101,41 @@ impl Encoder<'_> {
     }
 
     fn commands(&self, c: &Change, out: &mut Vec<KeyCommand>) -> Result<(), SinkError> {
-        let rel = &c.relation;
+        let rel = c.relation();
         let cmd = |key: Vec<u8>, action: Action| KeyCommand {
             key,
             action,
-            version: c.version,
+            version: c.version(),
             relation: Arc::clone(rel),
         };
         let missing = || {
-            SinkError::fatal(format!(
-                "a {:?} change carries no row to take the key from",
-                c.op
-            ))
+            SinkError::new(
+                SinkErrorKind::Rejected,
+                format!("a {:?} change carries no row to take the key from", c.op()),
+            )
             .with_table(&rel.id)
-            .with_lsn(c.version)
+            .with_lsn(c.version())
         };
-        if c.op != Op::Truncate && rel.key_indexes().next().is_none() {
-            return Err(SinkError::fatal(
+        if c.op() != Op::Truncate && rel.key_indexes().next().is_none() {
+            return Err(SinkError::new(
+                SinkErrorKind::Schema,
                 "the table has no key columns, so its rows have no Redis key; \
                  give it a primary key or a replica identity index",
             )
             .with_table(&rel.id)
-            .with_lsn(c.version));
+            .with_lsn(c.version()));
         }
-        match c.op {
+        match c.op() {
             Op::Truncate => {}
             Op::Delete => {
-                let before = c.before.as_ref().ok_or_else(missing)?;
+                let before = c.before().ok_or_else(missing)?;
                 out.push(cmd(self.key_of(rel, before), self.removal()));
             }
             Op::Insert | Op::Update | Op::Read => {
-                let after = c.after.as_ref().ok_or_else(missing)?;
+                let after = c.after().ok_or_else(missing)?;
                 let key = self.key_of(rel, after);
                 // An update that changed the key moves the row: the old key goes.
-                if let Some(before) = &c.before {
+                if let Some(before) = c.before() {
                     let old = self.key_of(rel, before);
                     if old != key && rel.key_indexes().any(|i| !before[i].is_null()) {
                         out.push(cmd(old, self.removal()));
@@ -162,19 +164,19 @@ impl Encoder<'_> {
     }
 
     fn fields(&self, c: &Change, row: &[Value]) -> Result<Fields, SinkError> {
-        let rel = &c.relation;
+        let rel = c.relation();
         match self.format {
             Format::Json => Ok(Fields::Json(row_json(rel, row))),
             Format::Hash => {
                 let mut fields = Vec::with_capacity(row.len());
                 for (i, (col, v)) in rel.columns.iter().zip(row).enumerate() {
                     if col.name == VERSION_FIELD || col.name == DELETED_FIELD {
-                        return Err(SinkError::fatal(format!(
+                        return Err(SinkError::new(SinkErrorKind::Config, format!(
                             "column {:?} has a name the hash format reserves; use format = \"json\"",
                             col.name
                         ))
                         .with_table(&rel.id)
-                        .with_lsn(c.version));
+                        .with_lsn(c.version()));
                     }
                     if !v.is_null() {
                         fields.push((i, hash_field(v)));

@@ -104,11 +104,16 @@
 //! `batch_size × max_in_flight` calls at once). A failed call of several
 //! rows is sent again one row per call, so that the error names the row's
 //! table and LSN.
-//! Connection loss, timeouts, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
-//! `LOADING` and failovers are retriable: Courier retries the batch, which
-//! the versions make harmless. Any other rejection (a key of the wrong type,
-//! `OOM` under `noeviction`, a script error) is fatal, and its message names
-//! the key template, the table and the LSN — never row values or passwords.
+//! Errors say what happened: a server that refuses or drops connections is
+//! *unreachable*, one that does not answer in time *timed out*, `BUSY` (a
+//! script running long) and `OOM` (`maxmemory` under `noeviction`) are
+//! *overloaded*, and `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING` and
+//! failovers *unavailable*: all retriable, so Courier retries the batch,
+//! which the versions make harmless (an `OOM` passes once memory is freed,
+//! e.g. as rows expire). Any other rejection (a key of the wrong type, a
+//! script error) is fatal; a refused password is a configuration error.
+//! Messages name the servers (`host:port`), the key template, the table and
+//! the LSN — never row values or passwords.
 
 mod client;
 mod config;
@@ -122,16 +127,17 @@ mod slot;
 mod tests;
 
 use async_trait::async_trait;
-use courier_core::{Batch, Change, Sink, SinkError};
+use courier_core::{Batch, Change, Sink, SinkError, SinkErrorKind};
 
 pub use config::{Format, Mode, RedisSinkConfig};
 pub use key::{KeyTemplate, KeyTemplateError};
 pub use script::{DELETED_FIELD, ROW_FIELD, VERSION_FIELD};
 
-use client::{Class, Client, Failure};
-use config::{redact, Settings};
+use client::{Client, Failure};
+use config::Settings;
 use encode::{Action, Encoder, KeyCommand};
 
+use crate::failure;
 use crate::selection::Segment;
 use crate::BuildError;
 
@@ -145,28 +151,34 @@ pub async fn build(name: &str, config: RedisSinkConfig) -> Result<RedisSink, Bui
         sink: name.to_string(),
         message,
     })?;
-    let client = Client::connect(&settings)
-        .await
-        .map_err(|e| BuildError::Connect {
+    let servers = settings
+        .urls
+        .iter()
+        .map(|u| failure::address(u))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let client = Client::connect(&settings).await.map_err(|e| {
+        let f = Failure::from(&e);
+        BuildError::Connect {
             sink: name.to_string(),
-            message: format!(
-                "connect to redis at {}: {e}",
-                settings
-                    .urls
-                    .iter()
-                    .map(|u| redact(u))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            kind: f.kind,
+            message: format!("connect: redis at {servers} {} ({})", f.kind, f.message),
             source: None,
-        })?;
-    Ok(RedisSink { settings, client })
+        }
+    })?;
+    Ok(RedisSink {
+        settings,
+        client,
+        servers,
+    })
 }
 
 /// Keeps rows of the selected tables in Redis; see the module documentation.
 pub struct RedisSink {
     settings: Settings,
     client: Client,
+    /// `host:port` of the configured servers, for messages.
+    servers: String,
 }
 
 #[async_trait]
@@ -199,19 +211,21 @@ impl RedisSink {
     }
 
     async fn truncate(&mut self, c: &Change) -> Result<(), SinkError> {
-        let pattern = self.settings.key.scan_pattern(&c.relation.id);
+        let pattern = self.settings.key.scan_pattern(&c.relation().id);
         let (action, kind) = match self.settings.mode {
             config::Mode::Upsert => (Action::Truncate, Some("hash")),
             config::Mode::Invalidate => (Action::Unlink, None),
         };
         let template = self.settings.key.as_str().to_string();
+        let servers = self.servers.clone();
         let scan_err = |e: redis::RedisError| {
             sink_error(
+                &servers,
                 &template,
                 &Failure::from(&e),
                 "scan the keys of",
-                &c.relation.id,
-                c.version,
+                &c.relation().id,
+                c.version(),
             )
         };
         let nodes = self.client.scan_nodes().await.map_err(scan_err)?;
@@ -228,8 +242,8 @@ impl RedisSink {
                     .map(|key| KeyCommand {
                         key,
                         action: action.clone(),
-                        version: c.version,
-                        relation: c.relation.clone(),
+                        version: c.version(),
+                        relation: c.relation().clone(),
                     })
                     .collect();
                 self.execute(cmds).await?;
@@ -255,9 +269,10 @@ impl RedisSink {
             for (kc, r) in pending.into_iter().zip(results) {
                 match r {
                     Ok(_) => {}
-                    Err(f) if f.class == Class::NoScript => again.push(kc),
-                    Err(f) if f.class == Class::Fatal => {
+                    Err(f) if f.no_script => again.push(kc),
+                    Err(f) if !f.kind.is_retriable() => {
                         return Err(sink_error(
+                            &self.servers,
                             self.settings.key.as_str(),
                             &f,
                             "write a row of",
@@ -272,6 +287,7 @@ impl RedisSink {
             }
             if let Some((f, kc)) = retriable {
                 return Err(sink_error(
+                    &self.servers,
                     self.settings.key.as_str(),
                     &f,
                     "write a row of",
@@ -284,19 +300,32 @@ impl RedisSink {
                     "redis lost Courier's write script (restart or SCRIPT FLUSH); loading it again"
                 );
                 self.client.load_script().await.map_err(|e| {
-                    SinkError::retriable(format!("load the write script into redis: {e}"))
+                    let f = Failure::from(&e);
+                    SinkError::new(
+                        f.kind,
+                        format!(
+                            "redis: load the write script: redis at {} {} ({})",
+                            self.servers, f.kind, f.message
+                        ),
+                    )
                 })?;
             }
             pending = again;
         }
-        Err(SinkError::retriable(
-            "redis keeps losing Courier's write script (NOSCRIPT after reloading it)",
+        Err(SinkError::new(
+            SinkErrorKind::Unavailable,
+            format!(
+                "redis: redis at {} unavailable (it keeps losing Courier's write script: NOSCRIPT after reloading it)",
+                self.servers
+            ),
         ))
     }
 }
 
-/// A sink error naming the key template, table and LSN, classed by the failure.
+/// A sink error naming the servers, key template, table and LSN, of the
+/// failure's kind.
 fn sink_error(
+    servers: &str,
     template: &str,
     f: &Failure,
     what: &str,
@@ -304,12 +333,11 @@ fn sink_error(
     lsn: courier_core::Lsn,
 ) -> SinkError {
     let message = format!(
-        "redis: {what} {table} at key pattern {template:?}: {}",
-        f.message
+        "redis: {what} {table} at key pattern {template:?}: redis at {servers} {} ({})",
+        f.kind, f.message
     );
-    let e = match f.class {
-        Class::Fatal => SinkError::fatal(message),
-        Class::Retriable | Class::NoScript => SinkError::retriable(message),
-    };
-    e.with_table(table).with_lsn(lsn).with_source(f.clone())
+    SinkError::new(f.kind, message)
+        .with_table(table)
+        .with_lsn(lsn)
+        .with_source(f.clone())
 }

@@ -26,7 +26,10 @@ pub(crate) const OP_TRUNCATE: &str = "t";
 /// field/value pairs that follow, and those pairs (a set's row).
 ///
 /// Each key is applied only if its version is greater than or equal to the
-/// stored one (a truncate: and only if the key holds one of Courier's rows).
+/// stored one (a truncate: and only if the key holds one of Courier's rows):
+/// the rule of [`courier_core::version::incoming_wins`], which the encoder
+/// also applies to the changes of a batch, so the server and Courier agree
+/// on every row's winner.
 /// Returns how many keys were applied.
 ///
 /// Versions are compared as decimal strings (by length, then bytes), exact

@@ -260,7 +260,7 @@ async fn a_key_of_the_wrong_type_is_a_fatal_error_naming_table_and_lsn() {
         ]))
         .await
         .expect_err("a string where the row's hash belongs must fail");
-    assert_eq!(err.kind, SinkErrorKind::Fatal);
+    assert_eq!(err.kind, SinkErrorKind::Rejected);
     let text = err.to_string();
     assert!(text.contains("WRONGTYPE"), "{text}");
     assert!(text.contains("{schema}.{table}:{pk}"), "{text}");
@@ -385,7 +385,12 @@ async fn connection_loss_is_retriable_and_a_restarted_server_gets_the_script_aga
         .apply(&batch(vec![change(&rel, Op::Insert, 2, "two", 20)]))
         .await
         .expect_err("no server");
-    assert!(err.is_retriable(), "{err}");
+    assert_eq!(err.kind, SinkErrorKind::Unreachable, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("redis at 127.0.0.1:{port} unreachable")),
+        "{text}"
+    );
     let _server = OwnServer::start(port);
     let mut applied = false;
     for _ in 0..50 {
@@ -531,4 +536,78 @@ async fn unreachable_server_fails_to_build_without_showing_the_password() {
     };
     assert!(err.contains("sinks.cache"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_nobody_listens_on_is_unreachable_at_start() {
+    let port = crate::outage::unused_port();
+    let config = parse(&format!(
+        "url = \"redis://:hunter2@127.0.0.1:{port}\"\ntimeout = \"2s\""
+    ))
+    .unwrap();
+    let e = match build("cache", config).await {
+        Ok(_) => panic!("nothing listens on port {port}"),
+        Err(e) => e,
+    };
+    assert!(e.is_retriable(), "{e}");
+    assert!(
+        matches!(
+            e,
+            BuildError::Connect {
+                kind: SinkErrorKind::Unreachable,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    let want = format!("redis at 127.0.0.1:{port} unreachable (connection refused)");
+    assert!(text.contains(&want), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn the_write_script_applies_exactly_the_versions_that_win_in_rust() {
+    let url = standalone_url();
+    let mut s = sink(&format!("url = {url:?}")).await;
+    let rel = unique("rule");
+    // Decimal strings of different lengths, ties, and the ends of the range:
+    // the script compares versions as text, so these are where it could part
+    // from the numeric rule.
+    let pairs: [(u64, u64); 10] = [
+        (9, 10),
+        (10, 9),
+        (99, 100),
+        (100, 99),
+        (10, 10),
+        (0xFFFF_FFFF, 0x1_0000_0000),
+        (0x1_0000_0000, 0xFFFF_FFFF),
+        (u64::MAX - 1, u64::MAX),
+        (u64::MAX, u64::MAX - 1),
+        (u64::MAX, u64::MAX),
+    ];
+    let stored: Vec<_> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (v, _))| change(&rel, Op::Insert, i as i64, "stored", *v))
+        .collect();
+    s.apply(&batch(stored)).await.unwrap();
+    let incoming: Vec<_> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, v))| change(&rel, Op::Update, i as i64, "incoming", *v))
+        .collect();
+    s.apply(&batch(incoming)).await.unwrap();
+    let mut rb = RedisReadback::connect(&[&url], false, "{schema}.{table}:{pk}", Format::Json)
+        .await
+        .unwrap();
+    for (i, (stored, incoming)) in pairs.iter().enumerate() {
+        let row = rb.read_row(&rel, &[Value::Int(i as i64)]).await.unwrap();
+        let wins = courier_core::version::incoming_wins(
+            courier_core::Lsn(*stored),
+            courier_core::Lsn(*incoming),
+        );
+        let want = if wins { "incoming" } else { "stored" };
+        assert_eq!(row["name"], want, "stored {stored}, incoming {incoming}");
+    }
 }

@@ -1,11 +1,13 @@
 //! Sending items through `_bulk` until each is applied or rejected: the
 //! item-level results are read, and only the items the server could not
-//! take yet (429, `es_rejected_execution_exception`, 5xx) are sent again,
-//! with exponential backoff and jitter.
+//! take yet (429, `es_rejected_execution_exception`: overloaded; 5xx:
+//! unavailable) are sent again, with exponential backoff and jitter. A
+//! request that gets no answer at all (the server is unreachable or timed
+//! out) fails at once, as what it is: Courier retries the batch.
 
 use std::time::{Duration, Instant};
 
-use courier_core::SinkError;
+use courier_core::{SinkError, SinkErrorKind};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value as Json;
 
@@ -38,9 +40,9 @@ pub(crate) struct Limits {
 }
 
 /// Sends every item; returns the rejected ones. An error means some item
-/// is neither applied nor rejected: the whole request failed for a reason
-/// retrying cannot fix (fatal), or items stayed overloaded for
-/// `retry_for` (retriable).
+/// is neither applied nor rejected: a request got no answer (unreachable,
+/// timed out), failed for a reason retrying cannot fix, or items stayed
+/// overloaded or unavailable for `retry_for`; the error's kind says which.
 ///
 /// Up to `concurrency` requests are in flight at once. That is safe for
 /// order because the items name distinct documents (the caller keeps one
@@ -57,7 +59,8 @@ pub(crate) async fn send_items(
     let mut jitter = Jitter::new();
     while !pending.is_empty() {
         let mut again = Vec::new();
-        let mut last_reason = String::new();
+        // Why the items of `again` were not taken, the latest reason.
+        let mut last = (SinkErrorKind::Overloaded, String::new());
         let mut requests = requests(items, &pending, limits).into_iter();
         let mut in_flight = FuturesUnordered::new();
         loop {
@@ -72,17 +75,23 @@ pub(crate) async fn send_items(
             };
             let resp = match resp {
                 Ok(r) => r,
-                Err(e) if e.is_retriable() => {
-                    last_reason = e.to_string();
+                // The server answered but cannot take the request yet.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        SinkErrorKind::Overloaded | SinkErrorKind::Unavailable
+                    ) =>
+                {
+                    last = (e.kind(), e.to_string());
                     again.extend_from_slice(&chunk);
                     continue;
                 }
                 Err(e) => {
                     let first = &items[chunk[0]];
                     return Err(
-                        SinkError::fatal(format!("search: bulk request failed: {e}"))
-                            .with_table(&first.change.relation.id)
-                            .with_lsn(first.change.version),
+                        SinkError::new(e.kind(), format!("search: bulk request: {e}"))
+                            .with_table(&first.change.relation().id)
+                            .with_lsn(first.change.version()),
                     );
                 }
             };
@@ -90,8 +99,9 @@ pub(crate) async fn send_items(
             let results = match results {
                 Some(r) if r.len() == chunk.len() => r,
                 _ => {
-                    return Err(SinkError::retriable(format!(
-                        "search: the bulk response lists {} items for {} sent",
+                    return Err(SinkError::new(SinkErrorKind::Unavailable, format!(
+                        "search: search server {} unavailable (its bulk response lists {} items for {} sent)",
+                        client.server(),
                         results.map_or(0, Vec::len),
                         chunk.len()
                     )))
@@ -100,8 +110,8 @@ pub(crate) async fn send_items(
             for (&i, result) in chunk.iter().zip(results) {
                 match classify(result) {
                     Verdict::Applied => {}
-                    Verdict::Overloaded(reason) => {
-                        last_reason = reason;
+                    Verdict::NotYet(kind, reason) => {
+                        last = (kind, reason);
                         again.push(i);
                     }
                     Verdict::Rejected {
@@ -122,24 +132,27 @@ pub(crate) async fn send_items(
         }
         metrics::counter!("courier_sink_retried_items_total", "sink" => limits.sink.clone())
             .increment(again.len() as u64);
+        let (kind, reason) = &last;
         if started.elapsed() >= limits.retry_for {
             let first = &items[again[0]];
-            return Err(SinkError::retriable(format!(
-                "search: {} documents still not accepted after retrying for {:?}: {last_reason}",
+            return Err(SinkError::new(*kind, format!(
+                "search: search server {} {kind}: {} documents still not accepted after retrying for {:?} ({reason})",
+                client.server(),
                 again.len(),
                 limits.retry_for
             ))
-            .with_table(&first.change.relation.id)
-            .with_lsn(first.change.version));
+            .with_table(&first.change.relation().id)
+            .with_lsn(first.change.version()));
         }
         tracing::debug!(
             items = again.len(),
             attempt,
-            "search server is overloaded; retrying the items it did not take"
+            "search server {} {kind}; retrying the items it did not take",
+            client.server()
         );
         if attempt == 3 {
-            tracing::warn!(sink = %limits.sink, items = again.len(), reason = %last_reason,
-                "search server keeps refusing documents for overload; still retrying");
+            tracing::warn!(sink = %limits.sink, items = again.len(), %reason,
+                "search server {} {kind}: it keeps refusing documents; still retrying", client.server());
         }
         tokio::time::sleep(jitter.backoff(attempt)).await;
         // Back off further only while nothing gets through: a round that
@@ -192,7 +205,8 @@ fn even_share(n: usize, max: usize, concurrency: usize) -> usize {
 
 enum Verdict {
     Applied,
-    Overloaded(String),
+    /// Not taken yet, for overload or unavailability: send it again.
+    NotYet(SinkErrorKind, String),
     Rejected {
         status: u16,
         reason: String,
@@ -203,7 +217,10 @@ enum Verdict {
 /// One item of a bulk response: `{"index": {"status": 201, ...}}`.
 fn classify(result: &Json) -> Verdict {
     let Some(body) = result.as_object().and_then(|o| o.values().next()) else {
-        return Verdict::Overloaded("an unreadable item in the bulk response".into());
+        return Verdict::NotYet(
+            SinkErrorKind::Unavailable,
+            "an unreadable item in the bulk response".into(),
+        );
     };
     let status = body.get("status").and_then(Json::as_u64).unwrap_or(0) as u16;
     let error = body.get("error");
@@ -216,15 +233,28 @@ fn classify(result: &Json) -> Verdict {
         // 409: the stored version is newer; 404: a delete of a missing
         // document, which still leaves its versioned tombstone.
         200..=299 | 409 | 404 if error_type != "index_not_found_exception" => Verdict::Applied,
-        429 | 500..=599 => Verdict::Overloaded(error.map(error_text).unwrap_or_default()),
+        429 => Verdict::NotYet(
+            SinkErrorKind::Overloaded,
+            error.map(error_text).unwrap_or_default(),
+        ),
         // Elasticsearch's name for a full queue, and OpenSearch's.
         _ if matches!(
             error_type.as_str(),
             "es_rejected_execution_exception" | "rejected_execution_exception"
         ) =>
         {
-            Verdict::Overloaded(error.map(error_text).unwrap_or_default())
+            Verdict::NotYet(
+                SinkErrorKind::Overloaded,
+                error.map(error_text).unwrap_or_default(),
+            )
         }
+        // A shard not ready, a node leaving: unavailable, not overloaded.
+        500..=599 => Verdict::NotYet(
+            SinkErrorKind::Unavailable,
+            error
+                .map(error_text)
+                .unwrap_or_else(|| format!("HTTP {status}")),
+        ),
         _ => Verdict::Rejected {
             status,
             reason: error
@@ -287,17 +317,17 @@ mod tests {
             classify(
                 &json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}})
             ),
-            Verdict::Overloaded(_)
+            Verdict::NotYet(SinkErrorKind::Overloaded, _)
         ));
         assert!(matches!(
             classify(
                 &json!({"index": {"status": 400, "error": {"type": "rejected_execution_exception"}}})
             ),
-            Verdict::Overloaded(_)
+            Verdict::NotYet(SinkErrorKind::Overloaded, _)
         ));
         assert!(matches!(
             classify(&json!({"index": {"status": 503}})),
-            Verdict::Overloaded(_)
+            Verdict::NotYet(SinkErrorKind::Unavailable, _)
         ));
         match classify(
             &json!({"index": {"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "bad"}}}),

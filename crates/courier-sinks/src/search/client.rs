@@ -4,29 +4,41 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value as Json;
 
+use courier_core::SinkErrorKind;
+
 use super::config::Settings;
 use super::server::Server;
+use crate::failure;
 
-/// A request that failed, with the method and path it was for.
+/// A request to the server at `server` (`host:port`) that failed, with the
+/// method and path it was for.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HttpError {
-    #[error("{method} {path}: {source}")]
+    /// No answer: connection refused or lost, host name not resolved, timeout.
+    #[error("search server {server} {} ({}) on {method} {path}", failure::of_reqwest(.source).0, failure::of_reqwest(.source).1)]
     Transport {
+        server: String,
         method: Method,
         path: String,
         #[source]
         source: reqwest::Error,
     },
-    #[error("{method} {path}: HTTP {status}: {reason}")]
+    /// The server answered with an error status.
+    #[error("search server {server} {} (HTTP {status} on {method} {path}: {reason})", self.kind())]
     Status {
+        server: String,
         method: Method,
         path: String,
         status: u16,
         /// The server's `error.type: error.reason`.
         reason: String,
     },
-    #[error("{method} {path}: the response is not JSON: {source}")]
+    /// The server answered with a body that is not JSON.
+    #[error(
+        "search server {server} answered {method} {path} with a body that is not JSON: {source}"
+    )]
     Body {
+        server: String,
         method: Method,
         path: String,
         #[source]
@@ -35,12 +47,15 @@ pub(crate) enum HttpError {
 }
 
 impl HttpError {
-    /// Connection failures, timeouts, 429 and 5xx can pass with time.
-    pub fn is_retriable(&self) -> bool {
+    /// What kind of failure this is: by the cause for no answer, by the
+    /// status (429 overloaded, 5xx unavailable, 401/403 configuration,
+    /// other 4xx rejected) for an error answer; a body that is not JSON
+    /// means the URL does not point at a search server (configuration).
+    pub fn kind(&self) -> SinkErrorKind {
         match self {
-            HttpError::Transport { .. } => true,
-            HttpError::Status { status, .. } => *status == 429 || *status >= 500,
-            HttpError::Body { .. } => false,
+            HttpError::Transport { source, .. } => failure::of_reqwest(source).0,
+            HttpError::Status { status, .. } => failure::of_status(*status),
+            HttpError::Body { .. } => SinkErrorKind::Config,
         }
     }
 
@@ -82,6 +97,8 @@ pub(crate) fn error_text(error: &Json) -> String {
 pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
+    /// `host:port` of `base`, for messages.
+    server: String,
     auth: Option<String>,
 }
 
@@ -94,6 +111,7 @@ impl Client {
         Ok(Client {
             http,
             base: settings.base.clone(),
+            server: failure::address(&settings.base).to_string(),
             auth: settings.auth.clone(),
         })
     }
@@ -116,7 +134,10 @@ impl Client {
         if let Some((bytes, content_type)) = body {
             req = req.header("content-type", content_type).body(bytes);
         }
+        // Messages show the path without its query (the filter of `_bulk`).
+        let path = path.split('?').next().unwrap_or(path);
         let transport = |source| HttpError::Transport {
+            server: self.server.clone(),
             method: method.clone(),
             path: path.to_string(),
             source,
@@ -134,6 +155,7 @@ impl Client {
                 }
                 Err(source) => {
                     return Err(HttpError::Body {
+                        server: self.server.clone(),
                         method,
                         path: path.to_string(),
                         source,
@@ -149,11 +171,17 @@ impl Client {
             None => json.to_string(),
         };
         Err(HttpError::Status {
+            server: self.server.clone(),
             method,
             path: path.to_string(),
             status: status.as_u16(),
             reason,
         })
+    }
+
+    /// `host:port` of the server, for messages.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// `GET` returning the body.
@@ -192,7 +220,7 @@ impl Client {
     /// The server's flavour and version: from `GET /`, else from the node
     /// answering `GET /_nodes/_local` (Elasticsearch 8 serves `GET /` from
     /// its `rest-root` module, which a cluster may lack).
-    pub async fn server(&self) -> Result<Option<Server>, HttpError> {
+    pub async fn detect(&self) -> Result<Option<Server>, HttpError> {
         let (status, root) = self.get("/", &[404, 405]).await?;
         if status.is_success() {
             if let Some(server) = Server::parse_root(&root) {
@@ -224,12 +252,22 @@ mod tests {
             "reason": "Failed to parse mapping [_doc]: No handler for type [flattened] declared on field [d]",
         });
         let refused = |status| HttpError::Status {
+            server: "127.0.0.1:9200".into(),
             method: Method::PUT,
             path: "/t_v1".into(),
             status,
             reason: error_text(&body),
         };
         assert!(refused(400).refuses_field_type("flattened"));
+        assert_eq!(refused(400).kind(), SinkErrorKind::Rejected);
+        assert_eq!(refused(429).kind(), SinkErrorKind::Overloaded);
+        assert_eq!(refused(503).kind(), SinkErrorKind::Unavailable);
+        assert_eq!(refused(401).kind(), SinkErrorKind::Config);
+        let text = refused(429).to_string();
+        assert!(
+            text.starts_with("search server 127.0.0.1:9200 overloaded (HTTP 429 on PUT /t_v1:"),
+            "{text}"
+        );
         assert!(!refused(400).refuses_field_type("flat_object"));
         assert!(!refused(500).refuses_field_type("flattened"));
     }

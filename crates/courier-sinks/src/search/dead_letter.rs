@@ -1,7 +1,7 @@
 //! Documents the server rejected for their content: the error that stops
 //! the table, or the dead-letter index they go to instead.
 
-use courier_core::{Change, Lsn, SinkError, TableId};
+use courier_core::{Change, Lsn, SinkError, SinkErrorKind, TableId};
 use reqwest::Method;
 use serde_json::{json, Value as Json};
 
@@ -22,16 +22,16 @@ pub(crate) struct Letter {
 
 impl Letter {
     pub fn new(c: &Change, key: Option<&str>, status: u16, error_type: &str, reason: &str) -> Self {
-        let document = c.after.as_ref().map(|row| {
+        let document = c.after().map(|row| {
             let mut out = Vec::new();
-            write_document(&c.relation, row, &mut out);
+            write_document(c.relation(), row, &mut out);
             String::from_utf8_lossy(&out).into_owned()
         });
         Letter {
-            table: c.relation.id.clone(),
+            table: c.relation().id.clone(),
             key: key.map(str::to_string),
-            lsn: c.version,
-            op: c.op.code(),
+            lsn: c.version(),
+            op: c.op().code(),
             status,
             error_type: error_type.to_string(),
             reason: reason.to_string(),
@@ -42,7 +42,7 @@ impl Letter {
     /// The fatal error for `on_error = "stop"`: table, key, LSN and the
     /// server's reason without any quoted value of the row.
     pub fn stop_error(&self) -> SinkError {
-        SinkError::fatal(format!(
+        SinkError::new(SinkErrorKind::Rejected, format!(
             "search: the server rejected the row with key {} of {} at LSN {}: HTTP {} {}; \
              fix the mapping or the row, or set on_error = \"dead_letter\" to route such rows aside",
             self.key.as_deref().unwrap_or("(invalid)"),
@@ -95,20 +95,21 @@ pub(crate) async fn ensure_index(client: &Client, index: &str) -> Result<(), Sin
                 && resp.pointer("/error/type").and_then(Json::as_str)
                     != Some("resource_already_exists_exception") =>
         {
-            Err(SinkError::fatal(format!(
-                "search: create the dead-letter index {index}: {}",
-                resp.get("error")
-                    .map(super::client::error_text)
-                    .unwrap_or_default()
-            )))
+            Err(SinkError::new(
+                SinkErrorKind::Config,
+                format!(
+                    "search: create the dead-letter index {index}: {}",
+                    resp.get("error")
+                        .map(super::client::error_text)
+                        .unwrap_or_default()
+                ),
+            ))
         }
         Ok(_) => Ok(()),
-        Err(e) if e.is_retriable() => Err(SinkError::retriable(format!(
-            "search: create the dead-letter index {index}: {e}"
-        ))),
-        Err(e) => Err(SinkError::fatal(format!(
-            "search: create the dead-letter index {index}: {e}"
-        ))),
+        Err(e) => Err(SinkError::new(
+            e.kind(),
+            format!("search: create the dead-letter index {index}: {e}"),
+        )),
     }
 }
 
@@ -147,13 +148,9 @@ pub(crate) async fn write(
     let first = &letters[0];
     let resp = client.bulk(body).await.map_err(|e| {
         let m = format!("search: write to the dead-letter index {index}: {e}");
-        if e.is_retriable() {
-            SinkError::retriable(m)
-        } else {
-            SinkError::fatal(m)
-        }
-        .with_table(&first.table)
-        .with_lsn(first.lsn)
+        SinkError::new(e.kind(), m)
+            .with_table(&first.table)
+            .with_lsn(first.lsn)
     })?;
     let failed = resp
         .get("items")
@@ -172,10 +169,13 @@ pub(crate) async fn write(
         })
         .unwrap_or(letters.len());
     if failed > 0 {
-        return Err(SinkError::retriable(format!(
-            "search: the dead-letter index {index} did not take {failed} of {} rejected rows",
-            letters.len()
-        ))
+        return Err(SinkError::new(
+            SinkErrorKind::Unavailable,
+            format!(
+                "search: the dead-letter index {index} did not take {failed} of {} rejected rows",
+                letters.len()
+            ),
+        )
         .with_table(&first.table)
         .with_lsn(first.lsn));
     }

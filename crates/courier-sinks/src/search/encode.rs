@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use courier_core::{write_json_string, Change, Op, Relation, Value};
+use courier_core::{version, write_json_string, Change, Op, Relation, Value};
 
 /// The longest `_id` the servers accept, in bytes.
 const MAX_ID_BYTES: usize = 512;
@@ -21,9 +21,13 @@ pub(crate) struct Item<'a> {
 
 impl Item<'_> {
     /// Appends the item's NDJSON lines to `out`.
+    ///
+    /// `version_type=external_gte` makes the server apply the item only when
+    /// its version is greater than or equal to the stored one: the rule of
+    /// [`version::incoming_wins`], which [`collapse`] applies within a batch.
     pub fn write(&self, out: &mut Vec<u8>) {
         let c = self.change;
-        let action: &[u8] = if matches!(c.op, Op::Delete | Op::Truncate) {
+        let action: &[u8] = if matches!(c.op(), Op::Delete | Op::Truncate) {
             b"{\"delete\":{\"_index\":"
         } else {
             b"{\"index\":{\"_index\":"
@@ -33,10 +37,10 @@ impl Item<'_> {
         out.extend_from_slice(b",\"_id\":");
         write_json_string(out, &self.id);
         out.extend_from_slice(b",\"version\":");
-        out.extend_from_slice(itoa::Buffer::new().format(c.version.as_u64()).as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(c.version().as_u64()).as_bytes());
         out.extend_from_slice(b",\"version_type\":\"external_gte\"}}\n");
-        if let (Op::Insert | Op::Update | Op::Read, Some(row)) = (c.op, &c.after) {
-            write_document(&c.relation, row, out);
+        if let (Op::Insert | Op::Update | Op::Read, Some(row)) = (c.op(), &c.after()) {
+            write_document(c.relation(), row, out);
             out.push(b'\n');
         }
     }
@@ -108,7 +112,8 @@ fn json_text(v: &Value) -> String {
 }
 
 /// Keeps, per document, only the change that wins under the version rule
-/// (the greatest version; among equal versions the later one), so that a
+/// ([`version::incoming_wins`]: the greatest version; among equal versions
+/// the later one), so that a
 /// `_bulk` request holds each document once and items can be retried in
 /// any order.
 pub(crate) fn collapse<'a>(items: Vec<Item<'a>>) -> Vec<Item<'a>> {
@@ -116,7 +121,8 @@ pub(crate) fn collapse<'a>(items: Vec<Item<'a>>) -> Vec<Item<'a>> {
     for (i, item) in items.iter().enumerate() {
         let key = (item.alias.as_str(), item.id.as_str());
         match winner.get(&key) {
-            Some(&j) if items[j].change.version > item.change.version => {}
+            Some(&j)
+                if !version::incoming_wins(items[j].change.version(), item.change.version()) => {}
             _ => {
                 winner.insert(key, i);
             }
@@ -209,9 +215,9 @@ mod tests {
             .collect();
         let kept = collapse(items);
         assert_eq!(kept.len(), 2);
-        assert_eq!(kept[0].change.version.as_u64(), 300);
+        assert_eq!(kept[0].change.version().as_u64(), 300);
         assert_eq!(
-            kept[1].change.after.as_ref().unwrap()[1],
+            kept[1].change.after().unwrap()[1],
             Value::Text("second".into())
         );
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use courier_core::{Column, Relation, SinkError, TableId};
+use courier_core::{Column, Relation, SinkError, SinkErrorKind, TableId};
 use reqwest::Method;
 use serde_json::{json, Map, Value as Json};
 
@@ -54,11 +54,13 @@ impl Indexes {
                 return Ok(alias.clone());
             }
         }
-        let fatal = |m: String| SinkError::fatal(m).with_table(&rel.id);
-        let alias = settings
-            .index
-            .alias(&rel.id)
-            .map_err(|e| fatal(format!("search: index name for {}: {e}", rel.id)))?;
+        let fatal = |kind, m: String| SinkError::new(kind, m).with_table(&rel.id);
+        let alias = settings.index.alias(&rel.id).map_err(|e| {
+            fatal(
+                SinkErrorKind::Config,
+                format!("search: index name for {}: {e}", rel.id),
+            )
+        })?;
         let overrides = settings.overrides.get(&rel.id.to_string());
         let flat_json = server.flat_json_type().filter(|_| !self.no_flat_json);
         let wanted = properties(rel, flat_json, overrides);
@@ -79,14 +81,10 @@ impl Indexes {
                     "search: prepare the index of {} (alias {alias}): {e}",
                     rel.id
                 );
-                return Err(if e.is_retriable() {
-                    SinkError::retriable(m).with_table(&rel.id)
-                } else {
-                    SinkError::fatal(m).with_table(&rel.id)
-                });
+                return Err(SinkError::new(e.kind(), m).with_table(&rel.id));
             }
             Err(Unready::Conflict { concrete, conflict: c }) => {
-                return Err(fatal(format!(
+                return Err(fatal(SinkErrorKind::Schema, format!(
                     "search: column {} of {} is now mapped as {:?} but index {concrete} holds it as {:?}, \
                      a change a mapping cannot follow; rebuild the index (write a new {alias}_vN and move \
                      the alias {alias} to it), or map the column in the `mappings` file as the index has it",
@@ -152,6 +150,7 @@ async fn write_index(client: &Client, alias: &str) -> Result<Option<String>, Htt
         let (status, _) = client.get(&format!("/{alias}"), &[404]).await?;
         if status.as_u16() != 404 {
             return Err(HttpError::Status {
+                server: client.server().to_string(),
                 method: Method::GET,
                 path: format!("/_alias/{alias}"),
                 status: 400,
@@ -177,6 +176,7 @@ async fn write_index(client: &Client, alias: &str) -> Result<Option<String>, Htt
         None if indexes.len() == 1 => indexes.keys().next().cloned(),
         None => {
             return Err(HttpError::Status {
+                server: client.server().to_string(),
                 method: Method::GET,
                 path: format!("/_alias/{alias}"),
                 status: 400,
@@ -217,6 +217,7 @@ async fn create(
         let kind = resp.pointer("/error/type").and_then(Json::as_str);
         if kind != Some("resource_already_exists_exception") {
             return Err(HttpError::Status {
+                server: client.server().to_string(),
                 method: Method::PUT,
                 path: format!("/{concrete}"),
                 status: 400,

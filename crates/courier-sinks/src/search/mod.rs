@@ -43,11 +43,15 @@
 //!
 //! Every item result of a bulk response is read. Items refused with 429,
 //! `es_rejected_execution_exception` (`rejected_execution_exception` on
-//! OpenSearch) or 5xx are sent again without the items that were applied,
+//! OpenSearch) — the server is overloaded — or 5xx — unavailable — are
+//! sent again without the items that were applied,
 //! with exponential backoff and jitter (reset whenever a round makes
 //! progress) and counted by `courier_sink_retried_items_total{sink}`, for
 //! up to `retry_secs`; after that the
-//! batch fails as retriable and Courier retries it. A document refused for
+//! batch fails as retriable and Courier retries it. A request that gets no
+//! answer fails the batch at once, as unreachable (connection refused or
+//! reset, host name not resolved) or timed out, and Courier retries it;
+//! messages name the server (`host:port`) and say which it was. A document refused for
 //! its content (a mapping conflict, too large) stops the table with an
 //! error naming table, key and LSN when `on_error = "stop"`; with
 //! `"dead_letter"` it is written to the dead-letter index (table, key, LSN,
@@ -83,7 +87,7 @@ mod truncate;
 use async_trait::async_trait;
 use std::time::Duration;
 
-use courier_core::{Batch, Change, Grouping, Sink, SinkError};
+use courier_core::{Batch, Change, Grouping, Sink, SinkError, SinkErrorKind};
 
 pub use config::{OnError, SearchSinkConfig};
 pub use server::{Flavour, Server};
@@ -106,28 +110,29 @@ pub async fn build(name: &str, config: SearchSinkConfig) -> Result<SearchSink, B
     };
     let settings = config.validate().map_err(config_err)?;
     let client = Client::new(&settings).map_err(|e| config_err(format!("url: {e}")))?;
-    let connect = |message: String| BuildError::Connect {
+    let connect = |kind, message: String| BuildError::Connect {
         sink: name.to_string(),
+        kind,
         message,
         source: None,
     };
     let server = client
-        .server()
+        .detect()
         .await
         .map_err(|e| {
-            connect(format!(
-                "reach the search server at {}: {e}",
-                redact(&settings.base)
-            ))
+            connect(
+                e.kind(),
+                format!("detect the server (url {}): {e}", redact(&settings.base)),
+            )
         })?
         .ok_or_else(|| {
-            connect(format!(
+            connect(SinkErrorKind::Config, format!(
                 "{} does not answer as Elasticsearch or OpenSearch (neither GET / nor GET /_nodes/_local names a version)",
                 settings.base
             ))
         })?;
     if !server.supported() {
-        return Err(connect(format!(
+        return Err(connect(SinkErrorKind::Config, format!(
             "{server} at {} is not supported; Courier works with Elasticsearch 7 to 9 and OpenSearch 1 to 3",
             settings.base
         )));
@@ -208,22 +213,25 @@ impl SearchSink {
         for c in changes {
             let alias = self
                 .indexes
-                .ensure(&self.client, &self.settings, &self.server, &c.relation)
+                .ensure(&self.client, &self.settings, &self.server, c.relation())
                 .await?;
             let Some(row) = c.key_row() else { continue };
-            match doc_id(&c.relation, row) {
+            match doc_id(c.relation(), row) {
                 Ok(id) => items.push(Item {
                     change: c,
                     alias,
                     id,
                 }),
-                Err(reason) if c.relation.key_indexes().next().is_none() => {
-                    return Err(SinkError::fatal(format!(
-                        "search: {} cannot be indexed: {reason}; give it a primary key",
-                        c.relation.id
-                    ))
-                    .with_table(&c.relation.id)
-                    .with_lsn(c.version))
+                Err(reason) if c.relation().key_indexes().next().is_none() => {
+                    return Err(SinkError::new(
+                        SinkErrorKind::Schema,
+                        format!(
+                            "search: {} cannot be indexed: {reason}; give it a primary key",
+                            c.relation().id
+                        ),
+                    )
+                    .with_table(&c.relation().id)
+                    .with_lsn(c.version()))
                 }
                 Err(reason) => unkeyed.push((*c, reason)),
             }
@@ -269,7 +277,7 @@ impl SearchSink {
     async fn truncate(&mut self, c: &Change) -> Result<(), SinkError> {
         let alias = self
             .indexes
-            .ensure(&self.client, &self.settings, &self.server, &c.relation)
+            .ensure(&self.client, &self.settings, &self.server, c.relation())
             .await?;
         truncate::truncate(&self.client, &alias, c, &self.limits()).await
     }

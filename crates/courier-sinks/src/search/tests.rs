@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::readback::SearchReadback;
 use super::*;
-use crate::compliance::fixtures::{batch, change, table};
+use crate::compliance::fixtures::{self, batch, change, table};
 use crate::compliance::{run_compliance, Options};
 
 /// A real search node: a flavour and major version, one per instance of
@@ -194,7 +194,56 @@ on_every_node!(
     a_new_column_joins_the_mapping_and_a_changed_type_is_a_clear_error,
     rejected_rows_go_to_the_dead_letter_index_while_others_flow,
     with_stop_a_rejected_row_names_table_key_and_lsn,
+    a_server_lost_while_running_is_unreachable_not_overloaded,
 );
+
+#[tokio::test]
+async fn a_server_nobody_listens_on_is_unreachable_at_start() {
+    let port = crate::outage::unused_port();
+    let config: SearchSinkConfig =
+        toml::from_str(&format!("url = \"http://127.0.0.1:{port}\"")).unwrap();
+    let e = build("search", config)
+        .await
+        .err()
+        .expect("nothing listens");
+    assert!(e.is_retriable(), "{e}");
+    assert!(
+        matches!(
+            e,
+            BuildError::Connect {
+                kind: SinkErrorKind::Unreachable,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    let want = format!("search server 127.0.0.1:{port} unreachable (connection refused)");
+    assert!(text.contains(&want), "{text}");
+}
+
+async fn a_server_lost_while_running_is_unreachable_not_overloaded(node: Node) {
+    let relay = crate::outage::Relay::start(crate::failure::address(&node.url())).await;
+    let text = format!("url = \"http://{}\"\nretry_secs = 2\n", relay.addr);
+    let mut s = build("search", toml::from_str(&text).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("build: {e}"));
+    let rel = table("public", &unique("lost_"));
+    s.apply(&batch(vec![change(&rel, Op::Insert, 1, "one", 10)]))
+        .await
+        .unwrap();
+    relay.cut().await;
+    let e = s
+        .apply(&batch(vec![change(&rel, Op::Insert, 2, "two", 20)]))
+        .await
+        .expect_err("the server is gone");
+    assert_eq!(e.kind, SinkErrorKind::Unreachable, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("unreachable") && !text.contains("overload"),
+        "{text}"
+    );
+}
 
 /// OpenSearch 1 and 2 can answer `GET /` as Elasticsearch 7.10.2 for older
 /// clients; the sink still sees OpenSearch and its real version.
@@ -332,8 +381,9 @@ async fn a_new_column_joins_the_mapping_and_a_changed_type_is_a_clear_error(node
         .await
         .unwrap();
     let wider = with_column(&rel, "stock", PgType::Int4);
-    let mut c = change(&wider, Op::Insert, 2, "b", 20);
-    c.after.as_mut().unwrap().push(Value::Int(5));
+    let mut row = fixtures::row(2, "b");
+    row.push(Value::Int(5));
+    let c = fixtures::row_change(&wider, Op::Insert, row, 20);
     s.apply(&batch(vec![c])).await.unwrap();
     let (_, mapping) = raw(node)
         .get(&format!("/{name}_v1/_mapping"), &[])
@@ -347,10 +397,11 @@ async fn a_new_column_joins_the_mapping_and_a_changed_type_is_a_clear_error(node
     let mut changed = (*wider).clone();
     changed.columns.last_mut().unwrap().pg_type = PgType::Uuid;
     let changed = Arc::new(changed);
-    let mut c = change(&changed, Op::Insert, 3, "c", 30);
-    c.after.as_mut().unwrap().push(Value::Uuid("x".into()));
+    let mut row = fixtures::row(3, "c");
+    row.push(Value::Uuid("x".into()));
+    let c = fixtures::row_change(&changed, Op::Insert, row, 30);
     let e = s.apply(&batch(vec![c])).await.unwrap_err();
-    assert_eq!(e.kind, SinkErrorKind::Fatal);
+    assert_eq!(e.kind, SinkErrorKind::Schema);
     let text = e.to_string();
     for part in ["stock", &name, "keyword", "long", "rebuild"] {
         assert!(text.contains(part), "{text:?} lacks {part:?}");
@@ -403,7 +454,7 @@ async fn rejected_rows_go_to_the_dead_letter_index_while_others_flow(node: Node)
     )
     .await;
     let mut good = change(&rel, Op::Insert, 2, "fine", 10);
-    good.after.as_mut().unwrap()[4] = Value::Json("7".into());
+    good.after_mut().unwrap()[4] = Value::Json("7".into());
     s.apply(&batch(vec![change(&rel, Op::Insert, 1, "bad", 10), good]))
         .await
         .unwrap();
@@ -448,7 +499,7 @@ async fn with_stop_a_rejected_row_names_table_key_and_lsn(node: Node) {
         )]))
         .await
         .unwrap_err();
-    assert_eq!(e.kind, SinkErrorKind::Fatal);
+    assert_eq!(e.kind, SinkErrorKind::Rejected);
     let text = e.to_string();
     let table_name = format!("public.{name}");
     for part in [

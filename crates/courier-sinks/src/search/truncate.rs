@@ -2,7 +2,7 @@
 //! version, so documents written later (a newer version) stay, and older
 //! replayed writes meet a tombstone.
 
-use courier_core::{Change, SinkError};
+use courier_core::{Change, SinkError, SinkErrorKind};
 use reqwest::Method;
 use serde_json::{json, Value as Json};
 
@@ -18,14 +18,10 @@ pub(crate) async fn truncate(
     limits: &Limits,
 ) -> Result<(), SinkError> {
     let err = |e: HttpError| {
-        let m = format!("search: truncate {} (alias {alias}): {e}", c.relation.id);
-        if e.is_retriable() {
-            SinkError::retriable(m)
-        } else {
-            SinkError::fatal(m)
-        }
-        .with_table(&c.relation.id)
-        .with_lsn(c.version)
+        let m = format!("search: truncate {} (alias {alias}): {e}", c.relation().id);
+        SinkError::new(e.kind(), m)
+            .with_table(&c.relation().id)
+            .with_lsn(c.version())
     };
     // Documents written just before the truncate must be visible to the search.
     client
@@ -70,12 +66,12 @@ pub(crate) async fn truncate(
             .collect();
         let rejected = send_items(client, &items, limits).await?;
         if let Some(r) = rejected.first() {
-            return Err(SinkError::fatal(format!(
+            return Err(SinkError::new(SinkErrorKind::Rejected, format!(
                 "search: truncate {} (alias {alias}): the server refused to delete a document: HTTP {} {}",
-                c.relation.id, r.status, r.error_type
+                c.relation().id, r.status, r.error_type
             ))
-            .with_table(&c.relation.id)
-            .with_lsn(c.version));
+            .with_table(&c.relation().id)
+            .with_lsn(c.version()));
         }
         let Some(id) = &scroll_id else { break };
         page = client

@@ -6,10 +6,11 @@
 use std::io::Write;
 
 use async_trait::async_trait;
-use courier_core::{Batch, Sink, SinkError};
+use courier_core::{Batch, Sink, SinkError, SinkErrorKind};
 use serde::Deserialize;
 
 use crate::envelope::{EnvelopeLines, SourceInfo};
+use crate::failure;
 use crate::selection::TableSelection;
 use crate::BuildError;
 
@@ -45,6 +46,25 @@ impl Sink for StdoutSink {
         let mut out = std::io::stdout().lock();
         out.write_all(lines)
             .and_then(|_| out.flush())
-            .map_err(|e| SinkError::fatal("write to standard output").with_source(e))
+            .map_err(write_error)
     }
+}
+
+/// The error of a failed write to standard output. A closed pipe means
+/// nothing reads the output any more, which no retry can change; any other
+/// failure is classified as the I/O error it is (a full disk behind a
+/// redirection is retriable).
+fn write_error(e: std::io::Error) -> SinkError {
+    let (kind, reason) = match e.kind() {
+        std::io::ErrorKind::BrokenPipe => (
+            SinkErrorKind::Config,
+            "standard output is closed: nothing reads it".to_string(),
+        ),
+        _ => failure::of_io(&e),
+    };
+    SinkError::new(
+        kind,
+        format!("stdout sink: write to standard output: {kind} ({reason})"),
+    )
+    .with_source(e)
 }

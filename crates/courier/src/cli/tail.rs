@@ -81,7 +81,7 @@ pub async fn tail(path: &Path, only: &[String]) -> anyhow::Result<ExitCode> {
                 let mut out = std::io::stdout().lock();
                 for c in changes
                     .iter()
-                    .filter(|c| only.as_ref().is_none_or(|f| f.matches(&c.relation.id)))
+                    .filter(|c| only.as_ref().is_none_or(|f| f.matches(&c.relation().id)))
                 {
                     line.clear();
                     encoder.encode_line(c, now_ms(), &mut line);

@@ -15,8 +15,8 @@ pub struct EventCounter {
 impl EventCounter {
     pub fn count(&mut self, c: &Change) {
         self.counts
-            .entry((c.relation.oid, c.op))
-            .or_insert_with(|| (c.relation.id.to_string(), 0))
+            .entry((c.relation().oid, c.op()))
+            .or_insert_with(|| (c.relation().id.to_string(), 0))
             .1 += 1;
     }
 

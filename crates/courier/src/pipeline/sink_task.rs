@@ -86,8 +86,8 @@ where
             .iter()
             .rev()
             .flat_map(|b| b.changes.iter().rev())
-            .find(|c| c.op != Op::Read)
-            .map(|c| c.commit_time_us);
+            .find(|c| c.op() != Op::Read)
+            .map(|c| c.commit_time_us());
         status.sink_applied(&name, through, events, last_commit_time);
         if let Some(done) = group.barrier {
             let _ = done.send(());
@@ -242,18 +242,28 @@ mod tests {
         let relation = Arc::new(courier_core::Relation {
             oid: 1,
             id: courier_core::TableId::new("public", "wide"),
-            columns: Vec::new(),
-        });
-        SinkMsg::Batch(Arc::new(Batch {
-            changes: vec![courier_core::Change {
-                relation,
-                op: courier_core::Op::Insert,
-                before: None,
-                after: Some(vec![courier_core::Value::Text("x".repeat(bytes))]),
-                version: Lsn(through),
-                xid: 1,
-                commit_time_us: 0,
+            columns: vec![courier_core::Column {
+                name: "body".into(),
+                type_oid: 25,
+                type_modifier: -1,
+                type_name: "text".into(),
+                pg_type: courier_core::PgType::Text,
+                nullable: true,
+                is_key: false,
             }],
+        });
+        let change = courier_core::Change::new(
+            relation,
+            courier_core::Op::Insert,
+            None,
+            Some(vec![courier_core::Value::Text("x".repeat(bytes))]),
+            Lsn(through),
+            1,
+            0,
+        )
+        .expect("one value for the one column");
+        SinkMsg::Batch(Arc::new(Batch {
+            changes: vec![change],
             through: Some(Lsn(through)),
         }))
     }
