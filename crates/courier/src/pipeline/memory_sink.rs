@@ -6,7 +6,7 @@ use std::future::{ready, Ready};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use courier_core::{Batch, Sink, SinkError};
+use courier_core::{Batch, Sink, SinkError, SinkErrorKind};
 use courier_sinks::BuildError;
 
 /// What [`MemorySink::apply`] does once its scripted errors are used up.
@@ -58,10 +58,13 @@ impl Sink for MemorySink {
             return Err(e);
         }
         if let Then::FailRetriable = self.then {
-            return Err(SinkError::retriable("memory store is down"));
+            return Err(SinkError::new(
+                SinkErrorKind::Overloaded,
+                "memory store is down",
+            ));
         }
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        applied.extend(batch.changes.iter().map(|c| c.version.0));
+        applied.extend(batch.changes.iter().map(|c| c.version().0));
         Ok(())
     }
 }

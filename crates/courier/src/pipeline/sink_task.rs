@@ -121,7 +121,7 @@ where
 }
 
 fn build_retriable(e: &BuildError) -> bool {
-    matches!(e, BuildError::Connect { .. })
+    e.is_retriable()
 }
 /// Consecutive batches applied as one unit, and the barrier that ended the
 /// group, answered once they are applied.
@@ -228,7 +228,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::pipeline::memory_sink::{MemorySink, Then};
-    use courier_core::Lsn;
+    use courier_core::{Lsn, SinkErrorKind};
 
     fn batch(through: u64) -> SinkMsg {
         SinkMsg::Batch(Arc::new(Batch {
@@ -386,7 +386,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retriable_errors_are_retried_and_progress_follows_the_applied() {
-        let sink = MemorySink::new(vec![SinkError::retriable("server busy")], Then::Apply);
+        let sink = MemorySink::new(
+            vec![SinkError::new(SinkErrorKind::Overloaded, "server busy")],
+            Then::Apply,
+        );
         let applied = sink.applied.clone();
         let st = status("m");
         let (tx, rx) = mpsc::channel(8);
@@ -407,7 +410,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fatal_error_stops_the_sink_with_its_table_and_lsn() {
         let table = courier_core::TableId::new("public", "t");
-        let error = SinkError::fatal("rejected")
+        let error = SinkError::new(SinkErrorKind::Rejected, "rejected")
             .with_table(&table)
             .with_lsn(Lsn(20));
         let sink = MemorySink::new(vec![error], Then::Apply);
@@ -444,6 +447,7 @@ mod tests {
                 attempts += 1;
                 let unreachable = BuildError::Connect {
                     sink: "m".into(),
+                    kind: SinkErrorKind::Unreachable,
                     message: "store unreachable (connection refused)".into(),
                     source: None,
                 };

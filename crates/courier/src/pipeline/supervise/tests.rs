@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use courier_core::{Batch, Change, Op, Relation, SinkError, TableId, Value};
+use courier_core::{Batch, Change, Op, Relation, SinkError, SinkErrorKind, TableId};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -15,16 +15,18 @@ fn batch(version: u64) -> Batch {
         id: TableId::new("public", "t"),
         columns: Vec::new(),
     });
+    let change = Change::new(
+        relation,
+        Op::Insert,
+        None,
+        Some(Vec::new()),
+        Lsn(version),
+        1,
+        0,
+    )
+    .expect("no values for no columns");
     Batch {
-        changes: vec![Change {
-            relation,
-            op: Op::Insert,
-            before: None,
-            after: Some(vec![Value::Int(version as i64)]),
-            version: Lsn(version),
-            xid: 1,
-            commit_time_us: 0,
-        }],
+        changes: vec![change],
         through: Some(Lsn(version)),
     }
 }
@@ -69,7 +71,7 @@ const LONG: Duration = Duration::from_secs(3600);
 #[tokio::test(start_paused = true)]
 async fn a_fatal_sink_error_ends_the_run_while_another_sink_is_healthy() {
     let table = TableId::new("public", "t");
-    let fatal = SinkError::fatal("value rejected")
+    let fatal = SinkError::new(SinkErrorKind::Rejected, "value rejected")
         .with_table(&table)
         .with_lsn(Lsn(10));
     let (status, fanout, sinks) = two_sinks(
@@ -95,7 +97,10 @@ async fn a_fatal_sink_error_ends_the_run_while_another_sink_is_healthy() {
 async fn a_source_failing_to_send_reports_the_sink_that_stopped() {
     let (status, fanout, sinks) = two_sinks(
         MemorySink::new(Vec::new(), Then::Apply),
-        MemorySink::new(vec![SinkError::fatal("mapping refused")], Then::Apply),
+        MemorySink::new(
+            vec![SinkError::new(SinkErrorKind::Rejected, "mapping refused")],
+            Then::Apply,
+        ),
     );
     let (_tx, rx) = watch::channel(false);
     let source = streaming_source(fanout.clone(), rx.clone(), 50);
@@ -109,7 +114,10 @@ async fn a_source_failing_to_send_reports_the_sink_that_stopped() {
 #[tokio::test(start_paused = true)]
 async fn a_clean_shutdown_drains_every_sink() {
     let a = MemorySink::new(Vec::new(), Then::Apply);
-    let b = MemorySink::new(vec![SinkError::retriable("busy")], Then::Apply);
+    let b = MemorySink::new(
+        vec![SinkError::new(SinkErrorKind::Overloaded, "busy")],
+        Then::Apply,
+    );
     let (applied_a, applied_b) = (a.applied.clone(), b.applied.clone());
     let (status, fanout, sinks) = two_sinks(a, b);
     let (tx, rx) = watch::channel(false);
