@@ -8,6 +8,7 @@
 //! snapshot, then the stream beside the catch-up snapshot), and supervises
 //! them all until shutdown or a failure (`supervise`).
 
+mod batcher;
 mod errors;
 mod fanout;
 mod housekeeping;

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use courier_core::{Batch, Change, Lsn};
+use courier_core::Lsn;
 use courier_postgres::catalog::Catalog;
-use courier_postgres::pgoutput::{DecodedEvent, Decoder, ToastGap};
+use courier_postgres::pgoutput::{DecodedEvent, Decoder};
 use courier_postgres::{PgConfig, ReplicationClient, ReplicationMessage, ReplicationStream};
 use tokio::sync::watch;
 
+use super::batcher::{Batcher, Pending};
 use super::errors::{is_retriable, StreamEnded};
 use super::fanout::Fanout;
 use super::metrics::EventCounter;
@@ -61,74 +62,6 @@ pub async fn stream_until_shutdown(
     }
 }
 
-/// Collects changes into batches and hands them to the fan-out.
-struct Batcher {
-    changes: Vec<Change>,
-    /// Updates among `changes` whose unchanged TOAST values are still to be
-    /// read, by index: read together just before the batch goes out.
-    gaps: Vec<(usize, ToastGap)>,
-    /// Bytes of the changes' values, roughly (see `Change::approx_bytes`).
-    bytes: usize,
-    started: Option<Instant>,
-    /// End LSN of the newest commit seen.
-    last_commit_end: Lsn,
-    /// The newest `through` handed to the fan-out.
-    sent_through: Lsn,
-    in_transaction: bool,
-    max: usize,
-    max_bytes: usize,
-    delay: Duration,
-}
-
-/// What an unchanged TOAST value counts for in a batch's size until it is
-/// read: PostgreSQL moves values out of line from about 2 KB on.
-const TOAST_VALUE_BYTES: usize = 2048;
-
-impl Batcher {
-    fn push(&mut self, c: Change) {
-        if self.changes.is_empty() {
-            self.started = Some(Instant::now());
-        }
-        self.bytes += c.approx_bytes();
-        self.changes.push(c);
-    }
-
-    fn push_partial(&mut self, c: Change, gap: ToastGap) {
-        self.bytes += gap.columns() * TOAST_VALUE_BYTES;
-        self.gaps.push((self.changes.len(), gap));
-        self.push(c);
-    }
-
-    fn is_full(&self) -> bool {
-        self.changes.len() >= self.max || self.bytes >= self.max_bytes
-    }
-
-    fn is_due(&self) -> bool {
-        self.started.is_some_and(|s| s.elapsed() >= self.delay)
-    }
-
-    /// The batch to send, once its TOAST gaps are filled.
-    async fn take(&mut self, decoder: &mut Decoder) -> anyhow::Result<Batch> {
-        if !self.gaps.is_empty() {
-            decoder
-                .fill_toast(&mut self.changes, &self.gaps)
-                .await
-                .context("re-read unchanged TOAST values")?;
-            self.gaps.clear();
-        }
-        self.started = None;
-        self.bytes = 0;
-        let through = (self.last_commit_end > self.sent_through).then_some(self.last_commit_end);
-        if let Some(t) = through {
-            self.sent_through = t;
-        }
-        Ok(Batch {
-            changes: std::mem::replace(&mut self.changes, Vec::with_capacity(self.max)),
-            through,
-        })
-    }
-}
-
 async fn stream_once(
     ctx: &StreamContext,
     shutdown: &mut watch::Receiver<bool>,
@@ -157,18 +90,7 @@ async fn stream_once(
     ctx.status.set_streaming(true);
 
     let start = ctx.status.watermark.min().unwrap_or(Lsn::ZERO);
-    let mut b = Batcher {
-        changes: Vec::with_capacity(ctx.pipeline.batch_changes),
-        gaps: Vec::new(),
-        bytes: 0,
-        started: None,
-        last_commit_end: start,
-        sent_through: start,
-        in_transaction: false,
-        max: ctx.pipeline.batch_changes,
-        max_bytes: ctx.pipeline.batch_bytes,
-        delay: ctx.pipeline.batch_delay,
-    };
+    let mut b = Batcher::new(start, &ctx.pipeline);
     let mut counter = EventCounter::default();
     let mut report = Reporter::new(ctx.status_interval);
     let mut status_tick = tokio::time::interval(ctx.status_interval);
@@ -180,9 +102,8 @@ async fn stream_once(
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
-                if !b.changes.is_empty() || b.last_commit_end > b.sent_through {
-                    let batch = b.take(&mut decoder).await?;
-                    ctx.fanout.send(batch).await?;
+                if b.has_unsent() {
+                    send(ctx, &mut decoder, &mut b).await?;
                 }
                 ctx.fanout.barrier().await?;
                 counter.flush();
@@ -209,7 +130,7 @@ async fn stream_once(
             }
             _ = flush_tick.tick() => {
                 if b.is_due() {
-                    ctx.fanout.send(b.take(&mut decoder).await?).await?;
+                    send(ctx, &mut decoder, &mut b).await?;
                     counter.flush();
                 }
             }
@@ -289,6 +210,20 @@ impl Reporter {
     }
 }
 
+/// Hands the batch so far to the fan-out, once its unchanged TOAST values
+/// are read (one query per table).
+async fn send(ctx: &StreamContext, decoder: &mut Decoder, b: &mut Batcher) -> anyhow::Result<()> {
+    let Pending { mut batch, gaps } = b.take();
+    if !gaps.is_empty() {
+        decoder
+            .fill_toast(&mut batch.changes, &gaps)
+            .await
+            .context("re-read unchanged TOAST values")?;
+    }
+    ctx.fanout.send(batch).await?;
+    Ok(())
+}
+
 /// Handles one message from the replication stream.
 async fn on_message(
     ctx: &StreamContext,
@@ -305,19 +240,19 @@ async fn on_message(
                 .await
                 .context("decode pgoutput message")?
             {
-                Some(DecodedEvent::Begin { .. }) => b.in_transaction = true,
+                Some(DecodedEvent::Begin { .. }) => b.begin(),
                 Some(DecodedEvent::PartialChange(c, gap)) => {
                     counter.count(&c);
                     b.push_partial(c, gap);
                     if b.is_full() {
-                        ctx.fanout.send(b.take(decoder).await?).await?;
+                        send(ctx, decoder, b).await?;
                     }
                 }
                 Some(DecodedEvent::Change(c)) => {
                     counter.count(&c);
                     b.push(c);
                     if b.is_full() {
-                        ctx.fanout.send(b.take(decoder).await?).await?;
+                        send(ctx, decoder, b).await?;
                     }
                 }
                 Some(DecodedEvent::Truncate(cs)) => {
@@ -331,11 +266,10 @@ async fn on_message(
                     commit_lsn,
                     commit_time_us,
                 }) => {
-                    b.in_transaction = false;
-                    b.last_commit_end = b.last_commit_end.max(end_lsn);
+                    b.commit(end_lsn);
                     ctx.status.note_commit_received(commit_lsn, commit_time_us);
                     if b.is_full() || b.is_due() {
-                        ctx.fanout.send(b.take(decoder).await?).await?;
+                        send(ctx, decoder, b).await?;
                         counter.flush();
                     }
                 }
@@ -350,14 +284,8 @@ async fn on_message(
             reply_requested,
             ..
         } => {
-            // Between transactions, everything up to wal_end has been
-            // received: once sinks applied what is queued, the slot
-            // may move there, so an idle source retains no WAL.
-            if !b.in_transaction && wal_end > b.last_commit_end {
-                b.last_commit_end = wal_end;
-                if b.changes.is_empty() {
-                    ctx.fanout.send(b.take(decoder).await?).await?;
-                }
+            if b.keepalive(wal_end) {
+                send(ctx, decoder, b).await?;
             }
             if reply_requested {
                 send_status(ctx, stream, false).await?;
