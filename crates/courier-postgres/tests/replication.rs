@@ -1,6 +1,6 @@
 //! The connection layer and the replication client against a real
 //! PostgreSQL: `COURIER_TEST_PG` (default: the `dev/pg.sh` cluster) names
-//! it; `COURIER_TEST_PG=skip` skips these tests. The server needs
+//! it. The server needs
 //! `wal_level=logical`, TLS, and the roles `courier` (scram-sha-256) and
 //! `courier_md5` (md5), both with password `courier`, as `dev/pg.sh` sets up.
 
@@ -14,14 +14,10 @@ use courier_postgres::{
 
 const DEFAULT_URL: &str = "postgres://postgres:postgres@127.0.0.1:55432/postgres";
 
-/// The superuser settings, or `None` when the tests are to be skipped.
-fn base() -> Option<PgConfig> {
+/// The superuser settings.
+fn base() -> PgConfig {
     let url = std::env::var("COURIER_TEST_PG").unwrap_or_else(|_| DEFAULT_URL.to_string());
-    if url == "skip" {
-        println!("COURIER_TEST_PG=skip: skipping PostgreSQL tests");
-        return None;
-    }
-    Some(PgConfig::from_url(&url).expect("COURIER_TEST_PG is a valid URL"))
+    PgConfig::from_url(&url).expect("COURIER_TEST_PG is a valid URL")
 }
 
 fn as_role(base: &PgConfig, user: &str, sslmode: SslMode) -> PgConfig {
@@ -69,7 +65,7 @@ async fn ssl_in_use(admin: &tokio_postgres::Client, pid: i32) -> bool {
 
 #[tokio::test]
 async fn connects_with_scram_md5_and_every_sslmode() {
-    let Some(base) = base() else { return };
+    let base = base();
     let admin = admin(&base).await;
     let cases = [
         ("courier", SslMode::Disable, false),
@@ -114,7 +110,7 @@ async fn connects_with_scram_md5_and_every_sslmode() {
 
 #[tokio::test]
 async fn verify_full_trusts_only_the_given_root() {
-    let Some(base) = base() else { return };
+    let base = base();
     let admin = admin(&base).await;
     let mut cfg = as_role(&base, "courier", SslMode::VerifyFull);
     cfg.sslrootcert = Some(test_ca());
@@ -136,7 +132,7 @@ async fn verify_full_trusts_only_the_given_root() {
 
 #[tokio::test]
 async fn wrong_password_is_an_auth_error_without_the_password() {
-    let Some(base) = base() else { return };
+    let base = base();
     for user in ["courier", "courier_md5"] {
         let mut cfg = as_role(&base, user, SslMode::Prefer);
         cfg.password = Some(Secret::new("not-the-password"));
@@ -162,7 +158,7 @@ async fn wrong_password_is_an_auth_error_without_the_password() {
 
 #[tokio::test]
 async fn exported_snapshot_is_importable_until_the_next_command() {
-    let Some(base) = base() else { return };
+    let base = base();
     let admin = admin(&base).await;
     let table = unique("snap_t");
     admin
@@ -246,7 +242,7 @@ async fn exported_snapshot_is_importable_until_the_next_command() {
 
 #[tokio::test]
 async fn server_errors_keep_their_sqlstate() {
-    let Some(base) = base() else { return };
+    let base = base();
     let mut client = ReplicationClient::connect(&base).await.unwrap();
     let rows = client.simple_query("SHOW wal_level").await.unwrap();
     assert_eq!(rows, vec![vec![Some("logical".to_string())]]);
@@ -357,7 +353,7 @@ fn commit_end(data: &[u8]) -> Lsn {
 
 #[tokio::test]
 async fn streams_a_transaction_and_advances_the_slot() {
-    let Some(base) = base() else { return };
+    let base = base();
     let fx = Fixture::new(&base, "stream_t").await;
     let mut stream = fx.stream(&base, Lsn::ZERO).await;
     fx.admin
@@ -467,7 +463,7 @@ async fn streams_a_transaction_and_advances_the_slot() {
 
 #[tokio::test]
 async fn next_is_cancel_safe_under_select() {
-    let Some(base) = base() else { return };
+    let base = base();
     let fx = Fixture::new(&base, "cancel_t").await;
     let mut stream = fx.stream(&base, Lsn::ZERO).await;
     const ROWS: i32 = 20_000;
@@ -516,7 +512,7 @@ async fn next_is_cancel_safe_under_select() {
 
 #[tokio::test]
 async fn terminated_walsender_ends_the_stream_with_a_retriable_error() {
-    let Some(base) = base() else { return };
+    let base = base();
     let fx = Fixture::new(&base, "term_t").await;
     let mut stream = fx.stream(&base, Lsn::ZERO).await;
     let terminated: bool = fx
