@@ -56,6 +56,8 @@ def aggregate_drain(name, describe, runs):
         rs = [r["sinks"][sink] for r in runs]
         sinks[sink] = {k: stats.summary([x[k] for x in rs])
                        for k in ("rate", "ratio", "seconds", "rss_kb", "cpu_s")}
+        if all("stall_s" in x for x in rs):
+            sinks[sink]["stall_s"] = stats.summary([x["stall_s"] for x in rs])
         if any(x.get("native_rate") for x in rs):
             for k in ("native_rate", "native_ratio", "native_seconds", "native_ref_ratio"):
                 if any(x.get(k) is not None for x in rs):

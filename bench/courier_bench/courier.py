@@ -111,10 +111,18 @@ class Courier:
         #: distinct confirmed_flush_lsn values seen while waiting: how often
         #: the slot moved during the drain (1-2 means only at the end)
         self.positions_seen = set()
+        #: the longest the slot stood still while the backlog drained: how
+        #: much WAL PostgreSQL keeps because acknowledgements lag
+        self.longest_stall_s = 0.0
         deadline = time.monotonic() + timeout
+        last_move = time.monotonic()
         while time.monotonic() < deadline:
             done, position = (session.value(sql) or "f|").split("|")
-            self.positions_seen.add(position)
+            now = time.monotonic()
+            if position not in self.positions_seen:
+                self.positions_seen.add(position)
+                self.longest_stall_s = max(self.longest_stall_s, now - last_move)
+                last_move = now
             if done == "t":
                 return time.perf_counter()
             self._alive()

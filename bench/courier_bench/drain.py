@@ -52,6 +52,7 @@ def time_courier(ctx, workload, sink, slot, session, end_lsn, run_id):
     rss, cpu = c.peak_rss_kb(), c.cpu_seconds()
     c.stop()
     ctx.last_slot_positions = len(c.positions_seen)
+    ctx.last_slot_stall_s = c.longest_stall_s
     if perf is not None:
         perf.wait(timeout=60)
     return t1 - t0, rss, cpu
@@ -125,7 +126,8 @@ def run_once(ctx, workload, sinks, repeat, peers=()):
                                               run_id)
                 result["sinks"][who] = {"seconds": secs, "rate": changes / secs, "rss_kb": rss,
                                         "cpu_s": cpu,
-                                        "slot_positions_seen": ctx.last_slot_positions}
+                                        "slot_positions_seen": ctx.last_slot_positions,
+                                        "stall_s": ctx.last_slot_stall_s}
                 # The server's own rate for the same documents, while
                 # Courier's output (its mapping, its tables) still exists.
                 native = s.native_rate(ctx, workload, changes)

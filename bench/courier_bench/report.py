@@ -30,8 +30,8 @@ def markdown(doc):
         f"1-minute load average {m.get('load_at_start', '?')} at start, "
         f"{m.get('load_at_end', '?')} at end (other work on the machine adds noise).",
         "",
-        "| workload | sink | changes | reference | reference rate/s | Courier rate/s | ratio | Courier peak RSS MB | reference peak RSS MB |",
-        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | sink | changes | reference | reference rate/s | Courier rate/s | ratio | Courier peak RSS MB | reference peak RSS MB | slot's longest stall s |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for w in doc["drain"]:
         ref = "psql \\copy" if w["workload"] == "snapshot" else "pg_recvlogical"
@@ -40,7 +40,8 @@ def markdown(doc):
                 f"| {w['workload']} | {sink} | {w['changes']:,} | {ref} | "
                 f"{_spread(w['recv_rate'], _k)} | {_spread(s['rate'], _k)} | "
                 f"{_spread(s['ratio'], lambda v: f'{v:.2f}')} | "
-                f"{_spread(s['rss_kb'], _mb)} | {_spread(w['recv_rss_kb'], _mb)} |")
+                f"{_spread(s['rss_kb'], _mb)} | {_spread(w['recv_rss_kb'], _mb)} | "
+                f"{_spread(s.get('stall_s'), lambda v: f'{v:.2f}')} |")
     native = [(w, sink, s) for w in doc["drain"] for sink, s in w["sinks"].items()
               if s.get("native_rate")]
     if native:
