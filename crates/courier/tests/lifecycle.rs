@@ -190,6 +190,68 @@ async fn a_store_down_at_start_and_at_shutdown() {
     drop_db(db).await;
 }
 
+/// A store down for longer than the server's `wal_sender_timeout` does not
+/// cost the replication connection: while full queues hold the stream back,
+/// Courier keeps reporting its position, so the server does not end the
+/// connection for silence.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_outage_keeps_the_replication_connection() {
+    let db = "e2e_life_outage";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 10).await;
+    // A role whose walsenders give up on a client silent for 2 s.
+    client
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE e2e_impatient LOGIN SUPERUSER PASSWORD 'postgres';
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             ALTER ROLE e2e_impatient SET wal_sender_timeout = '2s';",
+        )
+        .await
+        .unwrap();
+    let dir = scratch(db);
+    let mut redis = OwnRedis::new(&dir);
+    redis.start().await;
+    let config = redis_config(
+        db,
+        db,
+        &["public.items"],
+        &dir,
+        &format!("url = {:?}\nkey = \"outage:{{pk}}\"", redis.url()),
+    )
+    .replace("postgres://postgres:", "postgres://e2e_impatient:")
+        + "\n[pipeline]\nqueue_batches = 1\nbatch_changes = 100\n";
+    let mut courier = CourierProc::start(&dir, &config);
+    wait_caught_up(&client, db, CATCH_UP).await;
+
+    redis.kill();
+    client
+        .batch_execute(
+            "DO $$ BEGIN FOR i IN 1..50 LOOP
+                 INSERT INTO items SELECT g, g % 1000, 'outage ' || g, g * 0.25
+                   FROM generate_series(i * 100 + 1, i * 100 + 100) g;
+                 COMMIT;
+             END LOOP; END $$;",
+        )
+        .await
+        .unwrap();
+    // Four times the server's patience, with the queues full.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    redis.start().await;
+    wait_caught_up(&client, db, CATCH_UP).await;
+    let nodes = RedisNodes::connect(&redis.url(), false).await;
+    assert_eq!(
+        nodes.json_rows("outage:").await,
+        pg_rows(&client, "items").await
+    );
+    assert!(courier.stop().success(), "{}", courier.log());
+    let log = courier.log();
+    assert!(
+        !log.contains("replication stream lost"),
+        "the server ended the replication connection during the outage:\n{log}"
+    );
+    drop_db(db).await;
+}
+
 /// With two sinks, a fatal error in one ends the run (non-zero, naming the
 /// table and column), though the other sink is healthy and waiting.
 #[tokio::test(flavor = "multi_thread")]

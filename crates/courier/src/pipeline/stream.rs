@@ -103,7 +103,7 @@ async fn stream_once(
             biased;
             _ = shutdown.changed() => {
                 if b.has_unsent() {
-                    send(ctx, &mut decoder, &mut b).await?;
+                    send(ctx, &mut decoder, &mut b, &mut stream, &mut report).await?;
                 }
                 ctx.fanout.barrier().await?;
                 counter.flush();
@@ -116,7 +116,7 @@ async fn stream_once(
                     backoff.reset();
                     reset_backoff = false;
                 }
-                on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, msg).await?;
+                on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, &mut report, msg).await?;
                 // Drain what is already buffered before going back to select!,
                 // reporting progress on time however long the burst lasts:
                 // under load the socket always has data, so the status tick
@@ -124,13 +124,13 @@ async fn stream_once(
                 for _ in 0..4096 {
                     report.if_due(ctx, &mut stream).await?;
                     let Some(msg) = stream.try_next().context("read replication stream")? else { break };
-                    on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, msg).await?;
+                    on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, &mut report, msg).await?;
                 }
                 report.if_due(ctx, &mut stream).await?;
             }
             _ = flush_tick.tick() => {
                 if b.is_due() {
-                    send(ctx, &mut decoder, &mut b).await?;
+                    send(ctx, &mut decoder, &mut b, &mut stream, &mut report).await?;
                     counter.flush();
                 }
             }
@@ -211,8 +211,17 @@ impl Reporter {
 }
 
 /// Hands the batch so far to the fan-out, once its unchanged TOAST values
-/// are read (one query per table).
-async fn send(ctx: &StreamContext, decoder: &mut Decoder, b: &mut Batcher) -> anyhow::Result<()> {
+/// are read (one query per table). While a full queue holds the batch back
+/// (a slow sink, or one whose store is down), the position keeps being
+/// reported: the server hears from Courier every status interval and does
+/// not end the connection for silence (`wal_sender_timeout`).
+async fn send(
+    ctx: &StreamContext,
+    decoder: &mut Decoder,
+    b: &mut Batcher,
+    stream: &mut ReplicationStream,
+    report: &mut Reporter,
+) -> anyhow::Result<()> {
     let Pending { mut batch, gaps } = b.take();
     if !gaps.is_empty() {
         decoder
@@ -220,8 +229,18 @@ async fn send(ctx: &StreamContext, decoder: &mut Decoder, b: &mut Batcher) -> an
             .await
             .context("re-read unchanged TOAST values")?;
     }
-    ctx.fanout.send(batch).await?;
-    Ok(())
+    let sending = ctx.fanout.send(batch);
+    tokio::pin!(sending);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + report.interval,
+        report.interval,
+    );
+    loop {
+        tokio::select! {
+            sent = &mut sending => return Ok(sent?),
+            _ = tick.tick() => report.now(ctx, stream).await?,
+        }
+    }
 }
 
 /// Handles one message from the replication stream.
@@ -231,6 +250,7 @@ async fn on_message(
     b: &mut Batcher,
     counter: &mut EventCounter,
     stream: &mut ReplicationStream,
+    report: &mut Reporter,
     msg: ReplicationMessage,
 ) -> anyhow::Result<()> {
     match msg {
@@ -245,14 +265,14 @@ async fn on_message(
                     counter.count(&c);
                     b.push_partial(c, gap);
                     if b.is_full() {
-                        send(ctx, decoder, b).await?;
+                        send(ctx, decoder, b, stream, report).await?;
                     }
                 }
                 Some(DecodedEvent::Change(c)) => {
                     counter.count(&c);
                     b.push(c);
                     if b.is_full() {
-                        send(ctx, decoder, b).await?;
+                        send(ctx, decoder, b, stream, report).await?;
                     }
                 }
                 Some(DecodedEvent::Truncate(cs)) => {
@@ -269,7 +289,7 @@ async fn on_message(
                     b.commit(end_lsn);
                     ctx.status.note_commit_received(commit_lsn, commit_time_us);
                     if b.is_full() || b.is_due() {
-                        send(ctx, decoder, b).await?;
+                        send(ctx, decoder, b, stream, report).await?;
                         counter.flush();
                     }
                 }
@@ -285,7 +305,7 @@ async fn on_message(
             ..
         } => {
             if b.keepalive(wal_end) {
-                send(ctx, decoder, b).await?;
+                send(ctx, decoder, b, stream, report).await?;
             }
             if reply_requested {
                 send_status(ctx, stream, false).await?;
