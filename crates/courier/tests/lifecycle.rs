@@ -252,6 +252,50 @@ async fn a_long_outage_keeps_the_replication_connection() {
     drop_db(db).await;
 }
 
+/// A second SIGTERM stops at once, without waiting for the drain.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_stops_at_once() {
+    let db = "e2e_life_twice";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 10).await;
+    let dir = scratch(db);
+    // Nothing listens at the store's address: the drain would wait 1 h.
+    let config = redis_config(
+        db,
+        db,
+        &["public.items"],
+        &dir,
+        &format!("url = \"redis://127.0.0.1:{}\"", free_port()),
+    ) + "\n[pipeline]\nshutdown_timeout = \"1h\"\n";
+    let mut courier = CourierProc::start(&dir, &config);
+    wait_until(
+        "courier to try the store",
+        Duration::from_secs(60),
+        || async { courier.log().contains("sink store unreachable") },
+    )
+    .await;
+    let pid = courier.child.id().to_string();
+    let term = || Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    term();
+    wait_until(
+        "the first signal to be seen",
+        Duration::from_secs(30),
+        || async { courier.log().contains("shutdown requested") },
+    )
+    .await;
+    let asked = Instant::now();
+    term();
+    let exit = courier.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(130), "{}", courier.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        asked.elapsed()
+    );
+    drop(client);
+    drop_db(db).await;
+}
+
 /// With two sinks, a fatal error in one ends the run (non-zero, naming the
 /// table and column), though the other sink is healthy and waiting.
 #[tokio::test(flavor = "multi_thread")]

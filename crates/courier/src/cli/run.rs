@@ -15,8 +15,13 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown requested: draining sinks");
+        tracing::info!("shutdown requested: draining sinks (a second signal stops at once)");
         let _ = tx.send(true);
+        // Someone who asks twice does not want to wait for the drain:
+        // nothing is lost, the next start replays from the slot.
+        wait_for_signal().await;
+        tracing::warn!("second shutdown signal: stopping without draining; the next start replays from the slot");
+        std::process::exit(130);
     });
     let api_config = (config.api.listen, config.api.token.clone());
     let prepared = crate::pipeline::prepare(config)
