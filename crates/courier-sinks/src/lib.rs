@@ -18,6 +18,8 @@ pub mod search;
 mod selection;
 #[cfg(any(feature = "clickhouse", feature = "search", feature = "redis"))]
 mod settings;
+#[cfg(test)]
+mod skips;
 pub mod stdout;
 
 use std::path::PathBuf;

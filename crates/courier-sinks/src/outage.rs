@@ -4,12 +4,36 @@
 
 use std::net::{SocketAddr, TcpListener};
 
+use courier_core::SinkErrorKind;
+
+use crate::BuildError;
+
 use tokio::task::JoinSet;
 
 /// A loopback port with nothing listening on it (bound, then released).
 pub(crate) fn unused_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("the bound address").port()
+}
+
+/// Checks that a sink built against a port nobody listens on failed as an
+/// unreachable store (retriable, so Courier waits for it) with a message
+/// holding `words`; returns the message.
+pub(crate) fn assert_unreachable_at_start(e: &BuildError, words: &str) -> String {
+    assert!(e.is_retriable(), "{e}");
+    assert!(
+        matches!(
+            e,
+            BuildError::Connect {
+                kind: SinkErrorKind::Unreachable,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(text.contains(words), "{text}");
+    text
 }
 
 /// Forwards TCP connections from a loopback port to `target` until cut.

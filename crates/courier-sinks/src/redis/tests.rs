@@ -414,42 +414,12 @@ async fn connection_loss_is_retriable_and_a_restarted_server_gets_the_script_aga
     assert_eq!(row["name"], "two");
 }
 
-/// Reports the current test as skipped for `reason`, or fails it with
-/// `reason` and `fix` when the run must be complete (`CI`, or
-/// `COURIER_TEST_REQUIRE_ALL=1` as `dev/test.sh` sets for the whole suite):
-/// Courier's skip convention (`dev/README.md`, "Skipped tests"). The line
-/// `SKIPPED: <test>: <reason>` goes to stderr past libtest's capture and to
-/// the file `COURIER_TEST_SKIPPED` names; the caller returns untested.
-fn skip(reason: &str, fix: &str) {
-    use std::io::Write;
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    let complete = ["CI", "COURIER_TEST_REQUIRE_ALL"]
-        .iter()
-        .any(|var| std::env::var(var).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false")));
-    if complete {
-        panic!("{test} cannot run: {reason}; {fix} (a complete run, CI or COURIER_TEST_REQUIRE_ALL=1, skips no test)");
-    }
-    let line = format!("SKIPPED: {test}: {reason}\n");
-    let _ = std::io::stderr().write_all(line.as_bytes());
-    if let Some(path) = std::env::var_os("COURIER_TEST_SKIPPED") {
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = appended {
-            panic!("record the skip in COURIER_TEST_SKIPPED={path:?}: {e}");
-        }
-    }
-}
-
 #[tokio::test]
 async fn connects_over_tls_with_the_dev_ca() {
     let url = standalone_url();
     let ca = repo().join(".dev/redis/tls/ca.crt");
     if !url.contains("127.0.0.1:56379") {
-        return skip(
+        return crate::skips::skip(
             &format!(
                 "COURIER_TEST_REDIS={url:?} is not the dev Redis, whose TLS port this test uses"
             ),
@@ -457,7 +427,7 @@ async fn connects_over_tls_with_the_dev_ca() {
         );
     }
     if !ca.exists() {
-        return skip(
+        return crate::skips::skip(
             &format!("the dev Redis serves no TLS: {} is missing", ca.display()),
             "install a redis-server built with TLS (Debian's is) and run dev/redis.sh start",
         );
@@ -549,20 +519,10 @@ async fn a_server_nobody_listens_on_is_unreachable_at_start() {
         Ok(_) => panic!("nothing listens on port {port}"),
         Err(e) => e,
     };
-    assert!(e.is_retriable(), "{e}");
-    assert!(
-        matches!(
-            e,
-            BuildError::Connect {
-                kind: SinkErrorKind::Unreachable,
-                ..
-            }
-        ),
-        "{e:?}"
+    let text = crate::outage::assert_unreachable_at_start(
+        &e,
+        &format!("redis at 127.0.0.1:{port} unreachable (connection refused)"),
     );
-    let text = e.to_string();
-    let want = format!("redis at 127.0.0.1:{port} unreachable (connection refused)");
-    assert!(text.contains(&want), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
 

@@ -38,7 +38,7 @@ impl Node {
             Ok(list)
                 if !list.trim().is_empty() && !list.split([' ', ',']).any(|n| n == node.name()) =>
             {
-                skip(
+                crate::skips::skip(
                     &format!(
                         "{} is not in COURIER_TEST_SEARCH_NODES={list:?}",
                         node.name()
@@ -133,36 +133,6 @@ impl Node {
     }
 }
 
-/// Reports the current test as skipped for `reason`, or fails it with
-/// `reason` and `fix` when the run must be complete (`CI`, or
-/// `COURIER_TEST_REQUIRE_ALL=1` as `dev/test.sh` sets for the whole suite):
-/// Courier's skip convention (`dev/README.md`, "Skipped tests"). The line
-/// `SKIPPED: <test>: <reason>` goes to stderr past libtest's capture and to
-/// the file `COURIER_TEST_SKIPPED` names; the caller returns untested.
-fn skip(reason: &str, fix: &str) {
-    use std::io::Write;
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    let complete = ["CI", "COURIER_TEST_REQUIRE_ALL"]
-        .iter()
-        .any(|var| std::env::var(var).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false")));
-    if complete {
-        panic!("{test} cannot run: {reason}; {fix} (a complete run, CI or COURIER_TEST_REQUIRE_ALL=1, skips no test)");
-    }
-    let line = format!("SKIPPED: {test}: {reason}\n");
-    let _ = std::io::stderr().write_all(line.as_bytes());
-    if let Some(path) = std::env::var_os("COURIER_TEST_SKIPPED") {
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = appended {
-            panic!("record the skip in COURIER_TEST_SKIPPED={path:?}: {e}");
-        }
-    }
-}
-
 /// Runs the async test function `name(node)` once per node, as the tests
 /// `name::opensearch_1`, ..., `name::elasticsearch_9`.
 macro_rules! on_every_node {
@@ -206,20 +176,10 @@ async fn a_server_nobody_listens_on_is_unreachable_at_start() {
         .await
         .err()
         .expect("nothing listens");
-    assert!(e.is_retriable(), "{e}");
-    assert!(
-        matches!(
-            e,
-            BuildError::Connect {
-                kind: SinkErrorKind::Unreachable,
-                ..
-            }
-        ),
-        "{e:?}"
+    crate::outage::assert_unreachable_at_start(
+        &e,
+        &format!("search server 127.0.0.1:{port} unreachable (connection refused)"),
     );
-    let text = e.to_string();
-    let want = format!("search server 127.0.0.1:{port} unreachable (connection refused)");
-    assert!(text.contains(&want), "{text}");
 }
 
 async fn a_server_lost_while_running_is_unreachable_not_overloaded(node: Node) {
