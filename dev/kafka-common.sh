@@ -209,6 +209,8 @@ write_tools_log4j2() {
     cat >"$1" <<'EOF'
 # Written by Courier's dev/ scripts: the command-line tools log warnings on stderr.
 status = warn
+# The tools exit as soon as they are done; log4j's own hook would come too late.
+shutdownHook = disable
 appender.stderr.type = Console
 appender.stderr.name = stderr
 appender.stderr.target = SYSTEM_ERR

@@ -161,6 +161,7 @@ cmd_start() {
     say "starting Kafka $KAFKA_VERSION on $KAFKA_BOOTSTRAP (Java at $java_home, heap 256m-$KAFKA_HEAP, data in $KAFKA_DATA)"
     started=$SECONDS
     jvm_launch "$java_home" -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:G1PeriodicGCInterval=30000 \
         -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$KAFKA_CONF/log4j2.properties" \
         -Dkafka.logs.dir="$KAFKA_LOGS" \
