@@ -8,6 +8,7 @@
 # (the main log, whose tail is printed when start-up fails) and JVM_OUT (the
 # process's own stdout and stderr).
 
+# shellcheck disable=SC2034 # read by the scripts that source this file
 KAFKA_HOST=127.0.0.1
 # Maven Central's dependency plugin, as the search nodes use it.
 MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
