@@ -12,6 +12,7 @@
 #   dev/kafka-connect.sh connector-status NAME   the connector's state and its tasks' (JSON)
 #   dev/kafka-connect.sh delete NAME             delete connector NAME (no-op if missing)
 #   dev/kafka-connect.sh connectors              the connectors' names (JSON)
+#   dev/kafka-connect.sh probe                   smoke check: sample Debezium events through a JDBC sink into PostgreSQL
 #   dev/kafka-connect.sh log                     path of the worker's log
 #   dev/kafka-connect.sh destroy                 stop and delete configuration, offsets and logs
 #
@@ -234,6 +235,76 @@ cmd_delete() {
     esac
 }
 
+# probe — a smoke check of the whole path: the sample Debezium change events
+# of dev/debezium-sample/ (create, update, delete and tombstone) produced to
+# a fresh topic, a JDBC sink connector for it, and the row appearing, changing
+# and disappearing in a fresh PostgreSQL database; everything is removed
+# afterwards. Needs the worker and dev/pg.sh's cluster running.
+PROBE_TIMEOUT_S=60
+
+probe_sql() {
+    bash "$COURIER_REPO/dev/pg.sh" psql -X -q -At -v ON_ERROR_STOP=1 "$@"
+}
+
+# probe_produce FILE [PROPERTY...] — the sample records in FILE to the probe's topic.
+probe_produce() {
+    local file="$1"
+    shift
+    local props=(--reader-property parse.key=true --reader-property 'key.separator=|')
+    local p
+    for p in "$@"; do props+=(--reader-property "$p"); done
+    bash "$COURIER_REPO/dev/kafka.sh" console-producer --topic "$probe_topic" "${props[@]}" \
+        --command-property max.block.ms=10000 <"$COURIER_REPO/dev/debezium-sample/$file" 2>&1 |
+        grep -v 'metric names' >&2 || true
+}
+
+# probe_wait WHAT SQL EXPECTED — poll SQL in the probe database until it prints EXPECTED.
+probe_wait() {
+    local what="$1" sql="$2" expected="$3" started=$SECONDS got=""
+    while :; do
+        got="$(probe_sql -d "$probe_db" -c "$sql" 2>/dev/null || true)"
+        if [ "$got" = "$expected" ]; then
+            say "probe: $what ($((SECONDS - started))s)"
+            return 0
+        fi
+        [ $((SECONDS - started)) -lt "$PROBE_TIMEOUT_S" ] ||
+            die "probe: $what did not happen within ${PROBE_TIMEOUT_S}s (got '${got}'; connector status: $(rest "$CONNECT_URL/connectors/$probe_name/status" 2>/dev/null || true); worker log: $JVM_LOG)"
+        sleep 0.3
+    done
+}
+
+probe_cleanup() {
+    curl -sS --max-time 30 -o /dev/null -X DELETE "$CONNECT_URL/connectors/$probe_name" 2>/dev/null || true
+    bash "$COURIER_REPO/dev/kafka.sh" topics --delete --topic "$probe_topic" >/dev/null 2>&1 || true
+    probe_sql -d postgres -c "DROP DATABASE IF EXISTS $probe_db" >/dev/null 2>&1 || true
+}
+
+cmd_probe() {
+    local n config started=$SECONDS
+    ready || die "the worker is not ready on $CONNECT_URL; run dev/kafka-connect.sh start"
+    bash "$COURIER_REPO/dev/pg.sh" status >/dev/null || die "PostgreSQL is not running; run dev/pg.sh start"
+    n="$$$RANDOM"
+    probe_name="courier-probe-$n"
+    probe_topic="probe$n.public.t"
+    probe_db="connect_probe_$n"
+    trap probe_cleanup EXIT
+    probe_sql -d postgres -c "CREATE DATABASE $probe_db" >/dev/null
+    bash "$COURIER_REPO/dev/kafka.sh" topics --create --topic "$probe_topic" 2>&1 | grep -v 'metric names' >&2
+    probe_produce create.txt
+    config="$(mktemp)"
+    config_json "$COURIER_REPO/dev/debezium-sample/jdbc-sink.properties" |
+        jq --arg topic "$probe_topic" --arg url "jdbc:postgresql://127.0.0.1:${COURIER_PG_PORT:-55432}/$probe_db" \
+            '. + {topics: $topic, "connection.url": $url}' >"$config"
+    cmd_connector "$probe_name" "$config"
+    rm -f "$config"
+    probe_wait "the create event inserted row 1" "SELECT name FROM t WHERE id = 1" scarf
+    probe_produce update.txt
+    probe_wait "the update event changed it" "SELECT name FROM t WHERE id = 1" "wool scarf"
+    probe_produce delete.txt null.marker=NULL
+    probe_wait "the delete event removed it" "SELECT count(*) FROM t" 0
+    say "probe: Debezium change events reach PostgreSQL through the JDBC sink (${probe_topic} -> $probe_db.t, $((SECONDS - started))s in all)"
+}
+
 cmd_destroy() {
     jvm_stop
     rm -rf "$CONNECT_CONF" "$CONNECT_DATA" "$CONNECT_LOGS" "$JVM_PIDFILE"
@@ -241,7 +312,7 @@ cmd_destroy() {
 }
 
 usage() {
-    sed -n '4,16p' "$(readlink -f "${BASH_SOURCE[0]}")" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "$(readlink -f "${BASH_SOURCE[0]}")" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -258,6 +329,7 @@ main() {
             rest "$CONNECT_URL/connectors/$1/status" | jq .
             ;;
         delete) cmd_delete "$@" ;;
+        probe) cmd_probe ;;
         connectors) rest "$CONNECT_URL/connectors" | jq -c . ;;
         start | stop | restart | status | destroy)
             exec 9>"$CONNECT_DIR/.lock"
