@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs Courier's whole test suite against real local services:
 # starts PostgreSQL, Redis (standalone and cluster), ClickHouse, OpenSearch (the main node, the
-# deliberately overloaded one, and 1.x and 3.x nodes) and Elasticsearch (8.x, 7.x and 9.x) with the
-# dev/ scripts, checks formatting and lints, then runs every unit and end-to-end test.
+# deliberately overloaded one, and 1.x and 3.x nodes), Elasticsearch (8.x, 7.x and 9.x), and Kafka
+# with a Kafka Connect worker (Debezium's JDBC sink) with the dev/ scripts, checks formatting and
+# lints, then runs every unit and end-to-end test.
 #
 #   dev/test.sh            the whole suite (what CI runs)
 #   dev/test.sh -- FILTER  pass arguments on to `cargo test`
@@ -16,8 +17,9 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "services"
-# The overloaded OpenSearch node, the Elasticsearch node and the search nodes of other versions
-# (OpenSearch 1 and 3, Elasticsearch 7 and 9) start in the background while the others start.
+# The overloaded OpenSearch node, the Elasticsearch node, the search nodes of other versions
+# (OpenSearch 1 and 3, Elasticsearch 7 and 9), and Kafka with Kafka Connect start in the background
+# while the others start.
 # COURIER_TEST_SEARCH_NODES (e.g. "opensearch-1 elasticsearch-9") narrows the search tests, and the
 # nodes of other versions started here, to the nodes it names.
 background=()
@@ -26,6 +28,8 @@ start_in_background() {
     background+=("$!:$*")
 }
 start_in_background env COURIER_OPENSEARCH_INSTANCE=overload bash dev/opensearch.sh start
+# The Kafka broker, then the Kafka Connect worker on it (kafka-connect.sh starts the broker first).
+start_in_background bash dev/kafka-connect.sh start
 start_in_background bash dev/elasticsearch.sh start
 for node in opensearch-1 opensearch-3 elasticsearch-7 elasticsearch-9; do
     case " ${COURIER_TEST_SEARCH_NODES:-$node} " in
