@@ -172,9 +172,22 @@ impl KafkaSink {
             .map_err(|(e, _)| self.txn_error(Failure::from(&e), "write the position"))?;
         let p = self.client.producer.clone();
         let timeout = self.settings.delivery_timeout + Duration::from_secs(10);
-        blocking(move || p.commit_transaction(timeout))
-            .await
-            .map_err(|f| self.txn_error(f, "commit"))?;
+        // A commit that failed retriably may have completed on the broker:
+        // librdkafka lets it be retried, never aborted, so the group cannot
+        // be aborted after the broker committed it.
+        blocking(move || {
+            let mut attempts = 0;
+            loop {
+                match p.commit_transaction(timeout) {
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => {
+                        attempts += 1;
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .map_err(|f| self.txn_error(f, "commit"))?;
         match delivery.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((e, _))) => Err(self.txn_error(Failure::from(&e), "write the position")),
@@ -203,7 +216,9 @@ impl KafkaSink {
     }
 
     /// Rebuilds the producer after a fatal producer error (a fenced
-    /// producer stays fatal: another Courier holds the id).
+    /// producer stays fatal: another Courier holds the id). With exactly
+    /// once, the new producer's `init_transactions` aborts whatever the
+    /// old one left open.
     async fn repair(&mut self) -> Result<(), SinkError> {
         let fatal = self.client.producer.client().fatal_error();
         if !self.broken && fatal.is_none() {
@@ -232,13 +247,8 @@ impl KafkaSink {
                     ),
                 )
             })?;
-        if let Some((_, topic)) = &self.settings.exactly_once {
-            let committed = offsets::read(&self.settings)
-                .await
-                .map_err(|f| SinkError::new(f.kind, f.message))?;
-            let _ = topic;
-            self.fence = Some(Fence::new(committed.unwrap_or_default()));
-        }
+        // The fence stays as it was before the failed group: the pipeline
+        // retries that group, not the stream from the slot.
         self.broken = false;
         Ok(())
     }
