@@ -312,3 +312,29 @@ pub(crate) async fn blocking<T: Send + 'static>(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_codes_become_kinds_a_person_can_act_on() {
+        use RDKafkaErrorCode as C;
+        for (code, kind) in [
+            (C::AllBrokersDown, SinkErrorKind::Unreachable),
+            (C::BrokerTransportFailure, SinkErrorKind::Unreachable),
+            (C::MessageTimedOut, SinkErrorKind::TimedOut),
+            (C::QueueFull, SinkErrorKind::Overloaded),
+            (C::NotLeaderForPartition, SinkErrorKind::Unavailable),
+            (C::NotEnoughReplicas, SinkErrorKind::Unavailable),
+            (C::MessageSizeTooLarge, SinkErrorKind::Rejected),
+            (C::TopicAuthorizationFailed, SinkErrorKind::Config),
+            (C::UnknownTopicOrPartition, SinkErrorKind::Config),
+            (C::ProducerFenced, SinkErrorKind::Config),
+        ] {
+            assert_eq!(kind_of(code), kind, "{code:?}");
+        }
+        assert!(fix_for(Some(C::MessageSizeTooLarge), "t").contains("max.message.bytes"));
+        assert!(fix_for(Some(C::UnknownTopicOrPartition), "t").contains("create_topics"));
+    }
+}
