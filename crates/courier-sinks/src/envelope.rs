@@ -1,6 +1,6 @@
 //! The Debezium-compatible JSON change envelope, one change per line.
 //!
-//! Used by the `stdout` and `file` sinks (and, later, Kafka). Field meanings
+//! Used by the `stdout` and `file` sinks, and as the Kafka sink's record value. Field meanings
 //! are in the README ("Change envelope"): `source.lsn` is the change's
 //! version (its transaction's commit LSN), `op` is `r`/`c`/`u`/`d`/`t`.
 
@@ -41,6 +41,13 @@ impl EnvelopeEncoder {
     /// Appends the change's envelope and a newline to `out`. `now_ms` is the
     /// envelope's own `ts_ms` (when Courier processed it).
     pub fn encode_line(&self, change: &Change, now_ms: i64, out: &mut Vec<u8>) {
+        self.encode(change, now_ms, out);
+        out.push(b'\n');
+    }
+
+    /// Appends the change's envelope, one JSON object, to `out` (a Kafka
+    /// record's value). `now_ms` is the envelope's own `ts_ms`.
+    pub fn encode(&self, change: &Change, now_ms: i64, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"before\":");
         write_row(change, change.before(), out);
         out.extend_from_slice(b",\"after\":");
@@ -70,7 +77,7 @@ impl EnvelopeEncoder {
         out.extend_from_slice(change.op().code().as_bytes());
         out.extend_from_slice(b"\",\"ts_ms\":");
         out.extend_from_slice(num.format(now_ms).as_bytes());
-        out.extend_from_slice(b"}\n");
+        out.push(b'}');
     }
 }
 

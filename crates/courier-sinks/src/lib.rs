@@ -8,6 +8,8 @@ pub mod compliance;
 pub mod envelope;
 mod failure;
 pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(test)]
 mod outage;
 #[cfg(feature = "redis")]
@@ -16,7 +18,12 @@ mod registry;
 #[cfg(feature = "search")]
 pub mod search;
 mod selection;
-#[cfg(any(feature = "clickhouse", feature = "search", feature = "redis"))]
+#[cfg(any(
+    feature = "clickhouse",
+    feature = "search",
+    feature = "redis",
+    feature = "kafka"
+))]
 mod settings;
 #[cfg(test)]
 mod skips;

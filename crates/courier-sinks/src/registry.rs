@@ -17,6 +17,8 @@ pub const SINK_TYPES: &[&str] = &[
     "elasticsearch",
     #[cfg(feature = "search")]
     "opensearch",
+    #[cfg(feature = "kafka")]
+    "kafka",
 ];
 
 /// Builds the sink `name` of type `kind` from its config table (without the
@@ -48,6 +50,10 @@ pub async fn build_sink(
         #[cfg(feature = "search")]
         "elasticsearch" | "opensearch" => Ok(Box::new(
             crate::search::build(name, settings.try_into().map_err(parse_err)?).await?,
+        )),
+        #[cfg(feature = "kafka")]
+        "kafka" => Ok(Box::new(
+            crate::kafka::build(name, settings.try_into().map_err(parse_err)?, source).await?,
         )),
         "file" => Ok(Box::new(crate::file::FileSink::new(
             settings.try_into().map_err(parse_err)?,

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 
+// Only the sinks with URLs use it.
+#[cfg_attr(
+    not(any(feature = "clickhouse", feature = "search", feature = "redis")),
+    allow(dead_code)
+)]
 /// The URL with its password replaced by `***`, safe to show in messages.
 pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -20,6 +25,11 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
+// Only the sinks with URLs use it.
+#[cfg_attr(
+    not(any(feature = "clickhouse", feature = "search", feature = "redis")),
+    allow(dead_code)
+)]
 /// Decodes `%XX` escapes (as in a URL's user and password).
 pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();

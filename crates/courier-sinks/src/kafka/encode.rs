@@ -1,0 +1,305 @@
+//! A change → the Kafka records Debezium would write for it: key, value,
+//! headers and topic, in either format.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use courier_core::{Change, Lsn, Op, Relation, SinkError, SinkErrorKind, TableId, Value};
+
+use super::config::{DecimalHandling, Format, Settings, TopicTemplate};
+use super::schema::TableSchemas;
+use crate::envelope::{EnvelopeEncoder, SourceInfo};
+
+/// Header with the change's version (its transaction's commit LSN) as a
+/// decimal u64, like `source.lsn`.
+pub const LSN_HEADER: &str = "courier.lsn";
+/// Header with the change's transaction id, decimal (0 for snapshot reads).
+pub const TXID_HEADER: &str = "courier.txid";
+/// Header on the delete of a primary-key change: the row's new key, as
+/// Debezium's `__debezium.newkey`.
+pub const NEW_KEY_HEADER: &str = "__debezium.newkey";
+/// Header on the create of a primary-key change: the row's old key, as
+/// Debezium's `__debezium.oldkey`.
+pub const OLD_KEY_HEADER: &str = "__debezium.oldkey";
+
+/// One record of a change. The encoder reuses these buffers: a record
+/// lives until the next call to [`Encoder::encode`].
+#[derive(Default)]
+pub(crate) struct Record {
+    pub topic: Arc<str>,
+    /// `None` for truncates and tables without key columns.
+    pub key: Option<Vec<u8>>,
+    /// `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// The record's timestamp: the commit time in milliseconds.
+    pub timestamp_ms: i64,
+    pub version: Lsn,
+    pub xid: u32,
+    /// The header naming a primary-key change's other key, and that key.
+    pub other_key: Option<(&'static str, Vec<u8>)>,
+}
+
+/// Turns changes into records; keeps each table's topic and schemas.
+pub(crate) struct Encoder {
+    format: Format,
+    decimal: DecimalHandling,
+    tombstones: bool,
+    prefix: String,
+    topics: TopicTemplate,
+    source: SourceInfo,
+    envelope: EnvelopeEncoder,
+    tables: HashMap<TableId, Table>,
+    key: Vec<u8>,
+    other_key: Vec<u8>,
+    /// The records of the last change: `records[..len]`.
+    records: Vec<Record>,
+    len: usize,
+}
+
+struct Table {
+    relation: Arc<Relation>,
+    topic: Arc<str>,
+    schemas: Option<TableSchemas>,
+}
+
+impl Encoder {
+    pub fn new(settings: &Settings, source: &SourceInfo) -> Self {
+        Encoder {
+            format: settings.format,
+            decimal: settings.decimal_handling,
+            tombstones: settings.tombstones,
+            prefix: settings.prefix.clone(),
+            topics: settings.topic.clone(),
+            source: source.clone(),
+            envelope: EnvelopeEncoder::new(source),
+            tables: HashMap::new(),
+            key: Vec::new(),
+            other_key: Vec::new(),
+            records: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// The topic of `table`.
+    pub fn topic_of(&self, table: &TableId) -> String {
+        self.topics.render(&table.schema, &table.name)
+    }
+
+    /// The records of `change`, in order: one record; a delete and its
+    /// tombstone; or, for a primary-key change, the delete of the old key,
+    /// its tombstone and the create of the new key (as Debezium emits it).
+    pub fn encode(&mut self, change: &Change, now_ms: i64) -> Result<&[Record], SinkError> {
+        self.len = 0;
+        self.table(change.relation());
+        if let Some((old, new)) = key_change(change) {
+            self.pk_change(change, old, new, now_ms)?;
+        } else {
+            self.one(change, now_ms, None)?;
+            if change.op() == Op::Delete {
+                self.tombstone(change);
+            }
+        }
+        Ok(&self.records[..self.len])
+    }
+
+    fn pk_change(
+        &mut self,
+        change: &Change,
+        old: &[Value],
+        new: &[Value],
+        now_ms: i64,
+    ) -> Result<(), SinkError> {
+        let rebuilt = |op, before: Option<&[Value]>, after: Option<&[Value]>| {
+            Change::new(
+                Arc::clone(change.relation()),
+                op,
+                before.map(<[Value]>::to_vec),
+                after.map(<[Value]>::to_vec),
+                change.version(),
+                change.xid(),
+                change.commit_time_us(),
+            )
+            .map_err(|e| SinkError::new(SinkErrorKind::Schema, e.to_string()))
+        };
+        let delete = rebuilt(Op::Delete, Some(old), None)?;
+        let create = rebuilt(Op::Insert, None, Some(new))?;
+        self.write_key(&create, new, true)?;
+        self.one(&delete, now_ms, Some(NEW_KEY_HEADER))?;
+        self.tombstone(&delete);
+        self.write_key(&delete, old, true)?;
+        self.one(&create, now_ms, Some(OLD_KEY_HEADER))
+    }
+
+    /// The next record slot, cleared.
+    fn slot(&mut self, change: &Change) -> &mut Record {
+        if self.len == self.records.len() {
+            self.records.push(Record::default());
+        }
+        let topic = Arc::clone(&self.tables[&change.relation().id].topic);
+        let r = &mut self.records[self.len];
+        self.len += 1;
+        r.topic = topic;
+        r.timestamp_ms = change.commit_time_us().div_euclid(1000);
+        r.version = change.version();
+        r.xid = change.xid();
+        r.other_key = None;
+        r
+    }
+
+    /// The change's own record; with `other`, the header `other` carries
+    /// the key already written to `other_key`.
+    fn one(
+        &mut self,
+        change: &Change,
+        now_ms: i64,
+        other: Option<&'static str>,
+    ) -> Result<(), SinkError> {
+        // Debezium's truncate events have no key.
+        let keyed = change.op() != Op::Truncate && keyed(change);
+        if let Some(row) = change.key_row().filter(|_| keyed) {
+            self.write_key(change, row, false)?;
+        }
+        let mut value = self.slot(change).value.take().unwrap_or_default();
+        value.clear();
+        match self.format {
+            Format::Json => self.envelope.encode(change, now_ms, &mut value),
+            Format::JsonSchema => schemas_of(
+                &mut self.tables,
+                &change.relation().id,
+                &self.prefix,
+                self.decimal,
+            )
+            .write_value(change, &self.source, now_ms, self.decimal, &mut value)
+            .map_err(|e| unrepresentable(change, e.0))?,
+        }
+        let key = keyed.then(|| self.key.clone());
+        let other_key = other.map(|h| (h, self.other_key.clone()));
+        let r = &mut self.records[self.len - 1];
+        r.value = Some(value);
+        r.key = key;
+        r.other_key = other_key;
+        Ok(())
+    }
+
+    /// A null-value record under the key `one` wrote last.
+    fn tombstone(&mut self, change: &Change) {
+        if !self.tombstones || !keyed(change) {
+            return;
+        }
+        let key = self.key.clone();
+        let r = self.slot(change);
+        r.key = Some(key);
+        r.value = None;
+    }
+
+    /// Writes the key of `row` to `key`, or to `other_key` when `other`.
+    fn write_key(&mut self, change: &Change, row: &[Value], other: bool) -> Result<(), SinkError> {
+        let mut out = std::mem::take(if other {
+            &mut self.other_key
+        } else {
+            &mut self.key
+        });
+        out.clear();
+        let written = match self.format {
+            Format::Json => {
+                let rel = change.relation();
+                out.push(b'{');
+                for (n, i) in rel.key_indexes().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    courier_core::write_json_string(&mut out, &rel.columns[i].name);
+                    out.push(b':');
+                    row[i].write_json(&mut out);
+                }
+                out.push(b'}');
+                Ok(())
+            }
+            Format::JsonSchema => schemas_of(
+                &mut self.tables,
+                &change.relation().id,
+                &self.prefix,
+                self.decimal,
+            )
+            .write_key(change, row, self.decimal, &mut out),
+        };
+        *(if other {
+            &mut self.other_key
+        } else {
+            &mut self.key
+        }) = out;
+        written.map_err(|e| unrepresentable(change, e.0))
+    }
+
+    /// Registers the relation (again, when the table's shape changed).
+    fn table(&mut self, relation: &Arc<Relation>) {
+        let current = self
+            .tables
+            .get(&relation.id)
+            .is_some_and(|t| Arc::ptr_eq(&t.relation, relation) || *t.relation == **relation);
+        if !current {
+            let topic = self.topic_of(&relation.id).into();
+            self.tables.insert(
+                relation.id.clone(),
+                Table {
+                    relation: Arc::clone(relation),
+                    topic,
+                    schemas: None,
+                },
+            );
+        }
+    }
+}
+
+/// The schemas of `table` (registered by [`Encoder::encode`] before any of
+/// its records is written).
+fn schemas_of<'a>(
+    tables: &'a mut HashMap<TableId, Table>,
+    table: &TableId,
+    prefix: &str,
+    decimal: DecimalHandling,
+) -> &'a TableSchemas {
+    let t = tables
+        .get_mut(table)
+        .expect("encode registers a table before writing its records");
+    t.schemas
+        .get_or_insert_with(|| TableSchemas::new(&t.relation, prefix, decimal))
+}
+
+/// Whether the table has key columns (a table without them gets null keys,
+/// as Debezium gives them, and no tombstones).
+fn keyed(change: &Change) -> bool {
+    change.relation().key_indexes().next().is_some()
+}
+
+/// `(old row, new row)` when an update changed the row's key.
+fn key_change(change: &Change) -> Option<(&[Value], &[Value])> {
+    if change.op() != Op::Update {
+        return None;
+    }
+    let (before, after) = (change.before()?, change.after()?);
+    let rel = change.relation();
+    let mut keys = rel.key_indexes().peekable();
+    keys.peek()?;
+    // Without the old key (replica identity without it), nothing to compare.
+    let mut changed = false;
+    for i in keys {
+        if before[i].is_null() {
+            return None;
+        }
+        changed |= before[i] != after[i];
+    }
+    changed.then_some((before, after))
+}
+
+fn unrepresentable(change: &Change, reason: String) -> SinkError {
+    SinkError::new(
+        SinkErrorKind::Schema,
+        format!(
+            "kafka: cannot encode a change of {}: {reason}",
+            change.relation().id
+        ),
+    )
+    .with_table(&change.relation().id)
+    .with_lsn(change.version())
+}
