@@ -151,7 +151,44 @@ class OpenSearchSink(SinkSpec):
                                     changes)
 
 
-SINKS = [FileSink(), RedisSink(), ClickHouseSink(), OpenSearchSink()]
+class KafkaSink(SinkSpec):
+    """The dev broker (`dev/kafka.sh`, 127.0.0.1:59092). Each Courier run
+    writes topics of its own prefix (`courier_bench_<run>`, one partition per
+    table as the sink creates them), deleted again after the run."""
+
+    name = type = "kafka"
+    brokers = "127.0.0.1:" + os.environ.get("COURIER_KAFKA_PORT", "59092")
+    exactly_once = False
+
+    def _prefix(self, run_id):
+        return re.sub(r"[^a-z0-9_]", "_", f"courier_bench_{self.name}_{run_id}".lower())
+
+    def settings(self, workdir, run_id):
+        return {"brokers": self.brokers, "topic_prefix": self._prefix(run_id),
+                "exactly_once": self.exactly_once}
+
+    def setup(self, ctx):
+        self.repo = ctx.repo
+        _dev(ctx, "kafka.sh")
+
+    def clear(self, workdir, run_id):
+        if run_id is None:
+            return
+        subprocess.run(["bash", os.path.join(self.repo, "dev", "kafka.sh"), "topics", "--delete",
+                        "--if-exists", "--topic", self._prefix(run_id) + r"\..*"],
+                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class KafkaExactlyOnceSink(KafkaSink):
+    """The Kafka sink with `exactly_once = true`: one Kafka transaction per
+    group of batches, the covered position written inside it."""
+
+    name = "kafka_eos"
+    exactly_once = True
+
+
+SINKS = [FileSink(), RedisSink(), ClickHouseSink(), OpenSearchSink(), KafkaSink(),
+         KafkaExactlyOnceSink()]
 
 
 def by_names(names):
