@@ -362,3 +362,178 @@ async fn json_schema_records_fold_to_postgres_rows() {
     assert!(assert_deleted_keys_end_in_tombstones(&records, Format::JsonSchema) > 0);
     drop_db(db).await;
 }
+
+/// Runs `courier run` on `config` until it exits on its own (within
+/// `timeout`): its exit code and log.
+async fn run_until_exit(dir: &std::path::Path, config: &str, timeout: Duration) -> (i32, String) {
+    let mut courier = CourierProc::start(dir, config);
+    let status = courier.wait_exit("courier to stop", timeout).await;
+    (status.code().unwrap_or(-1), courier.log())
+}
+
+/// An unknown `format` is a configuration error at start: exit 1, and the
+/// message names the key and the formats there are.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_format_stops_courier_naming_the_key() {
+    let db = "e2e_kafka_badformat";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 10).await;
+    let dir = scratch(db);
+    let config = kafka_config(
+        db,
+        &["public.items"],
+        &dir,
+        &run_prefix(db),
+        "format = \"avro\"",
+    );
+    let (code, log) = run_until_exit(&dir, &config, Duration::from_secs(60)).await;
+    assert_eq!(code, 1, "log:\n{log}");
+    let error = log
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in:\n{log}"));
+    for words in [
+        "sink bus",
+        "format: \"avro\"",
+        "\"json\"",
+        "\"json-schema\"",
+    ] {
+        assert!(error.contains(words), "no {words:?} in: {error}");
+    }
+    drop_db(db).await;
+}
+
+/// Brokers nobody listens on: `courier check` prints a FAIL line naming
+/// them; `courier run` keeps trying, the sink shown as `connecting`.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_brokers_fail_check_and_are_waited_for_by_run() {
+    let db = "e2e_kafka_unreachable";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 10).await;
+    let dir = scratch(db);
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let api = free_port();
+    let config = sink_config(
+        db,
+        db,
+        &["public.items"],
+        &dir,
+        "bus",
+        &format!("type = \"kafka\"\nbrokers = {brokers:?}"),
+    )
+    .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{api}\""));
+    let path = dir.join("check.toml");
+    std::fs::write(&path, &config).unwrap();
+
+    let (code, out, err) = courier_cmd(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    let fail = out
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.contains("sink bus"))
+        .unwrap_or_else(|| panic!("no FAIL line for the sink:\n{out}"));
+    assert!(fail.contains(&brokers), "{fail}");
+
+    let mut courier = CourierProc::start(&dir, &config);
+    let status = || async {
+        let resp = reqwest::get(format!("http://127.0.0.1:{api}/v1/status"))
+            .await
+            .ok()?;
+        serde_json::from_str::<Value>(&resp.text().await.ok()?).ok()
+    };
+    wait_until("the sink to show as connecting", CATCH_UP, || async {
+        status()
+            .await
+            .is_some_and(|s| s["sinks"]["bus"]["state"] == "connecting")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(courier.is_running(), "courier gave up:\n{}", courier.log());
+    let s = status().await.unwrap();
+    assert_eq!(s["sinks"]["bus"]["state"], "connecting", "{s}");
+    courier.stop();
+    drop_db(db).await;
+}
+
+/// With `create_topics = false` and no topic, Courier stops non-zero
+/// naming the topic, the table and the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_topic_without_creation_stops_courier_with_the_fix() {
+    let db = "e2e_kafka_notopic";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 10).await;
+    let dir = scratch(db);
+    let prefix = run_prefix(db);
+    let config = kafka_config(
+        db,
+        &["public.items"],
+        &dir,
+        &prefix,
+        "create_topics = false",
+    );
+    let (code, log) = run_until_exit(&dir, &config, CATCH_UP).await;
+    assert_ne!(code, 0, "log:\n{log}");
+    let topic = format!("topic {prefix}.public.items");
+    for words in [
+        topic.as_str(),
+        "table public.items",
+        "set create_topics = true",
+    ] {
+        assert!(log.contains(words), "no {words:?} in:\n{log}");
+    }
+    drop_db(db).await;
+}
+
+/// A row whose record is larger than the broker takes (a ~2 MB text over
+/// the 1 MB `message.max.bytes`): Courier stops non-zero naming the table,
+/// the change's LSN and the setting to raise.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_over_the_size_limit_stops_courier_with_the_fix() {
+    let db = "e2e_kafka_toolarge";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 10).await;
+    let dir = scratch(db);
+    let prefix = run_prefix(db);
+    let config = kafka_config(db, &["public.items"], &dir, &prefix, "");
+    let mut courier = CourierProc::start(&dir, &config);
+    wait_caught_up(&client, db, CATCH_UP).await;
+    let lsn = |row: tokio_postgres::Row| -> u64 {
+        let text: String = row.get(0);
+        let (hi, lo) = text.split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    let before = lsn(client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap());
+    client
+        .batch_execute("INSERT INTO items VALUES (100, 1, repeat('x', 2000000), 1)")
+        .await
+        .unwrap();
+    let after = lsn(client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap());
+    let code = courier
+        .wait_exit("courier to stop on the large record", CATCH_UP)
+        .await
+        .code();
+    let log = courier.log();
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}, log:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("max.message.bytes"))
+        .unwrap_or_else(|| panic!("no fix naming max.message.bytes in:\n{log}"));
+    assert!(line.contains("table public.items"), "{line}");
+    let named = line
+        .split("LSN ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| c != '/' && !c.is_ascii_hexdigit()).next())
+        .unwrap_or_else(|| panic!("no LSN in: {line}"));
+    let (hi, lo) = named.split_once('/').unwrap();
+    let named = (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap();
+    assert!(
+        (before..=after).contains(&named),
+        "LSN {named} is not that of the insert ({before}..={after}): {line}"
+    );
+    drop_db(db).await;
+}
