@@ -88,23 +88,39 @@ pub enum Brokers {
 }
 
 /// What a record's key and value hold.
+///
+/// Parsed from its setting's text, so that a wrong value is an error that
+/// names the key (serde's own enum error does not).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Format {
     /// The key and the envelope as plain JSON, values per Courier's type
     /// mapping.
     #[default]
-    #[serde(rename = "json")]
     Json,
     /// `{"schema": ..., "payload": ...}` as Kafka Connect's JsonConverter
     /// writes it, with Debezium's schema names and semantic types.
-    #[serde(rename = "json-schema")]
     JsonSchema,
+}
+
+impl TryFrom<String> for Format {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "json" => Ok(Format::Json),
+            "json-schema" => Ok(Format::JsonSchema),
+            other => Err(format!(
+                "format: {other:?} is not a format; use \"json\" or \"json-schema\""
+            )),
+        }
+    }
 }
 
 /// How `numeric` values are written with [`Format::JsonSchema`], as
 /// Debezium's `decimal.handling.mode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String")]
 pub enum DecimalHandling {
     /// Connect's `Decimal` (bytes) or Debezium's `VariableScaleDecimal`.
     #[default]
@@ -113,6 +129,21 @@ pub enum DecimalHandling {
     String,
     /// A JSON number (may lose precision).
     Double,
+}
+
+impl TryFrom<String> for DecimalHandling {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "precise" => Ok(DecimalHandling::Precise),
+            "string" => Ok(DecimalHandling::String),
+            "double" => Ok(DecimalHandling::Double),
+            other => Err(format!(
+                "decimal_handling: {other:?} is not a mode; use \"precise\", \"string\" or \"double\""
+            )),
+        }
+    }
 }
 
 impl fmt::Debug for KafkaSinkConfig {
@@ -426,7 +457,11 @@ mod tests {
                 "brokers = \"h:1\"\ntransactional_id = \"x\"",
                 "exactly_once",
             ),
-            ("brokers = \"h:1\"\nformat = \"avro\"", "avro"),
+            ("brokers = \"h:1\"\nformat = \"avro\"", "format: \"avro\""),
+            (
+                "brokers = \"h:1\"\ndecimal_handling = \"exact\"",
+                "decimal_handling: \"exact\"",
+            ),
             ("brokers = \"h:1\"\nbogus = 1", "bogus"),
         ] {
             let err = parse(text).err().unwrap_or_else(|| panic!("{text} passed"));

@@ -65,6 +65,10 @@ pub(crate) struct Fence {
     committed: CommittedPosition,
     /// The position after everything applied so far.
     pub position: CommittedPosition,
+    /// The version of the last change this process's stream delivered, and
+    /// how many changes of that version it delivered: a restarted stream
+    /// replays a transaction from its first change, whatever was committed.
+    seen: Option<(Lsn, u64)>,
 }
 
 impl Fence {
@@ -72,6 +76,7 @@ impl Fence {
         Fence {
             committed,
             position: committed,
+            seen: None,
         }
     }
 
@@ -83,15 +88,21 @@ impl Fence {
             return false;
         }
         let v = change.version();
-        let count = match self.position.in_progress {
+        let count = match self.seen {
             Some((cur, n)) if cur == v => n + 1,
             _ => 1,
         };
-        self.position.in_progress = Some((v, count));
+        self.seen = Some((v, count));
         if self.committed.through.is_some_and(|t| v < t) {
             return true;
         }
-        matches!(self.committed.in_progress, Some((cv, n)) if cv == v && count <= n)
+        let committed = match self.committed.in_progress {
+            Some((cv, n)) if cv == v => n,
+            _ => 0,
+        };
+        // A group of left-out changes only must not commit a smaller count.
+        self.position.in_progress = Some((v, count.max(committed)));
+        count <= committed
     }
 
     /// Records that a batch completed every transaction ending at or
@@ -208,5 +219,22 @@ mod tests {
         assert_eq!(fence.position.in_progress, None);
         let round = CommittedPosition::from_json(&committed.to_json());
         assert_eq!(round, Some(committed));
+    }
+
+    #[test]
+    fn a_replay_that_starts_with_the_partly_committed_transaction_skips_its_committed_part() {
+        let rel = table("public", "t");
+        let c = |id| change(&rel, Op::Insert, id, "x", 30);
+        let committed = CommittedPosition {
+            through: Some(Lsn(20)),
+            in_progress: Some((Lsn(30), 2)),
+        };
+        let mut fence = Fence::new(committed);
+        assert!(fence.already_committed(&c(4)));
+        // A group holding only left-out changes keeps the committed count.
+        assert_eq!(fence.position.in_progress, Some((Lsn(30), 2)));
+        assert!(fence.already_committed(&c(5)));
+        assert!(!fence.already_committed(&c(6)));
+        assert_eq!(fence.position.in_progress, Some((Lsn(30), 3)));
     }
 }

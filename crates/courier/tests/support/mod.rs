@@ -7,6 +7,7 @@
 pub mod bulk_tap;
 pub mod chaos;
 pub mod fold;
+pub mod kafka;
 pub mod load;
 pub mod redis;
 pub mod search;
