@@ -42,7 +42,12 @@
 //! * **Headers**: `courier.lsn` (the commit LSN, decimal) and `courier.txid`.
 //! * **Timestamp**: the transaction's commit time.
 //! * **Deletes** are followed by a tombstone (same key, null value) unless
-//!   `tombstones = false`, so a compacted topic forgets the row.
+//!   `tombstones = false`, so a compacted topic forgets the row. With the
+//!   default replica identity PostgreSQL sends a delete's key only: in
+//!   `before`, the other columns are null, except that with `json-schema`
+//!   NOT NULL columns (required fields, which JsonConverter refuses as
+//!   null) carry Debezium's fallbacks: `0`, `false`, `""`, `"{}"` for JSON,
+//!   `[]`, the epoch for zoned times, a zero decimal.
 //! * **Primary-key changes** are emitted as Debezium does: a delete of the
 //!   old key (header `__debezium.newkey`), its tombstone, and a create of
 //!   the new key (header `__debezium.oldkey`).

@@ -216,7 +216,11 @@ fn write_row(
         }
         write_json_string(out, &c.name);
         out.push(b':');
-        connect::write_value(c, v, decimal, out)?;
+        if v.is_null() && !c.nullable {
+            connect::write_fallback(c, decimal, out);
+        } else {
+            connect::write_value(c, v, decimal, out)?;
+        }
     }
     out.push(b'}');
     Ok(())
