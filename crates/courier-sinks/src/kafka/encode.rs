@@ -215,6 +215,12 @@ impl Encoder {
                 out.push(b'}');
                 Ok(())
             }
+            // A primary-key change's header holds the other key without its
+            // schema, as Debezium's key struct reaches it through a Connect
+            // worker's default header converter.
+            Format::JsonSchema if other => {
+                super::schema::write_key_payload(change, row, self.decimal, &mut out)
+            }
             Format::JsonSchema => schemas_of(
                 &mut self.tables,
                 &change.relation().id,
@@ -398,5 +404,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The headers of a primary-key change hold the other key's payload
+    /// alone, `{"id":7}`, as a Connect worker writes Debezium's key struct
+    /// with its default `SimpleHeaderConverter` (a schema-and-payload
+    /// document there breaks Debezium's JDBC sink, which reads headers back
+    /// through that converter).
+    #[test]
+    fn primary_key_change_headers_hold_the_plain_key() {
+        let rel = lines();
+        let row = |id: i64| {
+            let mut r = vec![Value::Null; rel.columns.len()];
+            r[0] = Value::Int(id);
+            r[1] = Value::Int(1);
+            r
+        };
+        let update = Change::new(
+            Arc::clone(&rel),
+            Op::Update,
+            Some(row(7)),
+            Some(row(8)),
+            Lsn(9),
+            700,
+            0,
+        )
+        .unwrap();
+        let mut enc = encoder();
+        let records = enc.encode(&update, 0).unwrap();
+        assert_eq!(records.len(), 3, "delete, tombstone, create");
+        let header = |r: &Record| {
+            let (name, key) = r.other_key.as_ref().unwrap();
+            (*name, String::from_utf8(key.clone()).unwrap())
+        };
+        assert_eq!(header(&records[0]), (NEW_KEY_HEADER, "{\"id\":8}".into()));
+        assert_eq!(header(&records[2]), (OLD_KEY_HEADER, "{\"id\":7}".into()));
+        let key: serde_json::Value =
+            serde_json::from_slice(records[2].key.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            key["payload"],
+            json!({"id": 8}),
+            "the record key keeps its schema"
+        );
+        assert_eq!(key["schema"]["name"], "p.public.lines.Key");
     }
 }

@@ -50,7 +50,10 @@
 //!   `[]`, the epoch for zoned times, a zero decimal.
 //! * **Primary-key changes** are emitted as Debezium does: a delete of the
 //!   old key (header `__debezium.newkey`), its tombstone, and a create of
-//!   the new key (header `__debezium.oldkey`).
+//!   the new key (header `__debezium.oldkey`). The header holds the other
+//!   key as a plain JSON object, `{"id": 3}`, in either format: what a
+//!   Connect worker's default header converter (`SimpleHeaderConverter`)
+//!   writes for Debezium's key struct, and reads back as a map.
 //! * **Truncate** is one record with op `t` and a null key, as Debezium
 //!   sends it: it lands on one partition chosen by the producer, so a
 //!   consumer of several partitions orders it only against that partition's
