@@ -201,6 +201,57 @@ fn write_typed(
     Ok(())
 }
 
+/// Appends the value Debezium writes for a NOT NULL column whose value the
+/// change does not carry (the non-key columns of a delete's `before` with
+/// the default replica identity, which holds the key only): the schema says
+/// the field is required, so JsonConverter refuses a null there. These are
+/// the fallbacks of Debezium's value converters: zero, false, the empty
+/// string or bytes, `{}` for JSON, the epoch for zoned times, `[]`.
+pub(crate) fn write_fallback(column: &Column, decimal: DecimalHandling, out: &mut Vec<u8>) {
+    let text: &[u8] = match (&column.pg_type, decimal) {
+        (PgType::Bool, _) => b"false",
+        (PgType::Float4 | PgType::Float8, _) => b"0.0",
+        (PgType::Numeric { .. }, DecimalHandling::String) => b"\"0\"",
+        (PgType::Numeric { .. }, DecimalHandling::Double) => b"0.0",
+        (
+            PgType::Numeric {
+                precision: Some(_), ..
+            },
+            DecimalHandling::Precise,
+        ) => b"\"AA==\"",
+        (
+            PgType::Numeric {
+                precision: None, ..
+            },
+            DecimalHandling::Precise,
+        ) => b"{\"scale\":0,\"value\":\"AA==\"}",
+        (
+            PgType::Int2
+            | PgType::Int4
+            | PgType::Int8
+            | PgType::Oid
+            | PgType::Date
+            | PgType::Time
+            | PgType::Timestamp,
+            _,
+        ) => b"0",
+        (PgType::TimeTz, _) => b"\"00:00:00Z\"",
+        (PgType::TimestampTz, _) => b"\"1970-01-01T00:00:00Z\"",
+        (PgType::Json | PgType::Jsonb, _) => b"\"{}\"",
+        (PgType::Array(_), _) => b"[]",
+        (
+            PgType::Bytea
+            | PgType::Uuid
+            | PgType::Interval
+            | PgType::Enum
+            | PgType::Text
+            | PgType::Other,
+            _,
+        ) => b"\"\"",
+    };
+    out.extend_from_slice(text);
+}
+
 fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut text = String::with_capacity(bytes.len() * 4 / 3 + 4);
     base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut text);

@@ -215,6 +215,12 @@ impl Encoder {
                 out.push(b'}');
                 Ok(())
             }
+            // A primary-key change's header holds the other key without its
+            // schema, as Debezium's key struct reaches it through a Connect
+            // worker's default header converter.
+            Format::JsonSchema if other => {
+                super::schema::write_key_payload(change, row, self.decimal, &mut out)
+            }
             Format::JsonSchema => schemas_of(
                 &mut self.tables,
                 &change.relation().id,
@@ -302,4 +308,144 @@ fn unrepresentable(change: &Change, reason: String) -> SinkError {
     )
     .with_table(&change.relation().id)
     .with_lsn(change.version())
+}
+
+#[cfg(test)]
+mod tests {
+    use courier_core::{Column, PgType};
+    use serde_json::json;
+
+    use super::*;
+    use crate::kafka::KafkaSinkConfig;
+
+    fn encoder() -> Encoder {
+        let config: KafkaSinkConfig =
+            toml::from_str("brokers = \"h:1\"\ntopic_prefix = \"p\"\nformat = \"json-schema\"")
+                .unwrap();
+        let source = SourceInfo {
+            name: "courier".into(),
+            database: "shop".into(),
+        };
+        Encoder::new(&config.validate("bus", &source).unwrap(), &source)
+    }
+
+    /// `public.lines (id bigint PRIMARY KEY, <one NOT NULL column per type
+    /// family>, note text)`.
+    fn lines() -> Arc<Relation> {
+        let col = |name: &str, pg_type: PgType, nullable: bool| Column {
+            name: name.to_string(),
+            type_oid: 0,
+            type_modifier: -1,
+            type_name: name.to_string(),
+            pg_type,
+            nullable,
+            is_key: name == "id",
+        };
+        let numeric = |precision| PgType::Numeric {
+            precision,
+            scale: precision.map(|_| 2),
+        };
+        Arc::new(Relation {
+            oid: 1,
+            id: TableId::new("public", "lines"),
+            columns: vec![
+                col("id", PgType::Int8, false),
+                col("qty", PgType::Int4, false),
+                col("ok", PgType::Bool, false),
+                col("price", numeric(Some(12)), false),
+                col("ratio", numeric(None), false),
+                col("label", PgType::Text, false),
+                col("at", PgType::TimestampTz, false),
+                col("doc", PgType::Jsonb, false),
+                col("tags", PgType::Array(Box::new(PgType::Text)), false),
+                col("note", PgType::Text, true),
+            ],
+        })
+    }
+
+    fn value_of(record: &Record) -> serde_json::Value {
+        serde_json::from_slice(record.value.as_deref().unwrap()).unwrap()
+    }
+
+    /// A delete with the default replica identity carries the key only; the
+    /// `before` struct's required fields still get values (Debezium's
+    /// fallbacks), since JsonConverter refuses a null in a required field.
+    #[test]
+    fn a_key_only_before_fills_required_fields_as_debezium_does() {
+        let rel = lines();
+        let mut before = vec![Value::Null; rel.columns.len()];
+        before[0] = Value::Int(7);
+        let delete = Change::new(
+            Arc::clone(&rel),
+            Op::Delete,
+            Some(before),
+            None,
+            Lsn(9),
+            700,
+            0,
+        )
+        .unwrap();
+        let mut enc = encoder();
+        let records = enc.encode(&delete, 0).unwrap();
+        let value = value_of(&records[0]);
+        assert_eq!(
+            value["payload"]["before"],
+            json!({"id": 7, "qty": 0, "ok": false, "price": "AA==",
+                   "ratio": {"scale": 0, "value": "AA=="}, "label": "",
+                   "at": "1970-01-01T00:00:00Z", "doc": "{}", "tags": [], "note": null})
+        );
+        let fields = value["schema"]["fields"][0]["fields"].as_array().unwrap();
+        for f in fields {
+            let name = f["field"].as_str().unwrap();
+            if f["optional"] == false {
+                assert!(
+                    !value["payload"]["before"][name].is_null(),
+                    "required field {name} is null"
+                );
+            }
+        }
+    }
+
+    /// The headers of a primary-key change hold the other key's payload
+    /// alone, `{"id":7}`, as a Connect worker writes Debezium's key struct
+    /// with its default `SimpleHeaderConverter` (a schema-and-payload
+    /// document there breaks Debezium's JDBC sink, which reads headers back
+    /// through that converter).
+    #[test]
+    fn primary_key_change_headers_hold_the_plain_key() {
+        let rel = lines();
+        let row = |id: i64| {
+            let mut r = vec![Value::Null; rel.columns.len()];
+            r[0] = Value::Int(id);
+            r[1] = Value::Int(1);
+            r
+        };
+        let update = Change::new(
+            Arc::clone(&rel),
+            Op::Update,
+            Some(row(7)),
+            Some(row(8)),
+            Lsn(9),
+            700,
+            0,
+        )
+        .unwrap();
+        let mut enc = encoder();
+        let records = enc.encode(&update, 0).unwrap();
+        assert_eq!(records.len(), 3, "delete, tombstone, create");
+        let header = |r: &Record| {
+            let (name, key) = r.other_key.as_ref().unwrap();
+            (*name, String::from_utf8(key.clone()).unwrap())
+        };
+        assert_eq!(header(&records[0]), (NEW_KEY_HEADER, "{\"id\":8}".into()));
+        assert_eq!(header(&records[2]), (OLD_KEY_HEADER, "{\"id\":7}".into()));
+        let key: serde_json::Value =
+            serde_json::from_slice(records[2].key.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            key["payload"],
+            json!({"id": 8}),
+            "the record key keeps its schema"
+        );
+        assert_eq!(key["schema"]["name"], "p.public.lines.Key");
+    }
 }

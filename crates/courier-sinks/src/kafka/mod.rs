@@ -42,10 +42,18 @@
 //! * **Headers**: `courier.lsn` (the commit LSN, decimal) and `courier.txid`.
 //! * **Timestamp**: the transaction's commit time.
 //! * **Deletes** are followed by a tombstone (same key, null value) unless
-//!   `tombstones = false`, so a compacted topic forgets the row.
+//!   `tombstones = false`, so a compacted topic forgets the row. With the
+//!   default replica identity PostgreSQL sends a delete's key only: in
+//!   `before`, the other columns are null, except that with `json-schema`
+//!   NOT NULL columns (required fields, which JsonConverter refuses as
+//!   null) carry Debezium's fallbacks: `0`, `false`, `""`, `"{}"` for JSON,
+//!   `[]`, the epoch for zoned times, a zero decimal.
 //! * **Primary-key changes** are emitted as Debezium does: a delete of the
 //!   old key (header `__debezium.newkey`), its tombstone, and a create of
-//!   the new key (header `__debezium.oldkey`).
+//!   the new key (header `__debezium.oldkey`). The header holds the other
+//!   key as a plain JSON object, `{"id": 3}`, in either format: what a
+//!   Connect worker's default header converter (`SimpleHeaderConverter`)
+//!   writes for Debezium's key struct, and reads back as a map.
 //! * **Truncate** is one record with op `t` and a null key, as Debezium
 //!   sends it: it lands on one partition chosen by the producer, so a
 //!   consumer of several partitions orders it only against that partition's

@@ -131,18 +131,8 @@ impl TableSchemas {
         out: &mut Vec<u8>,
     ) -> Result<(), Unrepresentable> {
         out.extend_from_slice(&self.key_prefix);
-        let relation = change.relation();
-        out.push(b'{');
-        for (n, i) in relation.key_indexes().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            let c = &relation.columns[i];
-            write_json_string(out, &c.name);
-            out.push(b':');
-            connect::write_value(c, &row[i], decimal, out)?;
-        }
-        out.extend_from_slice(b"}}");
+        write_key_payload(change, row, decimal, out)?;
+        out.push(b'}');
         Ok(())
     }
 
@@ -216,7 +206,36 @@ fn write_row(
         }
         write_json_string(out, &c.name);
         out.push(b':');
-        connect::write_value(c, v, decimal, out)?;
+        if v.is_null() && !c.nullable {
+            connect::write_fallback(c, decimal, out);
+        } else {
+            connect::write_value(c, v, decimal, out)?;
+        }
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// Appends the key columns of `row` as a JSON object, without a schema:
+/// the key record's `payload`, and the `__debezium.oldkey` /
+/// `__debezium.newkey` headers as a Connect worker's default header
+/// converter (`SimpleHeaderConverter`) writes Debezium's key struct there.
+pub(crate) fn write_key_payload(
+    change: &Change,
+    row: &[Value],
+    decimal: DecimalHandling,
+    out: &mut Vec<u8>,
+) -> Result<(), Unrepresentable> {
+    let relation = change.relation();
+    out.push(b'{');
+    for (n, i) in relation.key_indexes().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        let c = &relation.columns[i];
+        write_json_string(out, &c.name);
+        out.push(b':');
+        connect::write_value(c, &row[i], decimal, out)?;
     }
     out.push(b'}');
     Ok(())
