@@ -151,12 +151,7 @@ pub async fn build(
     config: KafkaSinkConfig,
     source: &SourceInfo,
 ) -> Result<KafkaSink, BuildError> {
-    let settings = config
-        .validate(name, source)
-        .map_err(|message| BuildError::Config {
-            sink: name.to_string(),
-            message,
-        })?;
+    let settings = validated(name, config, source)?;
     KafkaSink::start(name, settings, source).await
 }
 
@@ -173,12 +168,7 @@ pub async fn read_committed_position(
     config: KafkaSinkConfig,
     source: &SourceInfo,
 ) -> Result<Option<CommittedPosition>, BuildError> {
-    let settings = config
-        .validate(name, source)
-        .map_err(|message| BuildError::Config {
-            sink: name.to_string(),
-            message,
-        })?;
+    let settings = validated(name, config, source)?;
     offsets::read(&settings)
         .await
         .map_err(|f| BuildError::Connect {
@@ -186,5 +176,19 @@ pub async fn read_committed_position(
             kind: f.kind,
             message: format!("kafka at {}: {}", settings.brokers, f.message),
             source: None,
+        })
+}
+
+/// The sink's settings, checked once; a bad one is a configuration error.
+fn validated(
+    name: &str,
+    config: KafkaSinkConfig,
+    source: &SourceInfo,
+) -> Result<config::Settings, BuildError> {
+    config
+        .validate(name, source)
+        .map_err(|message| BuildError::Config {
+            sink: name.to_string(),
+            message,
         })
 }
