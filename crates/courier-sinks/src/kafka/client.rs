@@ -115,6 +115,13 @@ pub(crate) fn fix_for(code: Option<RDKafkaErrorCode>, topic: &str) -> String {
         Some(C::ProducerFenced | C::Fenced) => {
             "another Courier uses the same transactional_id; run one per id".into()
         }
+        // The usual cause: a record without a key (a TRUNCATE's, as
+        // Debezium writes it) sent to a compacted topic.
+        Some(C::InvalidRecord) => format!(
+            "if topic {topic} is compacted, it refuses records without a key, such as a TRUNCATE's: \
+             avoid TRUNCATE on this table, or use cleanup.policy=delete for the topic (compact = false \
+             when Courier creates it); otherwise see the broker's log"
+        ),
         _ => "check the broker's logs".into(),
     }
 }
@@ -336,5 +343,6 @@ mod tests {
         }
         assert!(fix_for(Some(C::MessageSizeTooLarge), "t").contains("max.message.bytes"));
         assert!(fix_for(Some(C::UnknownTopicOrPartition), "t").contains("create_topics"));
+        assert!(fix_for(Some(C::InvalidRecord), "t").contains("compact = false"));
     }
 }
