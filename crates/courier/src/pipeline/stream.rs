@@ -3,7 +3,7 @@
 //! when the connection drops (resuming from the slot).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use courier_core::Lsn;
@@ -11,6 +11,7 @@ use courier_postgres::catalog::Catalog;
 use courier_postgres::pgoutput::{DecodedEvent, Decoder};
 use courier_postgres::{PgConfig, ReplicationClient, ReplicationMessage, ReplicationStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::batcher::{Batcher, Pending};
 use super::errors::{is_retriable, StreamEnded};
@@ -93,7 +94,6 @@ async fn stream_once(
     let mut b = Batcher::new(start, &ctx.pipeline);
     let mut counter = EventCounter::default();
     let mut report = Reporter::new(ctx.status_interval);
-    let mut status_tick = tokio::time::interval(ctx.status_interval);
     let mut flush_tick =
         tokio::time::interval(ctx.pipeline.batch_delay.max(Duration::from_millis(1)));
     let mut reset_backoff = true;
@@ -134,7 +134,7 @@ async fn stream_once(
                     counter.flush();
                 }
             }
-            _ = status_tick.tick() => report.now(ctx, &mut stream).await?,
+            _ = tokio::time::sleep_until(report.due_at()) => report.now(ctx, &mut stream).await?,
         }
     }
 }
@@ -159,12 +159,17 @@ impl Reporter {
         }
     }
 
+    /// When the next report is due.
+    fn due_at(&self) -> Instant {
+        self.last_sent + self.interval
+    }
+
     async fn if_due(
         &mut self,
         ctx: &StreamContext,
         stream: &mut ReplicationStream,
     ) -> anyhow::Result<()> {
-        if self.last_sent.elapsed() >= self.interval {
+        if Instant::now() >= self.due_at() {
             self.now(ctx, stream).await?;
         }
         Ok(())
@@ -231,14 +236,10 @@ async fn send(
     }
     let sending = ctx.fanout.send(batch);
     tokio::pin!(sending);
-    let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + report.interval,
-        report.interval,
-    );
     loop {
         tokio::select! {
             sent = &mut sending => return Ok(sent?),
-            _ = tick.tick() => report.now(ctx, stream).await?,
+            _ = tokio::time::sleep_until(report.due_at()) => report.now(ctx, stream).await?,
         }
     }
 }
