@@ -108,7 +108,7 @@ where
 {
     retry(
         Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-        build_retriable,
+        BuildError::is_retriable,
         |e, wait| {
             let msg = error_chain(e);
             status.sink_error(name, &msg, SinkState::Connecting);
@@ -118,10 +118,6 @@ where
         build,
     )
     .await
-}
-
-fn build_retriable(e: &BuildError) -> bool {
-    e.is_retriable()
 }
 /// Consecutive batches applied as one unit, and the barrier that ended the
 /// group, answered once they are applied.
