@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# A local Kafka Connect worker with Debezium's JDBC sink connector: the other
-# side of Courier's Debezium-compatibility claims, for development, tests and CI.
+# A local Kafka Connect worker with Debezium's JDBC sink and PostgreSQL source
+# connectors: the other side of Courier's Debezium-compatibility claims, for
+# development, tests and CI.
 #
 #   dev/kafka-connect.sh start                   start the broker if needed, fetch if missing, start the worker (idempotent)
 #   dev/kafka-connect.sh stop                    stop the worker (connectors added at run time are forgotten)
 #   dev/kafka-connect.sh restart                 stop, then start
-#   dev/kafka-connect.sh status                  exit 0 iff the worker answers and has the JDBC sink plugin
+#   dev/kafka-connect.sh status                  exit 0 iff the worker answers and has both Debezium plugins
 #   dev/kafka-connect.sh url                     the REST API's URL, http://127.0.0.1:58083
 #   dev/kafka-connect.sh connector NAME FILE     create or update connector NAME from FILE (key=value lines,
 #                                                or JSON), then wait until it and its tasks run
@@ -18,9 +19,11 @@
 #
 # A standalone worker (`org.apache.kafka.connect.cli.ConnectStandalone`) of
 # Kafka Connect 4.3.1 from Maven Central (`connect-runtime`, `connect-json`,
-# `connect-transforms`), with Debezium's JDBC sink connector 3.5.0.Final
-# (`io.debezium:debezium-connector-jdbc`, its PostgreSQL driver included) as
-# its one plugin, both fetched with `mvn` into <repo>/.dev/kafka-connect/.
+# `connect-transforms`), with two plugins: Debezium's JDBC sink connector
+# 3.5.0.Final (`io.debezium:debezium-connector-jdbc`, its PostgreSQL driver
+# included) and Debezium's PostgreSQL source connector 3.6.1.Final
+# (`io.debezium:debezium-connector-postgres`, pgoutput, with its outbox
+# EventRouter transform), all fetched with `mvn` into <repo>/.dev/kafka-connect/.
 # It starts with no connector; tests add and remove their own through the
 # REST API on 127.0.0.1:58083 (loopback only). Keys and values are Kafka
 # Connect JSON with schemas (`JsonConverter`, `schemas.enable=true`), the
@@ -39,8 +42,10 @@ DEV_NAME=kafka-connect
 
 # Connect 4.4.0 cannot load Debezium 3.6's classes, and 3.6 does not resolve
 # from Maven Central yet: 4.3.1 with 3.5.0.Final is the pair that works.
+# The PostgreSQL source connector 3.6.1.Final resolves and runs on 4.3.1.
 CONNECT_VERSION=4.3.1
 DEBEZIUM_VERSION=3.5.0.Final
+DEBEZIUM_PG_VERSION=3.6.1.Final
 CONNECT_PORT="${COURIER_KAFKA_CONNECT_PORT:-58083}"
 CONNECT_HEAP="${COURIER_KAFKA_CONNECT_HEAP:-512m}"
 CONNECT_URL="http://$KAFKA_HOST:$CONNECT_PORT"
@@ -49,12 +54,14 @@ CONNECT_DIR="$COURIER_REPO/.dev/kafka-connect"
 CONNECT_LIB="$CONNECT_DIR/dist/connect-$CONNECT_VERSION"
 CONNECT_PLUGINS="$CONNECT_DIR/plugins"
 JDBC_SINK_DIR="$CONNECT_PLUGINS/debezium-connector-jdbc-$DEBEZIUM_VERSION"
+PG_SOURCE_DIR="$CONNECT_PLUGINS/debezium-connector-postgres-$DEBEZIUM_PG_VERSION"
 CONNECT_CONF="$CONNECT_DIR/config"
 CONNECT_DATA="$CONNECT_DIR/data"
 CONNECT_LOGS="$CONNECT_DIR/logs"
 CONNECT_START_TIMEOUT_S=180
 CONNECTOR_TIMEOUT_S=60
 JDBC_SINK_CLASS=io.debezium.connector.jdbc.JdbcSinkConnector
+PG_SOURCE_CLASS=io.debezium.connector.postgresql.PostgresConnector
 
 JVM_PRODUCT="Kafka Connect $CONNECT_VERSION"
 JVM_PIDFILE="$CONNECT_DIR/kafka-connect.pid"
@@ -75,15 +82,23 @@ CONNECT_DEPENDENCIES+="    <!-- Connect logs through SLF4J 1.7; without a bindin
 JDBC_SINK_DEPENDENCIES="    <dependency>
       <groupId>io.debezium</groupId><artifactId>debezium-connector-jdbc</artifactId><version>$DEBEZIUM_VERSION</version>
     </dependency>"
+PG_SOURCE_DEPENDENCIES="    <dependency>
+      <groupId>io.debezium</groupId><artifactId>debezium-connector-postgres</artifactId><version>$DEBEZIUM_PG_VERSION</version>
+    </dependency>"
 
-# ensure_plugin — the JDBC sink and its dependencies in the plugin folder,
-# without the jars the worker itself provides: a second Connect API or Kafka
-# client, or Jackson, in the plugin's class loader breaks the connector.
-ensure_plugin() {
+# ensure_plugins — each connector and its dependencies in its own plugin
+# folder, without the jars the worker itself provides: a second Connect API
+# or Kafka client, or Jackson, in a plugin's class loader breaks the connector.
+ensure_plugins() {
     fetch_jars "$JDBC_SINK_DIR" "Debezium's JDBC sink connector $DEBEZIUM_VERSION" "$JDBC_SINK_DEPENDENCIES"
-    rm -f "$JDBC_SINK_DIR"/connect-api-*.jar "$JDBC_SINK_DIR"/kafka-clients-*.jar "$JDBC_SINK_DIR"/jackson-*.jar
-    ls "$JDBC_SINK_DIR"/postgresql-*.jar >/dev/null 2>&1 ||
-        die "the JDBC sink's dependencies in $JDBC_SINK_DIR have no PostgreSQL driver"
+    fetch_jars "$PG_SOURCE_DIR" "Debezium's PostgreSQL connector $DEBEZIUM_PG_VERSION" "$PG_SOURCE_DEPENDENCIES"
+    local dir
+    for dir in "$JDBC_SINK_DIR" "$PG_SOURCE_DIR"; do
+        rm -f "$dir"/connect-api-*.jar "$dir"/connect-json-*.jar "$dir"/connect-transforms-*.jar \
+            "$dir"/kafka-clients-*.jar "$dir"/jackson-*.jar
+        ls "$dir"/postgresql-*.jar >/dev/null 2>&1 ||
+            die "the connector's dependencies in $dir have no PostgreSQL driver"
+    done
 }
 
 write_config() {
@@ -119,9 +134,11 @@ rest() {
     curl -fsS --max-time 10 "$@"
 }
 
-# ready — the REST API answers and lists the JDBC sink among its plugins.
+# ready — the REST API answers and lists both Debezium connectors among its plugins.
 ready() {
-    { rest "$CONNECT_URL/connector-plugins" 2>/dev/null || true; } | grep -qF "\"$JDBC_SINK_CLASS\""
+    local plugins
+    plugins="$(rest "$CONNECT_URL/connector-plugins" 2>/dev/null || true)"
+    grep -qF "\"$JDBC_SINK_CLASS\"" <<<"$plugins" && grep -qF "\"$PG_SOURCE_CLASS\"" <<<"$plugins"
 }
 
 cmd_start() {
@@ -133,7 +150,7 @@ cmd_start() {
     bash "$COURIER_REPO/dev/kafka.sh" start
     ensure_kafka_tools
     fetch_jars "$CONNECT_LIB" "Kafka Connect $CONNECT_VERSION" "$CONNECT_DEPENDENCIES"
-    ensure_plugin
+    ensure_plugins
     if jvm_pid >/dev/null; then
         say "the worker runs but is not ready on $CONNECT_URL yet; waiting"
         jvm_wait_ready "$CONNECT_START_TIMEOUT_S" ready
@@ -145,7 +162,7 @@ cmd_start() {
     fi
     java_home="$(kafka_java_home)"
     write_config
-    say "starting Kafka Connect $CONNECT_VERSION (standalone) on $CONNECT_URL with Debezium's JDBC sink $DEBEZIUM_VERSION (Java at $java_home, heap 128m-$CONNECT_HEAP, broker $KAFKA_BOOTSTRAP)"
+    say "starting Kafka Connect $CONNECT_VERSION (standalone) on $CONNECT_URL with Debezium's JDBC sink $DEBEZIUM_VERSION and PostgreSQL connector $DEBEZIUM_PG_VERSION (Java at $java_home, heap 128m-$CONNECT_HEAP, broker $KAFKA_BOOTSTRAP)"
     started=$SECONDS
     jvm_launch "$java_home" -Xms128m "-Xmx$CONNECT_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -XX:G1PeriodicGCInterval=30000 \
