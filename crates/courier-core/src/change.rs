@@ -33,6 +33,18 @@ impl Op {
     }
 }
 
+/// Where an outbox event's source came from (see [`Change::outbox`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutboxSource {
+    /// A row change of an outbox table; the change's relation is the
+    /// table's.
+    Table,
+    /// A transactional `pg_logical_emit_message` message; the change's
+    /// relation is [`Relation::logical_message`] of the message's prefix
+    /// and its row holds the message's content.
+    Message,
+}
+
 /// One change to one row (or, for [`Op::Truncate`], to a whole table).
 ///
 /// `version` is the commit LSN of the change's transaction, or the consistent
@@ -51,6 +63,7 @@ pub struct Change {
     version: Lsn,
     xid: u32,
     commit_time_us: i64,
+    outbox: Option<OutboxSource>,
 }
 
 /// A row whose number of values is not its relation's number of columns.
@@ -110,6 +123,7 @@ impl Change {
             version,
             xid,
             commit_time_us,
+            outbox: None,
         })
     }
 
@@ -128,7 +142,44 @@ impl Change {
             version,
             xid,
             commit_time_us,
+            outbox: None,
         }
+    }
+
+    /// A transactional `pg_logical_emit_message` message carrying `content`,
+    /// as the source of an outbox event: an [`Op::Insert`] of
+    /// `relation` (the prefix's [`Relation::logical_message`]) whose one
+    /// value is the content's bytes.
+    pub fn logical_message(
+        relation: Arc<Relation>,
+        content: Vec<u8>,
+        version: Lsn,
+        xid: u32,
+        commit_time_us: i64,
+    ) -> Result<Change, RowShapeError> {
+        let row = vec![Value::Bytes(content)];
+        let change = Change::new(relation, Op::Insert, None, Some(row), version, xid, commit_time_us)?;
+        Ok(Change {
+            outbox: Some(OutboxSource::Message),
+            ..change
+        })
+    }
+
+    /// The change, marked as a row change of an outbox table: the source of
+    /// an outbox event, not a change any sink applies as a row.
+    pub fn into_outbox_row(self) -> Change {
+        Change {
+            outbox: Some(OutboxSource::Table),
+            ..self
+        }
+    }
+
+    /// `Some` when the change is the source of an outbox event (a row of an
+    /// outbox table, or a logical decoding message): only the outbox routers
+    /// of a sink turn it into an event, and no sink applies it as a change
+    /// of a table. `None` for the changes of captured tables.
+    pub fn outbox(&self) -> Option<OutboxSource> {
+        self.outbox
     }
 
     /// The table's shape when the change was decoded; its columns align
@@ -251,5 +302,20 @@ mod tests {
         let long = vec![Value::Int(1), Value::Int(2), Value::Int(3)];
         let err = Change::new(rel, Op::Delete, Some(long), None, Lsn(7), 1, 0).unwrap_err();
         assert_eq!((err.which, err.expected, err.actual), ("before", 2, 3));
+    }
+
+    #[test]
+    fn outbox_sources_are_marked() {
+        let row = Change::new(relation(1), Op::Insert, None, Some(vec![Value::Int(1)]), Lsn(7), 1, 0)
+            .unwrap();
+        assert_eq!(row.outbox(), None);
+        assert_eq!(row.into_outbox_row().outbox(), Some(OutboxSource::Table));
+
+        let rel = Arc::new(Relation::logical_message("orders"));
+        assert_eq!(rel.id.to_string(), "pg_logical_emit_message.orders");
+        let m = Change::logical_message(rel, b"{}".to_vec(), Lsn(9), 2, 3).unwrap();
+        assert_eq!(m.outbox(), Some(OutboxSource::Message));
+        assert_eq!((m.op(), m.version(), m.xid()), (Op::Insert, Lsn(9), 2));
+        assert_eq!(m.after(), Some(&[Value::Bytes(b"{}".to_vec())][..]));
     }
 }

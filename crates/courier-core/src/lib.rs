@@ -17,10 +17,10 @@ pub mod version;
 mod watermark;
 
 pub use batch::Batch;
-pub use change::{Change, Op, Row, RowShapeError};
+pub use change::{Change, Op, OutboxSource, Row, RowShapeError};
 pub use filter::{TableFilter, TablePatternError};
 pub use lsn::{Lsn, ParseLsnError};
-pub use relation::{quote_ident, Column, PgType, Relation, TableId};
+pub use relation::{quote_ident, Column, PgType, Relation, TableId, MESSAGE_SCHEMA};
 pub use sink::{Grouping, Sink, SinkError, SinkErrorKind};
 pub use state::{LocalStateStore, StateError, StateStore};
 pub use value::{write_json_string, Value};

@@ -222,7 +222,29 @@ impl Relation {
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
+
+    /// The shape of the `pg_logical_emit_message` messages of `prefix`, as
+    /// outbox sources: no table behind it (OID 0), named
+    /// `pg_logical_emit_message.<prefix>`, one `bytea` column `content`.
+    pub fn logical_message(prefix: &str) -> Relation {
+        Relation {
+            oid: 0,
+            id: TableId::new(MESSAGE_SCHEMA, prefix),
+            columns: vec![Column {
+                name: "content".into(),
+                type_oid: 17,
+                type_modifier: -1,
+                type_name: "bytea".into(),
+                pg_type: PgType::Bytea,
+                nullable: false,
+                is_key: false,
+            }],
+        }
+    }
 }
+
+/// The schema part of the name of a [`Relation::logical_message`].
+pub const MESSAGE_SCHEMA: &str = "pg_logical_emit_message";
 
 #[cfg(test)]
 mod tests {

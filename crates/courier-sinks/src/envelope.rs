@@ -105,7 +105,7 @@ impl EnvelopeLines {
         for c in batch
             .changes
             .iter()
-            .filter(|c| self.selection.includes(&c.relation().id))
+            .filter(|c| self.selection.selects(c))
         {
             self.encoder.encode_line(c, now, &mut self.buf);
         }

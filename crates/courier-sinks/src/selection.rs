@@ -29,6 +29,13 @@ impl TableSelection {
     pub fn includes(&self, t: &TableId) -> bool {
         self.0.as_ref().is_none_or(|f| f.matches(t))
     }
+
+    /// Whether the sink applies `change` as a change of a table: one of a
+    /// selected table, never the source of an outbox event (those reach
+    /// only the outbox routers of a sink, see [`Change::outbox`]).
+    pub fn selects(&self, change: &Change) -> bool {
+        change.outbox().is_none() && self.includes(&change.relation().id)
+    }
 }
 
 /// A piece of a batch as a keyed sink applies it: a run of row changes
@@ -48,7 +55,7 @@ impl TableSelection {
         let mut run: Vec<&Change> = Vec::new();
         for c in changes
             .into_iter()
-            .filter(|c| self.includes(&c.relation().id))
+            .filter(|c| self.selects(c))
         {
             if c.op() == Op::Truncate {
                 if !run.is_empty() {

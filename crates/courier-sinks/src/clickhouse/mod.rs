@@ -203,7 +203,7 @@ impl Sink for ClickHouseSink {
         for c in batches.iter().flat_map(|b| b.changes.iter()) {
             let selected = match last {
                 Some((rel, selected)) if Arc::ptr_eq(rel, c.relation()) => selected,
-                _ => self.settings.selection.includes(&c.relation().id),
+                _ => self.settings.selection.selects(c),
             };
             last = Some((c.relation(), selected));
             if !selected {

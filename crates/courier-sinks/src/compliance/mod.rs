@@ -17,7 +17,10 @@
 //!   truncate's version disappear, a newer row survives a replayed truncate,
 //!   and a write in the same transaction after the truncate stays. When
 //!   [`Options::truncate_blocks_older_writes`], a write older than the
-//!   truncate replayed after it stays deleted too (the sink keeps tombstones).
+//!   truncate replayed after it stays deleted too (the sink keeps tombstones);
+//! * **outbox sources** — changes marked as outbox rows (of a table the sink
+//!   selects, a truncate among them) and logical decoding messages are never
+//!   applied as rows, while the other changes of the same batch are.
 //!
 //! Each check works on its own table, `courier_compliance.<run>_<check>`,
 //! so the sink under test must accept the schema `courier_compliance`. Rows
@@ -38,7 +41,9 @@ mod model;
 use std::future::Future;
 
 use async_trait::async_trait;
-use courier_core::{Batch, Op, Relation, Sink, Value};
+use std::sync::Arc;
+
+use courier_core::{Batch, Change, Lsn, Op, Relation, Sink, Value};
 use serde_json::Map;
 
 use fixtures::{batch, change, expected_json, table, truncate};
@@ -100,6 +105,7 @@ where
         ctx.truncate(&mut make_sink, options.truncate_blocks_older_writes)
             .await;
     }
+    ctx.outbox_sources(&mut make_sink).await;
 }
 
 struct Ctx<'a, R> {
@@ -257,6 +263,36 @@ impl<R: Readback> Ctx<'_, R> {
         for (i, b) in steps.iter().enumerate() {
             apply(&mut sink, b, &mut m, "truncate").await;
             self.expect(&rel, &m, &format!("truncate: step {}", i + 1))
+                .await;
+        }
+    }
+
+    async fn outbox_sources<S: Sink, Fut: Future<Output = S>>(
+        &mut self,
+        make: &mut impl FnMut() -> Fut,
+    ) {
+        let rel = table("courier_compliance", &format!("{}_outbox", self.run));
+        let messages = Arc::new(Relation::logical_message("courier_compliance"));
+        let message = Change::logical_message(messages, br#"{"id": 9}"#.to_vec(), Lsn(600), 700, 0)
+            .unwrap_or_else(|e| panic!("outbox sources: a message of the wrong shape: {e}"));
+        let mut sink = make().await;
+        let mut m = Model::default();
+        let steps = [
+            batch(vec![
+                change(&rel, Op::Insert, 1, "row", 600),
+                change(&rel, Op::Insert, 2, "event", 600).into_outbox_row(),
+                message,
+                change(&rel, Op::Insert, 3, "row", 600),
+            ]),
+            batch(vec![
+                change(&rel, Op::Update, 1, "event-update", 610).into_outbox_row(),
+                change(&rel, Op::Delete, 3, "", 610).into_outbox_row(),
+                truncate(&rel, 610).into_outbox_row(),
+            ]),
+        ];
+        for (i, b) in steps.iter().enumerate() {
+            apply(&mut sink, b, &mut m, "outbox sources").await;
+            self.expect(&rel, &m, &format!("outbox sources: step {}", i + 1))
                 .await;
         }
     }

@@ -89,7 +89,7 @@ impl KafkaSink {
         for (bi, batch) in batches.iter().enumerate() {
             for (ci, change) in batch.changes.iter().enumerate() {
                 if fence.as_mut().is_some_and(|f| f.already_committed(change))
-                    || !settings.selection.includes(&change.relation().id)
+                    || !settings.selection.selects(change)
                 {
                     continue;
                 }
