@@ -1,13 +1,43 @@
-//! Column values in Debezium's semantic types, for `format = "json-schema"`:
-//! the Connect schema of a column and its value as JsonConverter writes it.
-//!
-//! The module documentation of [`super`] has the table of every type.
+//! Column values in Debezium's semantic types: the Connect schema of a
+//! column and its value as JsonConverter writes it. The Kafka sink's
+//! `format = "json-schema"` writes whole rows this way (its module
+//! documentation has the table of every type); the outbox router writes an
+//! event's key, headers and fields this way, as Debezium's EventRouter does.
 
 use base64::Engine;
 use courier_core::{write_json_string, Column, PgType, Value};
+use serde::Deserialize;
 use serde_json::json;
 
-use super::config::DecimalHandling;
+/// How `numeric` values are written with `format = "json-schema"` (and the outbox router), as
+/// Debezium's `decimal.handling.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum DecimalHandling {
+    /// Connect's `Decimal` (bytes) or Debezium's `VariableScaleDecimal`.
+    #[default]
+    Precise,
+    /// The exact decimal text.
+    String,
+    /// A JSON number (may lose precision).
+    Double,
+}
+
+impl TryFrom<String> for DecimalHandling {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "precise" => Ok(DecimalHandling::Precise),
+            "string" => Ok(DecimalHandling::String),
+            "double" => Ok(DecimalHandling::Double),
+            other => Err(format!(
+                "decimal_handling: {other:?} is not a mode; use \"precise\", \"string\" or \"double\""
+            )),
+        }
+    }
+}
+
 
 /// Why a value has no form in its column's Connect type; the message names
 /// the column and the fix, never the value.

@@ -5,6 +5,7 @@
 pub mod clickhouse;
 #[cfg(any(test, feature = "compliance"))]
 pub mod compliance;
+mod connect;
 pub mod envelope;
 mod failure;
 pub mod file;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::connect::DecimalHandling;
 use crate::envelope::SourceInfo;
 use crate::selection::TableSelection;
 
@@ -112,35 +113,6 @@ impl TryFrom<String> for Format {
             "json-schema" => Ok(Format::JsonSchema),
             other => Err(format!(
                 "format: {other:?} is not a format; use \"json\" or \"json-schema\""
-            )),
-        }
-    }
-}
-
-/// How `numeric` values are written with [`Format::JsonSchema`], as
-/// Debezium's `decimal.handling.mode`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub enum DecimalHandling {
-    /// Connect's `Decimal` (bytes) or Debezium's `VariableScaleDecimal`.
-    #[default]
-    Precise,
-    /// The exact decimal text.
-    String,
-    /// A JSON number (may lose precision).
-    Double,
-}
-
-impl TryFrom<String> for DecimalHandling {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "precise" => Ok(DecimalHandling::Precise),
-            "string" => Ok(DecimalHandling::String),
-            "double" => Ok(DecimalHandling::Double),
-            other => Err(format!(
-                "decimal_handling: {other:?} is not a mode; use \"precise\", \"string\" or \"double\""
             )),
         }
     }

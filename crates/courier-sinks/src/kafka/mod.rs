@@ -125,7 +125,6 @@
 
 mod client;
 mod config;
-mod connect;
 mod encode;
 mod offsets;
 mod produce;

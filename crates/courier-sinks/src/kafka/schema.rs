@@ -6,7 +6,7 @@ use courier_core::{write_json_string, Change, Relation, Value};
 use serde_json::json;
 
 use super::config::DecimalHandling;
-use super::connect::{self, Unrepresentable};
+use crate::connect::{self, Unrepresentable};
 use crate::envelope::SourceInfo;
 
 /// The `allowed` values of Debezium's `source.snapshot` enum.
