@@ -158,7 +158,15 @@ impl Change {
         commit_time_us: i64,
     ) -> Result<Change, RowShapeError> {
         let row = vec![Value::Bytes(content)];
-        let change = Change::new(relation, Op::Insert, None, Some(row), version, xid, commit_time_us)?;
+        let change = Change::new(
+            relation,
+            Op::Insert,
+            None,
+            Some(row),
+            version,
+            xid,
+            commit_time_us,
+        )?;
         Ok(Change {
             outbox: Some(OutboxSource::Message),
             ..change
@@ -306,8 +314,16 @@ mod tests {
 
     #[test]
     fn outbox_sources_are_marked() {
-        let row = Change::new(relation(1), Op::Insert, None, Some(vec![Value::Int(1)]), Lsn(7), 1, 0)
-            .unwrap();
+        let row = Change::new(
+            relation(1),
+            Op::Insert,
+            None,
+            Some(vec![Value::Int(1)]),
+            Lsn(7),
+            1,
+            0,
+        )
+        .unwrap();
         assert_eq!(row.outbox(), None);
         assert_eq!(row.into_outbox_row().outbox(), Some(OutboxSource::Table));
 

@@ -38,21 +38,26 @@ impl TryFrom<String> for DecimalHandling {
     }
 }
 
-
 /// Why a value has no form in its column's Connect type; the message names
 /// the column and the fix, never the value.
 #[derive(Debug)]
 pub(crate) struct Unrepresentable(pub String);
 
 /// The Connect schema of a column's type (without `field` and `optional`).
+// Only the Kafka sink's json-schema format writes schemas and fallbacks.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) fn type_schema(column: &Column, decimal: DecimalHandling) -> serde_json::Value {
     pg_type_schema(&column.pg_type, column.type_modifier, decimal)
 }
 
+// Only the Kafka sink's json-schema format writes schemas and fallbacks.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 fn named(kind: &str, name: &str) -> serde_json::Value {
     json!({"type": kind, "name": name, "version": 1})
 }
 
+// Only the Kafka sink's json-schema format writes schemas and fallbacks.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 fn pg_type_schema(t: &PgType, typmod: i32, decimal: DecimalHandling) -> serde_json::Value {
     match t {
         PgType::Bool => json!({"type": "boolean"}),
@@ -237,6 +242,8 @@ fn write_typed(
 /// the field is required, so JsonConverter refuses a null there. These are
 /// the fallbacks of Debezium's value converters: zero, false, the empty
 /// string or bytes, `{}` for JSON, the epoch for zoned times, `[]`.
+// Only the Kafka sink's json-schema format writes schemas and fallbacks.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) fn write_fallback(column: &Column, decimal: DecimalHandling, out: &mut Vec<u8>) {
     let text: &[u8] = match (&column.pg_type, decimal) {
         (PgType::Bool, _) => b"false",
@@ -438,7 +445,7 @@ fn time_micros(text: &str) -> Option<i64> {
 }
 
 /// Microseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.ffffff][ BC]`.
-fn timestamp_micros(text: &str) -> Option<i64> {
+pub(crate) fn timestamp_micros(text: &str) -> Option<i64> {
     let (text, bc) = match text.strip_suffix(" BC") {
         Some(t) => (t, " BC"),
         None => (text, ""),

@@ -13,6 +13,7 @@ pub mod file;
 pub mod kafka;
 #[cfg(test)]
 mod outage;
+pub mod outbox;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod registry;

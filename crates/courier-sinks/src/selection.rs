@@ -53,10 +53,7 @@ impl TableSelection {
     pub fn segments<'a>(&self, changes: impl IntoIterator<Item = &'a Change>) -> Vec<Segment<'a>> {
         let mut out = Vec::new();
         let mut run: Vec<&Change> = Vec::new();
-        for c in changes
-            .into_iter()
-            .filter(|c| self.selects(c))
-        {
+        for c in changes.into_iter().filter(|c| self.selects(c)) {
             if c.op() == Op::Truncate {
                 if !run.is_empty() {
                     out.push(Segment::Rows(std::mem::take(&mut run)));
