@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use courier_core::{PgType, TableId};
+use courier_core::{Column, PgType, Relation, TableId};
 use tokio_postgres::Client;
 
 use crate::pgoutput::DecodeError;
@@ -214,6 +214,35 @@ impl Catalog {
         Ok(Some(TableInfo {
             id,
             replica_identity,
+            columns,
+        }))
+    }
+
+    /// The table's shape now, as a relation whose types resolve as the
+    /// stream's do, or `None` when no table has this OID (any more).
+    pub async fn relation(&mut self, table_oid: u32) -> Result<Option<Relation>, DecodeError> {
+        let Some(info) = self.table_columns(table_oid).await? else {
+            return Ok(None);
+        };
+        let mut columns = Vec::with_capacity(info.columns.len());
+        for c in info.columns {
+            let pg_type = match PgType::from_builtin_oid(c.type_oid) {
+                Some(t) => t,
+                None => self.resolve_type(c.type_oid).await?.pg_type,
+            };
+            columns.push(Column {
+                nullable: !c.is_key && !c.not_null,
+                is_key: c.is_key,
+                pg_type: pg_type.with_modifier(c.type_modifier),
+                type_name: c.type_name,
+                type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
+                name: c.name,
+            });
+        }
+        Ok(Some(Relation {
+            oid: table_oid,
+            id: info.id,
             columns,
         }))
     }

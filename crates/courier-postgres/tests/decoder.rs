@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use courier_core::{Change, Op, PgType, Relation, Value};
+use courier_core::{Change, Op, OutboxSource, PgType, Relation, TableId, Value};
 use courier_postgres::catalog::{Catalog, SESSION_OPTIONS};
 use courier_postgres::pgoutput::message::{self, Message, TupleValue};
-use courier_postgres::pgoutput::{DecodeError, DecodedEvent, Decoder};
+use courier_postgres::pgoutput::{DecodeError, DecodedEvent, Decoder, OutboxSources};
 use courier_postgres::types;
 use tokio_postgres::{Client, NoTls};
 
@@ -610,6 +610,80 @@ async fn truncates_and_logical_messages() {
     });
     assert!(position(&|e| matches!(e, DecodedEvent::Begin { .. })) < transactional);
     assert!(transactional < position(&|e| matches!(e, DecodedEvent::Commit { .. })));
+    pg.cleanup().await;
+}
+
+/// Outbox tables' changes arrive marked; a transactional message of an
+/// outbox prefix arrives as a change of its own, in its place in the
+/// transaction; a non-transactional one is unroutable; other messages and
+/// tables are as before.
+#[tokio::test]
+async fn outbox_sources_are_marked_in_stream_order() {
+    let ddl = "CREATE TABLE s.outbox (id int PRIMARY KEY, payload jsonb); CREATE TABLE s.t (id int PRIMARY KEY)";
+    let pg = Pg::setup("courier_dec_outbox", ddl, &["outbox", "t"]).await;
+    pg.sql(
+        "BEGIN;
+         INSERT INTO s.t VALUES (1);
+         INSERT INTO s.outbox VALUES (1, '{\"a\": 1}');
+         SELECT pg_logical_emit_message(true, 'orders', '{\"id\": 2}');
+         SELECT pg_logical_emit_message(true, 'heartbeat', 'x');
+         DELETE FROM s.outbox WHERE id = 1;
+         COMMIT;
+         SELECT pg_logical_emit_message(false, 'orders', '{\"id\": 3}');
+         INSERT INTO s.t VALUES (2);",
+    )
+    .await;
+    let mut sources = OutboxSources::default();
+    sources
+        .tables
+        .insert(TableId::new("courier_dec_outbox", "outbox"));
+    sources.prefixes.insert("orders".into());
+    let mut decoder = pg.decoder().route_outbox(sources);
+    let events = pg.decode(&mut decoder).await;
+    let seen: Vec<(String, Option<OutboxSource>, Op)> = changes(&events)
+        .into_iter()
+        .map(|c| (c.relation().id.to_string(), c.outbox(), c.op()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("courier_dec_outbox.t".to_string(), None, Op::Insert),
+            (
+                "courier_dec_outbox.outbox".to_string(),
+                Some(OutboxSource::Table),
+                Op::Insert
+            ),
+            (
+                "pg_logical_emit_message.orders".to_string(),
+                Some(OutboxSource::Message),
+                Op::Insert
+            ),
+            (
+                "courier_dec_outbox.outbox".to_string(),
+                Some(OutboxSource::Table),
+                Op::Delete
+            ),
+            ("courier_dec_outbox.t".to_string(), None, Op::Insert),
+        ]
+    );
+    let message = changes(&events)[2];
+    assert_eq!(
+        message.after(),
+        Some(&[Value::Bytes(b"{\"id\": 2}".to_vec())][..])
+    );
+    assert_eq!(
+        message.version(),
+        changes(&events)[0].version(),
+        "the transaction's commit LSN"
+    );
+    assert_eq!(message.xid(), changes(&events)[0].xid());
+    assert!(events.iter().any(|e| matches!(e,
+        DecodedEvent::Message { prefix, transactional: true, .. } if prefix == "heartbeat")));
+    assert!(
+        events.iter().any(|e| matches!(e,
+            DecodedEvent::UnroutableMessage { prefix, .. } if prefix == "orders")),
+        "a non-transactional message of an outbox prefix is unroutable: {events:#?}"
+    );
     pg.cleanup().await;
 }
 

@@ -6,8 +6,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use courier_core::{write_json_string, Batch, Change, Op, Value};
+use courier_core::{write_json_string, Batch, Change, Op, SinkError, Value};
 
+use crate::outbox::{self, Event, Routers};
 use crate::selection::TableSelection;
 
 /// Where the changes come from, stamped into every envelope's `source`.
@@ -82,10 +83,12 @@ impl EnvelopeEncoder {
 }
 
 /// A sink's envelope lines for a batch: the changes of its selected tables,
-/// encoded into a reused buffer.
+/// and the events of its outbox routers, encoded into a reused buffer.
 pub struct EnvelopeLines {
     encoder: EnvelopeEncoder,
     selection: TableSelection,
+    outbox: Routers,
+    events: Vec<(usize, Event)>,
     buf: Vec<u8>,
 }
 
@@ -94,22 +97,43 @@ impl EnvelopeLines {
         EnvelopeLines {
             encoder: EnvelopeEncoder::new(source),
             selection,
+            outbox: Routers::default(),
+            events: Vec::new(),
             buf: Vec::with_capacity(1 << 20),
         }
     }
 
-    /// The lines of the batch's selected changes (empty when none).
-    pub fn encode(&mut self, batch: &Batch) -> &[u8] {
+    /// The lines also hold the events of these routers, one line each (see
+    /// [`crate::outbox`]).
+    pub fn with_outbox(mut self, routers: Routers) -> Self {
+        self.outbox = routers;
+        self
+    }
+
+    /// The lines of the batch's selected changes and events (empty when
+    /// none), or the error of an outbox event that cannot be routed.
+    pub fn encode(&mut self, batch: &Batch) -> Result<&[u8], SinkError> {
         self.buf.clear();
+        self.outbox.discard();
         let now = now_ms();
-        for c in batch
-            .changes
-            .iter()
-            .filter(|c| self.selection.selects(c))
-        {
-            self.encoder.encode_line(c, now, &mut self.buf);
+        for c in &batch.changes {
+            if c.outbox().is_some() {
+                self.events.clear();
+                self.outbox.route(c, &mut self.events)?;
+                for (router, event) in &self.events {
+                    outbox::write_line(self.outbox.name(*router), c, event, &mut self.buf);
+                }
+            } else if self.selection.selects(c) {
+                self.encoder.encode_line(c, now, &mut self.buf);
+            }
         }
-        &self.buf
+        Ok(&self.buf)
+    }
+
+    /// The lines of the last [`EnvelopeLines::encode`] are written: counts
+    /// their events.
+    pub fn written(&mut self) {
+        self.outbox.applied();
     }
 }
 

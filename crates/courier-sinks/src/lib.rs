@@ -35,7 +35,7 @@ use std::path::PathBuf;
 
 use courier_core::SinkErrorKind;
 
-pub use registry::{build_sink, SINK_TYPES};
+pub use registry::{build_sink, OUTBOX_SINK_TYPES, SINK_TYPES};
 pub use selection::{Segment, TableSelection};
 
 /// A sink that cannot be built from its configuration.

@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod config;
+mod outbox;
 mod pipeline;
 mod retry;
 mod status;

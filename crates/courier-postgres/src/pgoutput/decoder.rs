@@ -1,6 +1,6 @@
 //! The stateful decoder: pgoutput messages in, Courier events out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,8 +34,10 @@ pub enum DecodedEvent {
         end_lsn: Lsn,
         commit_time_us: i64,
     },
-    /// A `pg_logical_emit_message` message (transactional ones arrive
-    /// between Begin and Commit).
+    /// A `pg_logical_emit_message` message whose prefix is not an outbox
+    /// source (transactional ones arrive between Begin and Commit). A
+    /// transactional message of an outbox prefix arrives as a
+    /// [`DecodedEvent::Change`] instead (see [`Decoder::route_outbox`]).
     Message {
         transactional: bool,
         lsn: Lsn,
@@ -45,6 +47,20 @@ pub enum DecodedEvent {
     /// A table seen for the first time, or whose shape changed (columns
     /// added, dropped, retyped). Later changes of the table carry it.
     Relation(Arc<Relation>),
+    /// A non-transactional message of an outbox prefix: it belongs to no
+    /// transaction (PostgreSQL writes it even when the transaction that
+    /// emitted it rolls back), so it cannot be an outbox event and is left
+    /// out; the caller counts it.
+    UnroutableMessage { prefix: String, lsn: Lsn },
+}
+
+/// The parts of the stream that are sources of outbox events rather than
+/// changes of captured tables: the outbox tables, and the prefixes of the
+/// `pg_logical_emit_message` messages routed as events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutboxSources {
+    pub tables: HashSet<TableId>,
+    pub prefixes: HashSet<String>,
 }
 
 /// The transaction being decoded.
@@ -66,6 +82,11 @@ pub struct Decoder {
     toast: ToastReader,
     defer_toast: bool,
     transaction: Option<Transaction>,
+    outbox_tables: HashSet<TableId>,
+    /// The relations of the stream that are outbox tables.
+    outbox_oids: HashSet<u32>,
+    /// The relation of each outbox prefix's messages.
+    outbox_prefixes: HashMap<String, Arc<Relation>>,
 }
 
 impl Decoder {
@@ -77,7 +98,27 @@ impl Decoder {
             toast: ToastReader::default(),
             defer_toast: false,
             transaction: None,
+            outbox_tables: HashSet::new(),
+            outbox_oids: HashSet::new(),
+            outbox_prefixes: HashMap::new(),
         }
+    }
+
+    /// Makes the decoder mark the changes of the outbox tables as outbox
+    /// sources ([`Change::into_outbox_row`]), and return each transactional
+    /// message of an outbox prefix as a change of its own
+    /// ([`Change::logical_message`]), in its place in the transaction.
+    pub fn route_outbox(mut self, sources: OutboxSources) -> Self {
+        self.outbox_prefixes = sources
+            .prefixes
+            .into_iter()
+            .map(|p| {
+                let relation = Arc::new(Relation::logical_message(&p));
+                (p, relation)
+            })
+            .collect();
+        self.outbox_tables = sources.tables;
+        self
     }
 
     /// Makes the decoder return updates that lack unchanged TOAST values as
@@ -140,46 +181,65 @@ impl Decoder {
                     });
                 }
                 let after = decoded.row;
-                Some(DecodedEvent::Change(change(
-                    relation,
-                    Op::Insert,
-                    None,
-                    Some(after),
-                    txn,
-                )?))
+                let c = change(relation, Op::Insert, None, Some(after), txn)?;
+                Some(DecodedEvent::Change(self.mark(c)))
             }
             Message::Update(u) => Some(self.on_update(u).await?),
             Message::Delete(d) => {
                 let (relation, txn) = self.context(d.relation_oid)?;
                 let before = tuple::decode(&relation, d.old.tuple(), txn.final_lsn)?.row;
-                Some(DecodedEvent::Change(change(
-                    relation,
-                    Op::Delete,
-                    Some(before),
-                    None,
-                    txn,
-                )?))
+                let c = change(relation, Op::Delete, Some(before), None, txn)?;
+                Some(DecodedEvent::Change(self.mark(c)))
             }
             Message::Truncate(t) => {
                 let mut changes = Vec::with_capacity(t.relation_oids.len());
                 for oid in t.relation_oids {
                     let (relation, txn) = self.context(oid)?;
-                    changes.push(Change::truncate(
-                        relation,
-                        txn.final_lsn,
-                        txn.xid,
-                        txn.commit_time_us,
-                    ));
+                    let c = Change::truncate(relation, txn.final_lsn, txn.xid, txn.commit_time_us);
+                    changes.push(self.mark(c));
                 }
                 Some(DecodedEvent::Truncate(changes))
             }
-            Message::Logical(m) => Some(DecodedEvent::Message {
+            Message::Logical(m) => self.on_message(m)?,
+        })
+    }
+
+    /// The change, marked as an outbox source when its table is one.
+    fn mark(&self, change: Change) -> Change {
+        if self.outbox_oids.contains(&change.relation().oid) {
+            change.into_outbox_row()
+        } else {
+            change
+        }
+    }
+
+    fn on_message(&self, m: message::LogicalMessage) -> Result<Option<DecodedEvent>, DecodeError> {
+        let Some(relation) = self.outbox_prefixes.get(&m.prefix) else {
+            return Ok(Some(DecodedEvent::Message {
                 transactional: m.transactional,
                 lsn: m.lsn,
                 prefix: m.prefix,
                 content: m.content,
-            }),
-        })
+            }));
+        };
+        if !m.transactional {
+            return Ok(Some(DecodedEvent::UnroutableMessage {
+                prefix: m.prefix,
+                lsn: m.lsn,
+            }));
+        }
+        let txn = self.transaction.ok_or(DecodeError::Protocol {
+            lsn: m.lsn,
+            reason: "a transactional message outside a transaction",
+        })?;
+        let c = Change::logical_message(
+            Arc::clone(relation),
+            m.content.to_vec(),
+            txn.final_lsn,
+            txn.xid,
+            txn.commit_time_us,
+        )?;
+        Ok(Some(DecodedEvent::Change(c)))
     }
 
     /// The relation and transaction a row change belongs to.
@@ -218,7 +278,7 @@ impl Decoder {
                 false
             });
         }
-        let mut change = change(relation, Op::Update, old, Some(after), txn)?;
+        let mut change = self.mark(change(relation, Op::Update, old, Some(after), txn)?);
         if missing.is_empty() {
             return Ok(DecodedEvent::Change(change));
         }
@@ -250,6 +310,12 @@ impl Decoder {
             return Ok(None);
         }
         let relation = Arc::new(relation);
+        // A table renamed into or out of an outbox table's name changes role.
+        if self.outbox_tables.contains(&relation.id) {
+            self.outbox_oids.insert(relation.oid);
+        } else {
+            self.outbox_oids.remove(&relation.oid);
+        }
         self.toast.forget(relation.oid);
         self.relations.insert(relation.oid, Arc::clone(&relation));
         Ok(Some(DecodedEvent::Relation(relation)))

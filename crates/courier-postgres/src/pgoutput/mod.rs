@@ -8,6 +8,6 @@ pub mod message;
 mod toast;
 mod tuple;
 
-pub use decoder::{DecodedEvent, Decoder};
+pub use decoder::{DecodedEvent, Decoder, OutboxSources};
 pub use error::DecodeError;
 pub use toast::ToastGap;

@@ -5,6 +5,16 @@ use courier_core::TableId;
 pub enum SetupError {
     #[error("table {0} does not exist (or the role cannot see it): create it, or remove it from source.tables")]
     MissingTable(TableId),
+    #[error(
+        "outbox table {0} does not exist (or the role cannot see it): create it (the README's Outbox \
+         section has the DDL), or fix the router's table"
+    )]
+    MissingOutboxTable(TableId),
+    #[error(
+        "outbox table {0} has no primary key and no replica identity, so PostgreSQL refuses DELETEs on it \
+         once it is published: give it a primary key (the event id), or run ALTER TABLE {1} REPLICA IDENTITY FULL"
+    )]
+    OutboxNoKey(TableId, String),
     #[error("source.tables pattern {0:?} matches no table: create one, or fix the pattern")]
     EmptyPattern(String),
     #[error(

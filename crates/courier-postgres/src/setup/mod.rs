@@ -11,4 +11,4 @@ pub use error::SetupError;
 pub use preflight::preflight;
 pub use publication::ensure_publication;
 pub use slot::{drop_slot, slot_info, SlotInfo};
-pub use tables::{resolve_tables, SourceTable};
+pub use tables::{resolve_outbox_table, resolve_tables, SourceTable};

@@ -21,11 +21,17 @@ pub async fn ensure_publication(
         .map_err(SetupError::query(format!("look up publication {name}")))?;
     let Some(row) = row else {
         let list: Vec<String> = tables.iter().map(|t| t.id.quoted()).collect();
-        let sql = format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
-            quote_ident(name),
-            list.join(", ")
-        );
+        // Without tables (only outbox messages are routed) the publication
+        // publishes nothing; the stream carries the messages regardless.
+        let sql = if list.is_empty() {
+            format!("CREATE PUBLICATION {}", quote_ident(name))
+        } else {
+            format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                quote_ident(name),
+                list.join(", ")
+            )
+        };
         client.batch_execute(&sql).await.map_err(SetupError::query(format!(
             "create publication {name} (the role needs CREATE on the database and ownership of the tables; \
              or create it as an admin: {sql})"

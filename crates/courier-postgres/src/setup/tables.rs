@@ -73,3 +73,36 @@ pub async fn resolve_tables(
     }
     Ok(out)
 }
+
+/// Resolves an outbox table: it must exist, and have a key or a replica
+/// identity (PostgreSQL refuses a DELETE on a published table without
+/// one, and outbox rows are deleted). Its rows are never snapshotted.
+pub async fn resolve_outbox_table(
+    client: &Client,
+    id: &TableId,
+) -> Result<SourceTable, SetupError> {
+    let row = client
+        .query_opt(
+            "SELECT c.oid, c.relreplident::text, greatest(c.reltuples, 0)::int8, \
+                    (pg_relation_size(c.oid) / current_setting('block_size')::int8)::int8, \
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND n.nspname = $1 AND c.relname = $2",
+            &[&id.schema, &id.name],
+        )
+        .await
+        .map_err(SetupError::query(format!("look up outbox table {id}")))?
+        .ok_or_else(|| SetupError::MissingOutboxTable(id.clone()))?;
+    let replident: String = row.get(1);
+    let (has_pk, has_ri_index): (bool, bool) = (row.get(4), row.get(5));
+    if !(has_pk || replident == "f" || (replident == "i" && has_ri_index)) {
+        return Err(SetupError::OutboxNoKey(id.clone(), id.quoted()));
+    }
+    Ok(SourceTable {
+        id: id.clone(),
+        oid: row.get::<_, u32>(0),
+        estimated_rows: row.get::<_, i64>(2).max(0) as u64,
+        pages: row.get::<_, i64>(3).max(0) as u64,
+    })
+}

@@ -1,4 +1,5 @@
-//! The `file` sink: every change as one envelope line appended to a file.
+//! The `file` sink: every change as one envelope line appended to a file
+//! (and every event of its outbox routers as one line, see [`crate::outbox`]).
 //!
 //! "Applied" means written and `fsync`ed. After a crash the file may hold
 //! changes that Courier replays again (at-least-once); a reader folds lines
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 use crate::envelope::{EnvelopeLines, SourceInfo};
 use crate::failure;
+use crate::outbox::Routers;
 use crate::selection::TableSelection;
 use crate::BuildError;
 
@@ -46,7 +48,12 @@ pub struct FileSink {
 impl FileSink {
     /// Opens (creating it and its directory if needed) the file to append
     /// to, first cutting off a torn last line a crash may have left.
-    pub fn new(config: FileConfig, source: &SourceInfo) -> Result<Self, BuildError> {
+    /// The sink also appends the events of `outbox`, one line each.
+    pub fn new(
+        config: FileConfig,
+        source: &SourceInfo,
+        outbox: Routers,
+    ) -> Result<Self, BuildError> {
         if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| BuildError::Io(dir.to_path_buf(), e))?;
         }
@@ -62,7 +69,7 @@ impl FileSink {
         Ok(FileSink {
             file,
             path: config.path,
-            lines: EnvelopeLines::new(source, selection),
+            lines: EnvelopeLines::new(source, selection).with_outbox(outbox),
             cut_back_to: None,
         })
     }
@@ -127,13 +134,15 @@ fn append_error(path: &Path, e: std::io::Error) -> SinkError {
 #[async_trait]
 impl Sink for FileSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let lines = self.lines.encode(batch);
+        let lines = self.lines.encode(batch)?;
         if lines.is_empty() {
             return Ok(());
         }
         let (file, cut_back_to) = (&mut self.file, &mut self.cut_back_to);
         tokio::task::block_in_place(|| append(file, lines, cut_back_to))
-            .map_err(|e| append_error(&self.path, e))
+            .map_err(|e| append_error(&self.path, e))?;
+        self.lines.written();
+        Ok(())
     }
 }
 

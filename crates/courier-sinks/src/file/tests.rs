@@ -81,7 +81,7 @@ async fn file_sink_passes_the_compliance_suite() {
             path: path.clone(),
             tables: None,
         };
-        let sink = FileSink::new(config, &source).expect("open the file");
+        let sink = FileSink::new(config, &source, Default::default()).expect("open the file");
         async move { sink }
     };
     let mut readback = FoldReadback { path: path.clone() };
@@ -100,7 +100,7 @@ fn open(path: &std::path::Path) -> FileSink {
         path: path.to_path_buf(),
         tables: None,
     };
-    FileSink::new(config, &source()).expect("open the file")
+    FileSink::new(config, &source(), Default::default()).expect("open the file")
 }
 
 /// Every line of the file, parsed; panics naming the first line that is

@@ -37,6 +37,11 @@ pub(crate) struct Record {
     pub xid: u32,
     /// The header naming a primary-key change's other key, and that key.
     pub other_key: Option<(&'static str, Vec<u8>)>,
+    /// An outbox event's headers (`id` and the additional ones; `None` is
+    /// a null header value).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// An outbox event's partition, when a column chose it.
+    pub partition: Option<i32>,
 }
 
 /// Turns changes into records; keeps each table's topic and schemas.

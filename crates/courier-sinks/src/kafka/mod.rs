@@ -127,6 +127,7 @@ mod client;
 mod config;
 mod encode;
 mod offsets;
+mod outbox;
 mod produce;
 mod schema;
 #[cfg(test)]
@@ -138,10 +139,12 @@ pub use offsets::CommittedPosition;
 pub use produce::KafkaSink;
 
 use crate::envelope::SourceInfo;
+use crate::outbox::Routers;
 use crate::BuildError;
 
 /// Checks the configuration, connects to the brokers and, for exactly
 /// once, registers the transactional id and reads the committed position.
+/// The sink also writes the events of the outbox routers `outbox`.
 ///
 /// Errors name the setting to fix, or the brokers that could not be
 /// reached (never a password).
@@ -149,9 +152,10 @@ pub async fn build(
     name: &str,
     config: KafkaSinkConfig,
     source: &SourceInfo,
+    outbox: Routers,
 ) -> Result<KafkaSink, BuildError> {
     let settings = validated(name, config, source)?;
-    KafkaSink::start(name, settings, source).await
+    KafkaSink::start(name, settings, source, outbox).await
 }
 
 /// The position the sink `name` (configured by `config`) last committed

@@ -13,7 +13,9 @@ use super::client::{self, blocking, Client, Failure};
 use super::config::Settings;
 use super::encode::{Encoder, Record, LSN_HEADER, TXID_HEADER};
 use super::offsets::{self, Fence};
+use super::outbox::OutboxRecords;
 use crate::envelope::{now_ms, SourceInfo};
+use crate::outbox::Routers;
 use crate::BuildError;
 
 /// Writes the changes of the selected tables to Kafka; see the module
@@ -23,6 +25,8 @@ pub struct KafkaSink {
     settings: Settings,
     pub(super) client: Client,
     encoder: Encoder,
+    /// The records of the events of this sink's outbox routers.
+    outbox: OutboxRecords,
     /// With exactly once: what to leave out and the position to commit.
     fence: Option<Fence>,
     /// The producer met a fatal error and is rebuilt before the next group.
@@ -41,6 +45,7 @@ impl KafkaSink {
         name: &str,
         settings: Settings,
         source: &SourceInfo,
+        outbox: Routers,
     ) -> Result<KafkaSink, BuildError> {
         let connect_err = |f: Failure| BuildError::Connect {
             sink: name.to_string(),
@@ -68,6 +73,7 @@ impl KafkaSink {
         Ok(KafkaSink {
             name: name.to_string(),
             encoder: Encoder::new(&settings, source),
+            outbox: OutboxRecords::new(outbox),
             settings,
             client,
             fence,
@@ -82,20 +88,27 @@ impl KafkaSink {
             settings,
             client,
             encoder,
+            outbox,
             fence,
             ..
         } = self;
         let mut pending = Vec::new();
         for (bi, batch) in batches.iter().enumerate() {
             for (ci, change) in batch.changes.iter().enumerate() {
-                if fence.as_mut().is_some_and(|f| f.already_committed(change))
-                    || !settings.selection.selects(change)
-                {
+                if fence.as_mut().is_some_and(|f| f.already_committed(change)) {
                     continue;
                 }
-                for record in encoder.encode(change, now)? {
+                // Outbox events go to topics of their own, never compacted.
+                let (records, compact) = if change.outbox().is_some() {
+                    (outbox.encode(change)?, false)
+                } else if settings.selection.selects(change) {
+                    (encoder.encode(change, now)?, settings.compact)
+                } else {
+                    continue;
+                };
+                for record in records {
                     client
-                        .ensure_topic(&record.topic, settings, settings.compact)
+                        .ensure_topic(&record.topic, settings, compact)
                         .await
                         .map_err(|f| record_error(settings, f, change, &record.topic))?;
                     loop {
@@ -273,9 +286,18 @@ fn try_send(client: &Client, record: &Record) -> Result<DeliveryFuture, Option<F
             value: Some(key.as_slice()),
         });
     }
+    for (name, value) in &record.headers {
+        headers = headers.insert(Header {
+            key: name,
+            value: value.as_deref(),
+        });
+    }
     let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic)
         .timestamp(record.timestamp_ms)
         .headers(headers);
+    if let Some(p) = record.partition {
+        r = r.partition(p);
+    }
     if let Some(k) = &record.key {
         r = r.key(k.as_slice());
     }
@@ -362,6 +384,10 @@ impl Sink for KafkaSink {
         let result = self.transaction(batches).await;
         if self.client.producer.client().fatal_error().is_some() {
             self.broken = true;
+        }
+        match &result {
+            Ok(()) => self.outbox.applied(),
+            Err(_) => self.outbox.discard(),
         }
         result
     }

@@ -73,7 +73,7 @@ fn unique_prefix(test: &str) -> String {
 async fn sink(brokers: &str, extra: &str) -> KafkaSink {
     let config: KafkaSinkConfig = toml::from_str(&format!("brokers = {brokers:?}\n{extra}"))
         .unwrap_or_else(|e| panic!("config: {e}"));
-    build("test", config, &source())
+    build("test", config, &source(), Default::default())
         .await
         .unwrap_or_else(|e| panic!("build: {e}"))
 }
@@ -501,7 +501,7 @@ async fn unreachable_brokers_are_unreachable_at_start() {
     let port = crate::outage::unused_port();
     let config: KafkaSinkConfig =
         toml::from_str(&format!("brokers = \"127.0.0.1:{port}\"")).unwrap();
-    let err = build("test", config, &source())
+    let err = build("test", config, &source(), Default::default())
         .await
         .err()
         .expect("no broker listens");

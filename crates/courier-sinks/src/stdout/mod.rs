@@ -1,4 +1,5 @@
-//! The `stdout` sink: every change as one envelope line on standard output.
+//! The `stdout` sink: every change as one envelope line on standard output
+//! (and every event of its outbox routers as one line, see [`crate::outbox`]).
 //!
 //! Logs go to standard error, so standard output carries only changes.
 //! "Applied" means written and flushed to the stdout file descriptor.
@@ -11,6 +12,7 @@ use serde::Deserialize;
 
 use crate::envelope::{EnvelopeLines, SourceInfo};
 use crate::failure;
+use crate::outbox::Routers;
 use crate::selection::TableSelection;
 use crate::BuildError;
 
@@ -28,10 +30,15 @@ pub struct StdoutSink {
 }
 
 impl StdoutSink {
-    pub fn new(config: StdoutConfig, source: &SourceInfo) -> Result<Self, BuildError> {
+    /// Writes the selected tables' changes and the events of `outbox`.
+    pub fn new(
+        config: StdoutConfig,
+        source: &SourceInfo,
+        outbox: Routers,
+    ) -> Result<Self, BuildError> {
         let selection = TableSelection::from_setting(config.tables.as_deref())?;
         Ok(StdoutSink {
-            lines: EnvelopeLines::new(source, selection),
+            lines: EnvelopeLines::new(source, selection).with_outbox(outbox),
         })
     }
 }
@@ -39,14 +46,16 @@ impl StdoutSink {
 #[async_trait]
 impl Sink for StdoutSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let lines = self.lines.encode(batch);
+        let lines = self.lines.encode(batch)?;
         if lines.is_empty() {
             return Ok(());
         }
         let mut out = std::io::stdout().lock();
         out.write_all(lines)
             .and_then(|_| out.flush())
-            .map_err(write_error)
+            .map_err(write_error)?;
+        self.lines.written();
+        Ok(())
     }
 }
 

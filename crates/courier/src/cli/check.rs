@@ -1,9 +1,12 @@
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use courier_postgres::setup::{resolve_tables, slot_info};
+use courier_postgres::catalog::Catalog;
+use courier_postgres::setup::{resolve_outbox_table, resolve_tables, slot_info};
 use courier_postgres::{PgConfig, ReplicationClient};
 use courier_sinks::envelope::SourceInfo;
+use courier_sinks::outbox::Source;
 use tokio_postgres::Client;
 
 use crate::config::Config;
@@ -59,6 +62,7 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     };
     match pg.connect().await {
         Ok(client) => {
+            let client = Arc::new(client);
             let version = client
                 .query_one("SHOW server_version", &[])
                 .await
@@ -66,6 +70,7 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default();
             r.ok("postgres", format!("connected to {} (PostgreSQL {version})", pg.redacted()));
             check_postgres(&mut r, &config, &client).await;
+            check_outbox(&mut r, &config, &client).await;
         }
         Err(e) => r.fail(
             "postgres",
@@ -91,7 +96,13 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
         database: pg.dbname.clone(),
     };
     for (name, (kind, settings)) in &config.sinks {
-        match courier_sinks::build_sink(name, kind, settings.clone(), &source).await {
+        let outbox = config
+            .outbox
+            .iter()
+            .filter(|o| o.sink == *name)
+            .cloned()
+            .collect();
+        match courier_sinks::build_sink(name, kind, settings.clone(), &source, outbox).await {
             Ok(mut sink) => {
                 let _ = sink.close().await;
                 r.ok(&format!("sink {name}"), format!("{kind} ready"));
@@ -232,7 +243,13 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
 
     match resolve_tables(client, &config.source.tables, &config.source.table_patterns).await {
         Ok(tables) => {
-            for t in tables {
+            let outbox_table = |t: &courier_core::TableId| {
+                config
+                    .outbox
+                    .iter()
+                    .any(|o| matches!(&o.source, Source::Table(id) if id == t))
+            };
+            for t in tables.into_iter().filter(|t| !outbox_table(&t.id)) {
                 let can_select = client
                     .query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid])
                     .await
@@ -253,5 +270,58 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
             }
         }
         Err(e) => r.fail("tables", e.to_string(), "see the message"),
+    }
+}
+
+/// One line per outbox router: its table exists, has a key and holds every
+/// column the router reads (or, for messages, what the application emits).
+async fn check_outbox(r: &mut Report, config: &Config, client: &Arc<Client>) {
+    let mut catalog = Catalog::new(Arc::clone(client));
+    for o in &config.outbox {
+        let what = format!("outbox {}", o.name);
+        let id = match &o.source {
+            Source::Messages(prefix) => {
+                r.ok(
+                    &what,
+                    format!(
+                        "routes pg_logical_emit_message(true, '{prefix}', <JSON object with {}, {}, {}>) to sink {}",
+                        o.columns.id, o.columns.key, o.columns.payload, o.sink
+                    ),
+                );
+                continue;
+            }
+            Source::Table(id) => id,
+        };
+        let table = match resolve_outbox_table(client, id).await {
+            Ok(t) => t,
+            Err(e) => {
+                r.fail(&what, e.to_string(), "see the message");
+                continue;
+            }
+        };
+        match catalog.relation(table.oid).await {
+            Ok(Some(relation)) => {
+                let problems = o.check_table(&relation);
+                if problems.is_empty() {
+                    r.ok(
+                        &what,
+                        format!(
+                            "table {id} has the columns it reads; its events go to sink {} (the table is published, never snapshotted)",
+                            o.sink
+                        ),
+                    );
+                }
+                for p in problems {
+                    let (problem, fix) = p.split_once(": ").unwrap_or((&p, "see the message"));
+                    r.fail(&what, problem, fix);
+                }
+            }
+            Ok(None) => r.fail(&what, format!("table {id} was dropped"), "create it again"),
+            Err(e) => r.fail(
+                &what,
+                error_chain(&e),
+                "check the role's access to the catalog",
+            ),
+        }
     }
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use courier_core::TableFilter;
+use courier_sinks::outbox::{Router, RouterConfig, Source};
 use serde::Deserialize;
 
 pub use duration::parse_duration;
@@ -37,6 +38,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Sinks by name, in name order: (type, settings without `type`).
     pub sinks: BTreeMap<String, (String, toml::Table)>,
+    /// `[outbox.NAME]`: the outbox event routers, in name order.
+    pub outbox: Vec<Router>,
 }
 
 impl fmt::Debug for Config {
@@ -53,6 +56,10 @@ impl fmt::Debug for Config {
             .field("state_dir", &self.state_dir)
             .field("pipeline", &self.pipeline)
             .field("sinks", &sinks)
+            .field(
+                "outbox",
+                &self.outbox.iter().map(|r| &r.name).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -135,6 +142,8 @@ struct RawConfig {
     pipeline: RawPipeline,
     #[serde(default)]
     sinks: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    outbox: BTreeMap<String, toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +153,7 @@ struct RawSource {
     #[serde(default = "default_slot")]
     slot: String,
     publication: Option<String>,
+    #[serde(default)]
     tables: Vec<String>,
     #[serde(default = "default_snapshot")]
     snapshot: SnapshotMode,
@@ -210,9 +220,10 @@ impl Config {
         check_name("source.slot", &s.slot, 63).map_err(invalid)?;
         let publication = s.publication.unwrap_or_else(|| s.slot.clone());
         check_name("source.publication", &publication, 63).map_err(invalid)?;
-        if s.tables.is_empty() {
+        if s.tables.is_empty() && raw.outbox.is_empty() {
             return Err(invalid(
-                "source.tables is empty: list the tables to capture, e.g. tables = [\"public.products\"] or [\"public.*\"]"
+                "source.tables is empty: list the tables to capture, e.g. tables = [\"public.products\"] or [\"public.*\"] \
+                 (or route outbox events only, with an [outbox.NAME] table)"
                     .into(),
             ));
         }
@@ -308,14 +319,61 @@ impl Config {
                     .into(),
             ));
         }
+        let outbox = outbox_routers(raw.outbox, &sinks, &source.tables).map_err(invalid)?;
         Ok(Config {
             source,
             api,
             state_dir,
             pipeline,
             sinks,
+            outbox,
         })
     }
+}
+
+/// The `[outbox.NAME]` routers, each checked and sent to a sink that can
+/// carry events; an outbox table is never one of `source.tables` too.
+fn outbox_routers(
+    raw: BTreeMap<String, toml::Table>,
+    sinks: &BTreeMap<String, (String, toml::Table)>,
+    source_tables: &TableFilter,
+) -> Result<Vec<Router>, String> {
+    let mut routers = Vec::new();
+    for (name, table) in raw {
+        check_name(&format!("outbox.{name}"), &name, 100)?;
+        let config: RouterConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("outbox.{name}: {}", e.message()))?;
+        let router = config.validate(&name)?;
+        match sinks.get(&router.sink) {
+            None => {
+                return Err(format!(
+                    "outbox.{name}.sink = {:?}: there is no [sinks.{}]; add one of type {}",
+                    router.sink,
+                    router.sink,
+                    courier_sinks::OUTBOX_SINK_TYPES.join(", ")
+                ))
+            }
+            Some((kind, _)) if !courier_sinks::OUTBOX_SINK_TYPES.contains(&kind.as_str()) => {
+                return Err(format!(
+                    "outbox.{name}.sink = {:?} is a {kind} sink, which cannot carry events; use a sink of type {}",
+                    router.sink,
+                    courier_sinks::OUTBOX_SINK_TYPES.join(", ")
+                ))
+            }
+            Some(_) => {}
+        }
+        if let Source::Table(t) = &router.source {
+            if source_tables.exact_tables().any(|e| e == *t) {
+                return Err(format!(
+                    "outbox.{name}.table = \"{t}\" is also in source.tables: an outbox table's rows are events, \
+                     not rows to capture (and are never snapshotted); remove it from source.tables"
+                ));
+            }
+        }
+        routers.push(router);
+    }
+    Ok(routers)
 }
 
 fn check_name(key: &str, v: &str, max: usize) -> Result<(), String> {

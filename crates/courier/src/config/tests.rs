@@ -109,3 +109,48 @@ fn shutdown_timeout_has_a_default_and_is_a_duration() {
     .unwrap_err();
     assert!(e.contains("pipeline.shutdown_timeout"), "{e}");
 }
+
+#[test]
+fn outbox_routers_need_a_sink_that_carries_events() {
+    let with = |extra: &str| format!("{MINIMAL}\n[sinks.cache]\ntype = \"redis\"\n{extra}\n");
+    let c = parse(&with(
+        "[outbox.orders]\ntable = \"public.outbox\"\nsink = \"log\"",
+    ))
+    .unwrap();
+    assert_eq!(c.outbox.len(), 1);
+    assert_eq!(c.outbox[0].name, "orders");
+    assert_eq!(c.outbox[0].sink, "log");
+    let e = parse(&with(
+        "[outbox.orders]\ntable = \"public.outbox\"\nsink = \"bus\"",
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("outbox.orders.sink") && e.contains("[sinks.bus]"),
+        "{e}"
+    );
+    let e = parse(&with(
+        "[outbox.orders]\ntable = \"public.outbox\"\nsink = \"cache\"",
+    ))
+    .unwrap_err();
+    assert!(e.contains("redis sink") && e.contains("kafka"), "{e}");
+    let e = parse(&with(
+        "[outbox.orders]\nmessages = \"o\"\nsink = \"log\"\ntopik = \"x\"",
+    ))
+    .unwrap_err();
+    assert!(e.contains("outbox.orders") && e.contains("topik"), "{e}");
+    let e = parse(&with(
+        "[outbox.orders]\ntable = \"public.products\"\nsink = \"log\"",
+    ))
+    .unwrap_err();
+    assert!(e.contains("also in source.tables"), "{e}");
+}
+
+#[test]
+fn outbox_routers_alone_need_no_source_tables() {
+    let text = MINIMAL.replace("tables = [\"public.products\"]", "")
+        + "\n[outbox.orders]\nmessages = \"orders\"\nsink = \"log\"\n";
+    let c = parse(&text).unwrap();
+    assert!(c.source.table_patterns.is_empty());
+    let e = parse(&MINIMAL.replace("tables = [\"public.products\"]", "")).unwrap_err();
+    assert!(e.contains("source.tables"), "{e}");
+}

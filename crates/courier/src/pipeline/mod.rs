@@ -41,6 +41,7 @@ use snapshot::Snapshotter;
 use supervise::{supervise, SinkTasks};
 
 use crate::config::{Config, SnapshotMode};
+use crate::outbox::Outbox;
 use crate::retry::{retry, Backoff};
 use crate::status::Status;
 
@@ -52,6 +53,7 @@ pub struct Prepared {
     state: Arc<dyn StateStore>,
     source: SourceInfo,
     status: Status,
+    outbox: Outbox,
 }
 
 impl Prepared {
@@ -65,23 +67,27 @@ impl Prepared {
 /// missing and opens the state store. Errors name what a person must fix.
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let pg = PgConfig::from_url(&config.source.url).context("source.url")?;
-    let client = pg
-        .connect()
-        .await
-        .with_context(|| format!("connect to {}", pg.redacted()))?;
+    let client = Arc::new(
+        pg.connect()
+            .await
+            .with_context(|| format!("connect to {}", pg.redacted()))?,
+    );
     let database = client
         .query_one("SELECT current_database()", &[])
         .await
         .context("query current database")?
         .get::<_, String>(0);
     preflight(&client).await?;
-    let tables = resolve_tables(
+    let outbox = Outbox::prepare(&mut Catalog::new(Arc::clone(&client)), &config.outbox).await?;
+    let mut tables = resolve_tables(
         &client,
         &config.source.tables,
         &config.source.table_patterns,
     )
     .await?;
-    ensure_publication(&client, &config.source.publication, &tables).await?;
+    outbox.leave_out(&mut tables);
+    let published = [tables.as_slice(), outbox.tables()].concat();
+    ensure_publication(&client, &config.source.publication, &published).await?;
     let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::open(&config.state_dir)?);
 
     let existing = slot_info(&client, &config.source.slot).await?;
@@ -114,6 +120,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         tables,
         state,
         status,
+        outbox,
     })
 }
 
@@ -150,18 +157,24 @@ fn start_sinks(p: &Prepared) -> (Fanout, SinkTasks) {
     for (name, (kind, settings)) in &p.config.sinks {
         let (tx, rx) = mpsc::channel(p.config.pipeline.queue_batches);
         queues.push(tx);
-        let (name, kind, settings, source) = (
+        let (name, kind, settings, source, outbox) = (
             name.clone(),
             kind.clone(),
             settings.clone(),
             p.source.clone(),
+            p.outbox.for_sink(name),
         );
         let build = {
             let name = name.clone();
             move || {
-                let (name, kind, settings, source) =
-                    (name.clone(), kind.clone(), settings.clone(), source.clone());
-                async move { courier_sinks::build_sink(&name, &kind, settings, &source).await }
+                let (name, kind, settings, source, outbox) = (
+                    name.clone(),
+                    kind.clone(),
+                    settings.clone(),
+                    source.clone(),
+                    outbox.clone(),
+                );
+                async move { courier_sinks::build_sink(&name, &kind, settings, &source, outbox).await }
             }
         };
         tasks.spawn(name.clone(), run_sink(name, build, rx, p.status.clone()));
@@ -208,6 +221,7 @@ async fn capture(
         status_interval: source.status_interval,
         fanout: snapshotter.fanout.clone(),
         status: p.status.clone(),
+        outbox: p.outbox.sources(),
     };
     let mut catch_up_shutdown = shutdown.clone();
     let catch_up = async {

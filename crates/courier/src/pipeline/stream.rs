@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use courier_core::Lsn;
 use courier_postgres::catalog::Catalog;
-use courier_postgres::pgoutput::{DecodedEvent, Decoder};
+use courier_postgres::pgoutput::{DecodedEvent, Decoder, OutboxSources};
 use courier_postgres::{PgConfig, ReplicationClient, ReplicationMessage, ReplicationStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -30,6 +30,8 @@ pub struct StreamContext {
     pub status_interval: Duration,
     pub fanout: Fanout,
     pub status: Status,
+    /// The outbox tables and message prefixes, decoded as outbox sources.
+    pub outbox: OutboxSources,
 }
 
 /// Why a connection's stream ended.
@@ -73,7 +75,9 @@ async fn stream_once(
         .connect()
         .await
         .context("connect to PostgreSQL for catalog look-ups")?;
-    let mut decoder = Decoder::new(Catalog::new(Arc::new(client))).defer_toast_reads();
+    let mut decoder = Decoder::new(Catalog::new(Arc::new(client)))
+        .defer_toast_reads()
+        .route_outbox(ctx.outbox.clone());
     let mut repl = ReplicationClient::connect(&ctx.pg)
         .await
         .context("open replication connection")?;
@@ -296,6 +300,10 @@ async fn on_message(
                 }
                 Some(DecodedEvent::Relation(rel)) => {
                     tracing::info!(table = %rel.id, columns = rel.columns.len(), "table shape received");
+                }
+                Some(DecodedEvent::UnroutableMessage { prefix, lsn }) => {
+                    tracing::warn!(%prefix, %lsn, "a non-transactional pg_logical_emit_message of an outbox prefix is not an event (use pg_logical_emit_message(true, ...)); left out");
+                    metrics::counter!("courier_outbox_unroutable_messages_total", "prefix" => prefix).increment(1);
                 }
                 Some(DecodedEvent::Message { .. }) | None => {}
             }
