@@ -6,7 +6,7 @@ pub(crate) fn invalid(text: &[u8]) -> Option<String> {
     match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
         Ok(_) => None,
         Err(e) => Some(match e.classify() {
-            serde_json::error::Category::Eof => "is cut short (unexpected end)".to_string(),
+            serde_json::error::Category::Eof => "is not valid JSON (it ends too early)".to_string(),
             _ => format!(
                 "is not valid JSON (syntax error at line {} column {})",
                 e.line(),
@@ -76,7 +76,7 @@ mod tests {
         let e = invalid(b"{\"secret\": tru}").unwrap();
         assert!(e.contains("line 1 column"), "{e}");
         assert!(!e.contains("secret"), "{e}");
-        assert!(invalid(br#"{"a": 1"#).unwrap().contains("cut short"));
+        assert!(invalid(br#"{"a": 1"#).unwrap().contains("ends too early"));
         assert!(invalid(b"").is_some());
         assert!(invalid(b"{} {}").is_some(), "one value only");
     }

@@ -390,7 +390,7 @@ fn a_message_makes_the_event_its_row_would() {
         "{e}"
     );
     let e = events(&mut message_routers(""), &message("orders", "{\"id\": ")).unwrap_err();
-    assert!(e.contains("cut short"), "{e}");
+    assert!(e.contains("ends too early"), "{e}");
 }
 
 #[test]

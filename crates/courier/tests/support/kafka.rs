@@ -61,7 +61,7 @@ pub fn kafka_config(db: &str, tables: &[&str], dir: &Path, prefix: &str, extra: 
     super::sink_config(db, db, tables, dir, "bus", &sink)
 }
 
-/// One record as a consumer reads it.
+/// One record Courier wrote, as a consumer reads it.
 #[derive(Clone, Debug)]
 pub struct Record {
     pub partition: i32,
@@ -73,19 +73,90 @@ pub struct Record {
     pub lsn: u64,
     /// The `courier.txid` header.
     pub txid: u32,
+    /// Every header, in order (`None` for a null value).
+    pub headers: Vec<(String, Option<String>)>,
+    /// The record's timestamp (milliseconds since the epoch).
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Record {
+    /// The first header named `name`: `None` when there is none,
+    /// `Some(None)` when its value is null.
+    pub fn header(&self, name: &str) -> Option<Option<&str>> {
+        header_of(&self.headers, name)
+    }
+}
+
+/// Any record of a topic (another producer's, such as Kafka Connect's).
+#[derive(Clone, Debug)]
+pub struct AnyRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Value>,
+    pub value: Option<Value>,
+    pub headers: Vec<(String, Option<String>)>,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl AnyRecord {
+    /// As [`Record::header`].
+    pub fn header(&self, name: &str) -> Option<Option<&str>> {
+        header_of(&self.headers, name)
+    }
+}
+
+fn header_of<'a>(headers: &'a [(String, Option<String>)], name: &str) -> Option<Option<&'a str>> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_deref())
 }
 
 /// Every committed record of `topic` (all partitions, from the beginning
 /// to the end offsets), by partition, then offset. Records of aborted or
 /// open transactions are invisible, as to any `read_committed` consumer.
+/// Panics on a record without Courier's `courier.lsn` and `courier.txid`
+/// headers.
 pub async fn read_topic(topic: &str) -> Vec<Record> {
+    read_if_exists(topic)
+        .await
+        .unwrap_or_else(|| panic!("topic {topic} does not exist"))
+        .into_iter()
+        .map(|r| {
+            let number = |name: &str| -> String {
+                r.header(name)
+                    .flatten()
+                    .unwrap_or_else(|| panic!("a record of {topic} has no {name} header"))
+                    .to_string()
+            };
+            Record {
+                lsn: number("courier.lsn").parse().unwrap(),
+                txid: number("courier.txid").parse().unwrap(),
+                partition: r.partition,
+                offset: r.offset,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+                timestamp_ms: r.timestamp_ms,
+            }
+        })
+        .collect()
+}
+
+/// Every committed record of `topic`, whoever wrote it, as
+/// [`read_topic`] reads them; an empty list when the topic does not exist.
+pub async fn read_any(topic: &str) -> Vec<AnyRecord> {
+    read_if_exists(topic).await.unwrap_or_default()
+}
+
+async fn read_if_exists(topic: &str) -> Option<Vec<AnyRecord>> {
     let (brokers, topic) = (brokers(), topic.to_string());
     tokio::task::spawn_blocking(move || read_blocking(&brokers, &topic))
         .await
         .unwrap()
 }
 
-fn read_blocking(brokers: &str, topic: &str) -> Vec<Record> {
+fn read_blocking(brokers: &str, topic: &str) -> Option<Vec<AnyRecord>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "courier-e2e-reader")
@@ -103,7 +174,9 @@ fn read_blocking(brokers: &str, topic: &str) -> Vec<Record> {
         .filter(|t| t.name() == topic && t.error().is_none())
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
-    assert!(!partitions.is_empty(), "topic {topic} does not exist");
+    if partitions.is_empty() {
+        return None;
+    }
     let mut list = TopicPartitionList::new();
     let mut ends = Vec::new();
     for p in partitions {
@@ -116,7 +189,7 @@ fn read_blocking(brokers: &str, topic: &str) -> Vec<Record> {
     }
     let mut out = Vec::new();
     if ends.is_empty() {
-        return out;
+        return Some(out);
     }
     consumer.assign(&list).unwrap();
     let started = Instant::now();
@@ -150,24 +223,28 @@ fn read_blocking(brokers: &str, topic: &str) -> Vec<Record> {
                 })
             })
         };
-        let header = |name: &str| -> String {
-            m.headers()
-                .and_then(|h| h.iter().find(|h| h.key == name))
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_else(|| panic!("a record of {topic} has no {name} header"))
-        };
-        out.push(Record {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                        (h.key.to_string(), value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(AnyRecord {
             partition: m.partition(),
             offset: m.offset(),
             key: json(m.key()),
             value: json(m.payload()),
-            lsn: header("courier.lsn").parse().unwrap(),
-            txid: header("courier.txid").parse().unwrap(),
+            headers,
+            timestamp_ms: m.timestamp().to_millis(),
         });
     }
     out.sort_by_key(|r| (r.partition, r.offset));
-    out
+    Some(out)
 }
 
 /// How a record's key and value are read: plain JSON (`format = "json"`),

@@ -10,6 +10,7 @@ pub mod connect;
 pub mod fold;
 pub mod kafka;
 pub mod load;
+pub mod outbox;
 pub mod redis;
 pub mod search;
 pub mod seed;
