@@ -12,11 +12,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use support::connect::{services_missing, Connector};
+use support::kafka::delete_topics;
 use support::load::{create_table, Load};
 use support::skip::skip;
 use support::*;
@@ -397,17 +397,4 @@ async fn debezium_jdbc_sink_replicates_courier_topics() {
     drop_db(sink_db).await;
     drop_db(db).await;
     delete_topics(&prefix);
-}
-
-/// Deletes the run's topics (best effort: the broker keeps them otherwise).
-fn delete_topics(prefix: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/kafka.sh");
-    if std::env::var_os("COURIER_TEST_KAFKA").is_none() && script.exists() {
-        let _ = Command::new("bash")
-            .arg(script)
-            .args(["topics", "--delete", "--topic", &format!("{prefix}\\..*")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
 }

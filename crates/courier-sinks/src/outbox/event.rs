@@ -11,10 +11,10 @@ use super::fields::{Bad, Field, Fields};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub topic: String,
-    /// JSON; `None` when the key column is null.
+    /// JSON (`null` when the key column is); `None` only for a
+    /// dead-letter event.
     pub key: Option<Vec<u8>>,
-    /// JSON; `None` for a null value (a null payload without envelope
-    /// fields, or a tombstone).
+    /// JSON; `None` for a tombstone (`tombstone_on_empty_payload`).
     pub value: Option<Vec<u8>>,
     /// `id` (the event id) first, then the additional headers in their
     /// order; `None` is a header with a null value.
@@ -104,14 +104,11 @@ impl Router {
     /// The event's parts, once its id is known.
     fn event(&self, change: &Change, fields: &Fields<'_>, id: Vec<u8>) -> Result<Event, Bad> {
         let c = &self.columns;
-        let key_field = self.field(fields, &c.key, "columns.key")?;
-        let key = if key_field.is_null() {
-            None
-        } else {
-            let mut key = Vec::new();
-            key_field.write_json(&mut key)?;
-            Some(key)
-        };
+        // A null key column is JSON's null too, as JsonConverter writes a
+        // null of a known schema: the key bytes `null`, one partition.
+        let mut key = Vec::new();
+        self.field(fields, &c.key, "columns.key")?
+            .write_json(&mut key)?;
         let payload_field = self.field(fields, &c.payload, "columns.payload")?;
         let payload =
             payload_field.payload(self.expand_json_payload, &fields.describe(&c.payload))?;
@@ -155,7 +152,9 @@ impl Router {
         let value = if self.tombstone_on_empty_payload && empty {
             None
         } else if envelope.is_empty() {
-            payload
+            // A null payload is JSON's null, not a tombstone: what
+            // JsonConverter writes for a null value of a known schema.
+            Some(payload.unwrap_or_else(|| b"null".to_vec()))
         } else {
             let mut v = b"{\"payload\":".to_vec();
             v.extend_from_slice(payload.as_deref().unwrap_or(b"null"));
@@ -170,7 +169,7 @@ impl Router {
         };
         Ok(Event {
             topic,
-            key,
+            key: Some(key),
             value,
             headers,
             partition,

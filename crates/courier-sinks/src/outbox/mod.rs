@@ -21,13 +21,15 @@
 //!   `route.topic.replacement`. A topic Kafka would refuse (a character
 //!   outside `[a-zA-Z0-9._-]`, more than 249 characters) is bad input.
 //! * **Key**: the key column (`aggregateid`) in its Debezium form, as
-//!   JSON: a text id is `"42"`, a bigint `42`; null when the column is.
+//!   JSON: a text id is `"42"`, a bigint `42`, a null one `null`.
 //!   The producer partitions by it, so one aggregate's events stay in
 //!   commit order.
 //! * **Value**: the payload alone, or, with envelope fields,
 //!   `{"payload": ..., "<field>": ...}`. A `jsonb` payload is the string
 //!   holding the document, or with `expand_json_payload` the document
-//!   itself; a null payload is a null value.
+//!   itself; a null payload is JSON's `null` (a tombstone, a record without
+//!   a value, only with `tombstone_on_empty_payload`), as Debezium's
+//!   JsonConverter writes them.
 //! * **Headers**: `id`, the event id (consumers deduplicate on it), then
 //!   the additional header columns, each a string as its text and anything
 //!   else as its JSON, as a Connect worker's default header converter

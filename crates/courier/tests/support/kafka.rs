@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -380,4 +380,17 @@ pub fn op(r: &Record) -> Option<&str> {
             .or_else(|| v["payload"]["op"].as_str())
             .unwrap_or_else(|| panic!("record without op: {v}"))
     })
+}
+
+/// Deletes the run's topics (best effort: the broker keeps them otherwise).
+pub fn delete_topics(prefix: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/kafka.sh");
+    if std::env::var_os("COURIER_TEST_KAFKA").is_none() && script.exists() {
+        let _ = Command::new("bash")
+            .arg(script)
+            .args(["topics", "--delete", "--topic", &format!("{prefix}\\..*")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
