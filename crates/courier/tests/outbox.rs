@@ -383,14 +383,17 @@ async fn bad_input_stops_with_the_fix_or_goes_to_the_dead_letter_topic() {
 /// The file sink writes one JSON line per event beside the change
 /// envelopes of its tables. A `source.tables` pattern that matches the
 /// outbox table captures it as events only; its deletes and (with the
-/// default `on_update`) updates make no event.
+/// default `on_update`) updates make no event. The metrics count the
+/// events per router and topic, and what was skipped.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_file_sink_writes_one_line_per_event() {
     let db = "e2e_outbox_file";
     let client = fresh_db(db).await;
     client.batch_execute(SCHEMA).await.unwrap();
     let dir = scratch(db);
+    let api = format!("127.0.0.1:{}", free_port());
     let config = file_config(db, db, &["public.*"], &dir, "")
+        .replace("listen = \"off\"", &format!("listen = \"{api}\""))
         + "\n[outbox.orders]\ntable = \"public.outbox\"\nsink = \"out\"\nexpand_json_payload = true\n";
     let mut courier = CourierProc::start(&dir, &config);
     wait_streaming(&courier, 1).await;
@@ -413,6 +416,22 @@ async fn the_file_sink_writes_one_line_per_event() {
         .await
         .unwrap();
     wait_caught_up(&client, db, CATCH_UP).await;
+    let metrics = reqwest::get(format!("http://{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "courier_outbox_events_total{router=\"orders\",topic=\"outbox.event.order\"} 2",
+        "courier_outbox_skipped_total{router=\"orders\",op=\"update\"} 1",
+        "courier_outbox_skipped_total{router=\"orders\",op=\"delete\"} 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} is not in:\n{metrics}"
+        );
+    }
     assert!(courier.stop().success(), "log:\n{}", courier.log());
     assert!(courier
         .log()
@@ -451,6 +470,67 @@ async fn the_file_sink_writes_one_line_per_event() {
         strip(events[1]),
         json!({"outbox": "orders", "topic": "outbox.event.order", "partition": null, "key": "1",
                "headers": {"id": "00000000-0000-0000-0000-000000000002"}, "value": null})
+    );
+    drop_db(db).await;
+}
+
+/// Routing messages alone needs no table: the publication Courier creates
+/// publishes none, and the messages still arrive, in their transactions'
+/// order, one line each; a rolled-back transaction's message is not an
+/// event.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_alone_need_no_table() {
+    let db = "e2e_outbox_messages_only";
+    let client = fresh_db(db).await;
+    let dir = scratch(db);
+    let config = file_config(db, db, &[], &dir, "")
+        + "\n[outbox.orders]\nmessages = \"orders\"\nsink = \"out\"\nexpand_json_payload = true\n";
+    let mut courier = CourierProc::start(&dir, &config);
+    wait_streaming(&courier, 1).await;
+    let published: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(published, 0, "the publication publishes no table");
+    let emit = |id: u32| {
+        format!(
+            "SELECT pg_logical_emit_message(true, 'orders', json_build_object('id', 'm{id}', 'aggregatetype', 'order', \
+             'aggregateid', 'o1', 'payload', json_build_object('n', {id}))::text)"
+        )
+    };
+    // One statement at a time: in one query string, a BEGIN would take
+    // the statement before it into its transaction.
+    for sql in [
+        emit(1),
+        format!("BEGIN; {}; ROLLBACK", emit(2)),
+        format!("BEGIN; {}; {}; COMMIT", emit(3), emit(4)),
+    ] {
+        client.batch_execute(&sql).await.unwrap();
+    }
+    wait_caught_up(&client, db, CATCH_UP).await;
+    assert!(courier.stop().success(), "log:\n{}", courier.log());
+    let text = std::fs::read_to_string(dir.join("out.jsonl")).unwrap();
+    let events: Vec<(String, Value)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|l| {
+            (
+                l["headers"]["id"].as_str().unwrap().to_string(),
+                l["value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("m1".to_string(), json!({"n": 1})),
+            ("m3".to_string(), json!({"n": 3})),
+            ("m4".to_string(), json!({"n": 4}))
+        ]
     );
     drop_db(db).await;
 }

@@ -72,9 +72,12 @@ pub(crate) fn kind_of(code: RDKafkaErrorCode) -> SinkErrorKind {
         }
         C::MessageTimedOut | C::RequestTimedOut | C::OperationTimedOut => SinkErrorKind::TimedOut,
         C::QueueFull => SinkErrorKind::Overloaded,
-        C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidRecord | C::PolicyViolation => {
-            SinkErrorKind::Rejected
-        }
+        // An unknown partition is one an outbox event's column chose.
+        C::MessageSizeTooLarge
+        | C::InvalidMessageSize
+        | C::InvalidRecord
+        | C::PolicyViolation
+        | C::UnknownPartition => SinkErrorKind::Rejected,
         C::TopicAuthorizationFailed
         | C::ClusterAuthorizationFailed
         | C::TransactionalIdAuthorizationFailed
@@ -111,6 +114,10 @@ pub(crate) fn fix_for(code: Option<RDKafkaErrorCode>, topic: &str) -> String {
         }
         Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownTopicId) => format!(
             "create topic {topic}, or set create_topics = true so Courier creates it"
+        ),
+        Some(C::UnknownPartition) => format!(
+            "an outbox column (placement = \"partition\") chose a partition topic {topic} does not have: \
+             keep its values below the topic's partition count, or add partitions to the topic"
         ),
         Some(C::ProducerFenced | C::Fenced) => {
             "another Courier uses the same transactional_id; run one per id".into()
@@ -338,11 +345,13 @@ mod tests {
             (C::TopicAuthorizationFailed, SinkErrorKind::Config),
             (C::UnknownTopicOrPartition, SinkErrorKind::Config),
             (C::ProducerFenced, SinkErrorKind::Config),
+            (C::UnknownPartition, SinkErrorKind::Rejected),
         ] {
             assert_eq!(kind_of(code), kind, "{code:?}");
         }
         assert!(fix_for(Some(C::MessageSizeTooLarge), "t").contains("max.message.bytes"));
         assert!(fix_for(Some(C::UnknownTopicOrPartition), "t").contains("create_topics"));
         assert!(fix_for(Some(C::InvalidRecord), "t").contains("compact = false"));
+        assert!(fix_for(Some(C::UnknownPartition), "t").contains("partition count"));
     }
 }
