@@ -201,6 +201,10 @@ impl Sink for ClickHouseSink {
         let mut per_table: HashMap<&TableId, Vec<&Change>> = HashMap::new();
         let mut last: Option<(&Arc<Relation>, bool)> = None;
         for c in batches.iter().flat_map(|b| b.changes.iter()) {
+            // An outbox event's source is never a row, whatever its table.
+            if c.outbox().is_some() {
+                continue;
+            }
             let selected = match last {
                 Some((rel, selected)) if Arc::ptr_eq(rel, c.relation()) => selected,
                 _ => self.settings.selection.selects(c),
