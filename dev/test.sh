@@ -2,7 +2,8 @@
 # Runs Courier's whole test suite against real local services:
 # starts PostgreSQL, Redis (standalone and cluster), ClickHouse, OpenSearch (the main node, the
 # deliberately overloaded one, and 1.x and 3.x nodes), Elasticsearch (8.x, 7.x and 9.x), and Kafka
-# with a Kafka Connect worker (Debezium's JDBC sink) with the dev/ scripts, checks formatting and
+# with a Kafka Connect worker (Debezium's JDBC sink and PostgreSQL connector, for the interop and
+# outbox side-by-side tests) with the dev/ scripts, checks formatting and
 # lints, then runs every unit and end-to-end test.
 #
 #   dev/test.sh            the whole suite (what CI runs)
