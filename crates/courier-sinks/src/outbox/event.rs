@@ -82,19 +82,15 @@ impl Router {
             }
         }
         let fields = Fields::of(change).map_err(bad(None))?;
-        let id = self
-            .field(&fields, &self.columns.id, "columns.id")
-            .and_then(|f| f.header())
-            .map_err(bad(None))?
-            .ok_or_else(|| {
-                bad(None)(Bad::new(
-                    format!(
-                        "{}, the event id, is null",
-                        fields.describe(&self.columns.id)
-                    ),
-                    "give every event an id (consumers deduplicate on it)",
-                ))
-            })?;
+        let id_field = self
+            .field(&fields, &self.columns.id, || "columns.id".into())
+            .map_err(bad(None))?;
+        let id = id_field.header().map_err(bad(None))?.ok_or_else(|| {
+            bad(None)(Bad::new(
+                format!("{}, the event id, is null", id_field.describe()),
+                "give every event an id (consumers deduplicate on it)",
+            ))
+        })?;
         let id_text = String::from_utf8_lossy(&id).into_owned();
         self.event(change, &fields, id)
             .map(Routed::Event)
@@ -107,17 +103,15 @@ impl Router {
         // A null key column is JSON's null too, as JsonConverter writes a
         // null of a known schema: the key bytes `null`, one partition.
         let mut key = Vec::new();
-        self.field(fields, &c.key, "columns.key")?
+        self.field(fields, &c.key, || "columns.key".into())?
             .write_json(&mut key)?;
-        let payload_field = self.field(fields, &c.payload, "columns.payload")?;
-        let payload =
-            payload_field.payload(self.expand_json_payload, &fields.describe(&c.payload))?;
+        let payload_field = self.field(fields, &c.payload, || "columns.payload".into())?;
+        let payload = payload_field.payload(self.expand_json_payload)?;
         let empty = payload.is_none() || payload_field.is_blank();
 
-        let topic = self.topic.render(|name| {
-            self.field(fields, name, "topic")?
-                .topic_text(&fields.describe(name))
-        })?;
+        let topic = self
+            .topic
+            .render(|name| self.field(fields, name, || "topic".into())?.topic_text())?;
         if let Some(problem) = super::config::topic_problem(&topic) {
             return Err(Bad::new(
                 format!("the topic its fields make ({}) {problem}", self.topic_fields()),
@@ -127,8 +121,8 @@ impl Router {
 
         let timestamp_ms = match &c.timestamp {
             Some(name) => self
-                .field(fields, name, "columns.timestamp")?
-                .timestamp_ms(&fields.describe(name))?,
+                .field(fields, name, || "columns.timestamp".into())?
+                .timestamp_ms()?,
             None => None,
         }
         .unwrap_or_else(|| change.commit_time_us().div_euclid(1000));
@@ -137,7 +131,7 @@ impl Router {
         let mut envelope: Vec<(&str, Vec<u8>)> = Vec::new();
         let mut partition = None;
         for (i, a) in self.additional.iter().enumerate() {
-            let f = self.field(fields, &a.column, &format!("additional[{i}]"))?;
+            let f = self.field(fields, &a.column, || format!("additional[{i}]"))?;
             match a.placement {
                 Placement::Header => headers.push((a.name.clone(), f.header()?)),
                 Placement::Envelope => {
@@ -145,7 +139,7 @@ impl Router {
                     f.write_json(&mut v)?;
                     envelope.push((&a.name, v));
                 }
-                Placement::Partition => partition = f.partition(&fields.describe(&a.column))?,
+                Placement::Partition => partition = f.partition()?,
             }
         }
 
@@ -177,9 +171,16 @@ impl Router {
         })
     }
 
-    /// The field `name` (read as `setting` says), or an error naming it.
-    fn field<'a>(&self, fields: &Fields<'a>, name: &str, setting: &str) -> Result<Field<'a>, Bad> {
+    /// The field `name` (read for the setting `setting` names), or an
+    /// error naming both.
+    fn field<'s>(
+        &self,
+        fields: &'s Fields<'_>,
+        name: &'s str,
+        setting: impl FnOnce() -> String,
+    ) -> Result<Field<'s>, Bad> {
         fields.get(name).ok_or_else(|| {
+            let setting = setting();
             let (what, add) = match fields {
                 Fields::Row { .. } => ("row has no column", "add the column to the outbox table"),
                 Fields::Message(_) => (
@@ -192,7 +193,7 @@ impl Router {
                 format!(
                     "{add}, or set outbox.{}.{} to the one that holds it",
                     self.name,
-                    fix_key(setting)
+                    fix_key(&setting)
                 ),
             )
         })

@@ -42,11 +42,12 @@ pub(crate) enum Fields<'a> {
     Message(HashMap<String, &'a RawValue>),
 }
 
-/// One field.
+/// One field: a column and its value, or a message's member (its name
+/// and its JSON).
 #[derive(Clone, Copy)]
 pub(crate) enum Field<'a> {
     Column(&'a Column, &'a Value),
-    Json(&'a RawValue),
+    Json(&'a str, &'a RawValue),
 }
 
 impl<'a> Fields<'a> {
@@ -76,20 +77,12 @@ impl<'a> Fields<'a> {
 
     /// The field named `name`, if the row has such a column (the message
     /// such a member).
-    pub fn get(&self, name: &str) -> Option<Field<'a>> {
+    pub fn get<'s>(&'s self, name: &'s str) -> Option<Field<'s>> {
         match self {
             Fields::Row { relation, row } => relation
                 .column_index(name)
                 .map(|i| Field::Column(&relation.columns[i], &row[i])),
-            Fields::Message(members) => members.get(name).map(|v| Field::Json(v)),
-        }
-    }
-
-    /// `column "x"` or `field "x"`, for messages.
-    pub fn describe(&self, name: &str) -> String {
-        match self {
-            Fields::Row { .. } => format!("column {name:?}"),
-            Fields::Message(_) => format!("field {name:?}"),
+            Fields::Message(members) => members.get_key_value(name).map(|(k, v)| Field::Json(k, v)),
         }
     }
 
@@ -124,10 +117,18 @@ impl<'a> Fields<'a> {
 }
 
 impl Field<'_> {
+    /// `column "x"`, or `field "x"` of a message, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Field::Column(c, _) => format!("column {:?}", c.name),
+            Field::Json(name, _) => format!("field {name:?}"),
+        }
+    }
+
     pub fn is_null(&self) -> bool {
         match self {
             Field::Column(_, v) => v.is_null(),
-            Field::Json(raw) => json::is_null(raw.get().as_bytes()),
+            Field::Json(_, raw) => json::is_null(raw.get().as_bytes()),
         }
     }
 
@@ -136,7 +137,7 @@ impl Field<'_> {
     pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), Bad> {
         match self {
             Field::Column(c, v) => write_debezium(c, v, out),
-            Field::Json(raw) => {
+            Field::Json(_, raw) => {
                 json::write_compact(raw.get().as_bytes(), out);
                 Ok(())
             }
@@ -160,10 +161,10 @@ impl Field<'_> {
 
     /// The field's text in a topic name: a string as it is, a number or a
     /// boolean as written; an error for null and anything else.
-    pub fn topic_text(&self, what: &str) -> Result<String, Bad> {
+    pub fn topic_text(&self) -> Result<String, Bad> {
         let unusable = |kind: &str| {
             Bad::new(
-                format!("{what}, which names the topic, {kind}"),
+                format!("{}, which names the topic, {kind}", self.describe()),
                 "fill it with a short name (letters, digits, '.', '_', '-'), or change the router's topic",
             )
         };
@@ -189,7 +190,7 @@ impl Field<'_> {
                 Value::Array(_) => Err(unusable("is an array")),
                 Value::Null => Err(unusable("is null")),
             },
-            Field::Json(raw) => {
+            Field::Json(_, raw) => {
                 let text = raw.get().trim();
                 if let Some(s) = json::string_content(text.as_bytes()) {
                     Ok(s)
@@ -205,10 +206,13 @@ impl Field<'_> {
     /// The record timestamp the field gives, in milliseconds since the
     /// epoch: a `timestamp` or `timestamptz` column, an integer of epoch
     /// milliseconds, or (in a message) an ISO 8601 string; `None` for null.
-    pub fn timestamp_ms(&self, what: &str) -> Result<Option<i64>, Bad> {
+    pub fn timestamp_ms(&self) -> Result<Option<i64>, Bad> {
         let bad = || {
             Bad::new(
-                format!("{what}, the event's timestamp, is not a timestamp"),
+                format!(
+                    "{}, the event's timestamp, is not a timestamp",
+                    self.describe()
+                ),
                 "hold a timestamp, a timestamptz or epoch milliseconds in it",
             )
         };
@@ -222,7 +226,7 @@ impl Field<'_> {
             }
             Field::Column(_, Value::Int(ms)) => ms.checked_mul(1000),
             Field::Column(..) => None,
-            Field::Json(raw) => {
+            Field::Json(_, raw) => {
                 let text = raw.get().trim();
                 match json::string_content(text.as_bytes()) {
                     Some(s) => iso_micros(&s),
@@ -234,21 +238,24 @@ impl Field<'_> {
     }
 
     /// The partition the field names: a non-negative integer.
-    pub fn partition(&self, what: &str) -> Result<Option<i32>, Bad> {
+    pub fn partition(&self) -> Result<Option<i32>, Bad> {
         if self.is_null() {
             return Ok(None);
         }
         let n = match self {
             Field::Column(_, Value::Int(i)) => Some(*i),
             Field::Column(..) => None,
-            Field::Json(raw) => raw.get().trim().parse::<i64>().ok(),
+            Field::Json(_, raw) => raw.get().trim().parse::<i64>().ok(),
         };
         n.and_then(|n| i32::try_from(n).ok())
             .filter(|n| *n >= 0)
             .map(Some)
             .ok_or_else(|| {
                 Bad::new(
-                    format!("{what}, the event's partition, is not a partition number"),
+                    format!(
+                        "{}, the event's partition, is not a partition number",
+                        self.describe()
+                    ),
                     "hold a partition number (0 up to the topic's partition count) in it",
                 )
             })
@@ -259,7 +266,7 @@ impl Field<'_> {
     /// member, or a JSON string holding one) travels as the JSON value it
     /// is; without, as Debezium sends it (a document as the string holding
     /// it).
-    pub fn payload(&self, expand: bool, what: &str) -> Result<Option<Vec<u8>>, Bad> {
+    pub fn payload(&self, expand: bool) -> Result<Option<Vec<u8>>, Bad> {
         if self.is_null() {
             return Ok(None);
         }
@@ -269,11 +276,11 @@ impl Field<'_> {
             (Field::Column(c, Value::Text(text)), true) if c.pg_type == PgType::Text => {
                 Some(text.as_bytes())
             }
-            (Field::Json(raw), _) => {
+            (Field::Json(_, raw), _) => {
                 let raw = raw.get().as_bytes();
                 match (json::string_content(raw), expand) {
                     (Some(inner), true) => {
-                        check_document(inner.as_bytes(), what)?;
+                        self.check_document(inner.as_bytes())?;
                         json::write_compact(inner.as_bytes(), &mut out);
                         return Ok(Some(out));
                     }
@@ -291,7 +298,7 @@ impl Field<'_> {
         };
         match document {
             Some(doc) => {
-                check_document(doc, what)?;
+                self.check_document(doc)?;
                 json::write_compact(doc, &mut out);
             }
             None => self.write_json(&mut out)?,
@@ -304,21 +311,23 @@ impl Field<'_> {
         match self {
             Field::Column(_, Value::Text(s)) => s.trim().is_empty(),
             Field::Column(..) => false,
-            Field::Json(raw) => {
+            Field::Json(_, raw) => {
                 json::string_content(raw.get().as_bytes()).is_some_and(|s| s.trim().is_empty())
             }
         }
     }
-}
-
-fn check_document(doc: &[u8], what: &str) -> Result<(), Bad> {
-    match json::invalid(doc) {
-        None => Ok(()),
-        Some(problem) => Err(Bad::new(
-            format!("{what}, the payload, {problem} (expand_json_payload = true)"),
-            "write valid JSON into it (a json or jsonb column cannot hold anything else), \
-             or set expand_json_payload = false to send it as a string",
-        )),
+    fn check_document(&self, doc: &[u8]) -> Result<(), Bad> {
+        match json::invalid(doc) {
+            None => Ok(()),
+            Some(problem) => Err(Bad::new(
+                format!(
+                    "{}, the payload, {problem} (expand_json_payload = true)",
+                    self.describe()
+                ),
+                "write valid JSON into it (a json or jsonb column cannot hold anything else), \
+                 or set expand_json_payload = false to send it as a string",
+            )),
+        }
     }
 }
 
@@ -448,29 +457,25 @@ mod tests {
         let v = Value::Json(r#"{"a": [1, null], "b": {}}"#.into());
         let f = Field::Column(&doc, &v);
         assert_eq!(
-            f.payload(true, "p").unwrap().unwrap(),
+            f.payload(true).unwrap().unwrap(),
             br#"{"a":[1,null],"b":{}}"#
         );
         assert_eq!(
-            f.payload(false, "p").unwrap().unwrap(),
+            f.payload(false).unwrap().unwrap(),
             br#""{\"a\": [1, null], \"b\": {}}""#
         );
         let text = column(PgType::Text, -1);
         let bad = Value::Text("{not json".into());
-        let e = Field::Column(&text, &bad)
-            .payload(true, "column \"payload\"")
-            .unwrap_err();
+        let e = Field::Column(&text, &bad).payload(true).unwrap_err();
         assert!(e.reason.contains("not valid JSON"), "{}", e.reason);
         assert!(
             !e.reason.contains("not json"),
             "never the value: {}",
             e.reason
         );
-        assert!(Field::Column(&text, &bad).payload(false, "p").is_ok());
+        assert!(Field::Column(&text, &bad).payload(false).is_ok());
         assert_eq!(
-            Field::Column(&doc, &Value::Null)
-                .payload(true, "p")
-                .unwrap(),
+            Field::Column(&doc, &Value::Null).payload(true).unwrap(),
             None
         );
     }
@@ -480,21 +485,18 @@ mod tests {
         let raw: HashMap<String, &RawValue> =
             serde_json::from_str(r#"{"p": {"x" : [1, 2]}, "s": "{\"y\": 1}", "n": 42, "t": "2024-01-02T03:04:05.5+01:00"}"#)
                 .unwrap();
-        let p = Field::Json(raw["p"]);
-        assert_eq!(p.payload(true, "p").unwrap().unwrap(), br#"{"x":[1,2]}"#);
-        assert_eq!(
-            p.payload(false, "p").unwrap().unwrap(),
-            br#""{\"x\" : [1, 2]}""#
-        );
-        let s = Field::Json(raw["s"]);
-        assert_eq!(s.payload(true, "s").unwrap().unwrap(), br#"{"y":1}"#);
-        assert_eq!(s.payload(false, "s").unwrap().unwrap(), br#""{\"y\": 1}""#);
-        let n = Field::Json(raw["n"]);
-        assert_eq!(n.topic_text("n").unwrap(), "42");
+        let p = Field::Json("p", raw["p"]);
+        assert_eq!(p.payload(true).unwrap().unwrap(), br#"{"x":[1,2]}"#);
+        assert_eq!(p.payload(false).unwrap().unwrap(), br#""{\"x\" : [1, 2]}""#);
+        let s = Field::Json("s", raw["s"]);
+        assert_eq!(s.payload(true).unwrap().unwrap(), br#"{"y":1}"#);
+        assert_eq!(s.payload(false).unwrap().unwrap(), br#""{\"y\": 1}""#);
+        let n = Field::Json("n", raw["n"]);
+        assert_eq!(n.topic_text().unwrap(), "42");
         assert_eq!(n.header().unwrap(), Some(b"42".to_vec()));
-        assert_eq!(n.timestamp_ms("n").unwrap(), Some(42));
-        let t = Field::Json(raw["t"]);
-        assert_eq!(t.timestamp_ms("t").unwrap(), Some(1_704_161_045_500));
-        assert!(p.topic_text("p").is_err());
+        assert_eq!(n.timestamp_ms().unwrap(), Some(42));
+        let t = Field::Json("t", raw["t"]);
+        assert_eq!(t.timestamp_ms().unwrap(), Some(1_704_161_045_500));
+        assert!(p.topic_text().is_err());
     }
 }
