@@ -5,6 +5,7 @@
 
 mod duration;
 mod interpolate;
+mod outbox;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use courier_core::TableFilter;
-use courier_sinks::outbox::{Router, RouterConfig, Source};
+use courier_sinks::outbox::Router;
 use serde::Deserialize;
 
 pub use duration::parse_duration;
@@ -319,7 +320,7 @@ impl Config {
                     .into(),
             ));
         }
-        let outbox = outbox_routers(raw.outbox, &sinks, &source.tables).map_err(invalid)?;
+        let outbox = outbox::routers(raw.outbox, &sinks, &source.tables).map_err(invalid)?;
         Ok(Config {
             source,
             api,
@@ -331,52 +332,7 @@ impl Config {
     }
 }
 
-/// The `[outbox.NAME]` routers, each checked and sent to a sink that can
-/// carry events; an outbox table is never one of `source.tables` too.
-fn outbox_routers(
-    raw: BTreeMap<String, toml::Table>,
-    sinks: &BTreeMap<String, (String, toml::Table)>,
-    source_tables: &TableFilter,
-) -> Result<Vec<Router>, String> {
-    let mut routers = Vec::new();
-    for (name, table) in raw {
-        check_name(&format!("outbox.{name}"), &name, 100)?;
-        let config: RouterConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| format!("outbox.{name}: {}", e.message()))?;
-        let router = config.validate(&name)?;
-        match sinks.get(&router.sink) {
-            None => {
-                return Err(format!(
-                    "outbox.{name}.sink = {:?}: there is no [sinks.{}]; add one of type {}",
-                    router.sink,
-                    router.sink,
-                    courier_sinks::OUTBOX_SINK_TYPES.join(", ")
-                ))
-            }
-            Some((kind, _)) if !courier_sinks::OUTBOX_SINK_TYPES.contains(&kind.as_str()) => {
-                return Err(format!(
-                    "outbox.{name}.sink = {:?} is a {kind} sink, which cannot carry events; use a sink of type {}",
-                    router.sink,
-                    courier_sinks::OUTBOX_SINK_TYPES.join(", ")
-                ))
-            }
-            Some(_) => {}
-        }
-        if let Source::Table(t) = &router.source {
-            if source_tables.exact_tables().any(|e| e == *t) {
-                return Err(format!(
-                    "outbox.{name}.table = \"{t}\" is also in source.tables: an outbox table's rows are events, \
-                     not rows to capture (and are never snapshotted); remove it from source.tables"
-                ));
-            }
-        }
-        routers.push(router);
-    }
-    Ok(routers)
-}
-
-fn check_name(key: &str, v: &str, max: usize) -> Result<(), String> {
+pub(crate) fn check_name(key: &str, v: &str, max: usize) -> Result<(), String> {
     let ok = !v.is_empty()
         && v.len() <= max
         && v.chars()
