@@ -380,6 +380,60 @@ async fn bad_input_stops_with_the_fix_or_goes_to_the_dead_letter_topic() {
     drop_db(db).await;
 }
 
+/// An additional column placed as the partition chooses each event's
+/// partition; a partition the topic does not have stops Courier with the
+/// fix instead of retrying for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_column_chooses_the_partition_and_a_missing_one_stops() {
+    let db = "e2e_outbox_partition";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE outbox (id text PRIMARY KEY, aggregatetype text, aggregateid text, payload jsonb, shard int)",
+        )
+        .await
+        .unwrap();
+    let dir = scratch(db);
+    let prefix = run_prefix(db);
+    let config = kafka_config(db, &[], &dir, &prefix, "partitions = 2")
+        + &router(
+            "orders",
+            "table = \"public.outbox\"",
+            &prefix,
+            "outbox",
+            "additional = [{ column = \"shard\", placement = \"partition\" }]",
+        );
+    let mut courier = CourierProc::start(&dir, &config);
+    wait_streaming(&courier, 1).await;
+    client
+        .batch_execute(
+            "INSERT INTO outbox VALUES ('e1', 'order', 'a', '{}', 1), ('e2', 'order', 'a', '{}', 0)",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&client, db, CATCH_UP).await;
+    let placed: Vec<(String, i32)> = read_topic(&format!("{prefix}.outbox.order"))
+        .await
+        .iter()
+        .map(|r| (r.header("id").flatten().unwrap().to_string(), r.partition))
+        .collect();
+    assert_eq!(placed, [("e2".to_string(), 0), ("e1".to_string(), 1)]);
+    client
+        .batch_execute("INSERT INTO outbox VALUES ('e3', 'order', 'a', '{}', 7)")
+        .await
+        .unwrap();
+    let status = courier
+        .wait_exit("courier to stop at the missing partition", CATCH_UP)
+        .await;
+    assert!(!status.success());
+    let log = courier.log();
+    assert!(
+        log.contains("chose a partition topic") && log.contains("add partitions"),
+        "{log}"
+    );
+    drop_db(db).await;
+}
+
 /// The file sink writes one JSON line per event beside the change
 /// envelopes of its tables. A `source.tables` pattern that matches the
 /// outbox table captures it as events only; its deletes and (with the
