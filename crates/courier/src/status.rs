@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use courier_core::{Lsn, Watermark};
+use courier_core::{Lsn, Position, Watermark};
 use serde::Serialize;
 
 /// Shared, cheap-to-clone pipeline status.
@@ -124,7 +124,7 @@ impl Status {
         };
         Status {
             inner: Arc::new(Mutex::new(inner)),
-            watermark: Watermark::new(sinks.iter().map(|(n, _)| n.clone()), start),
+            watermark: Watermark::new(sinks.iter().map(|(n, _)| n.clone()), start.into()),
         }
     }
 
@@ -173,7 +173,7 @@ impl Status {
     pub fn sink_applied(
         &self,
         sink: &str,
-        through: Option<Lsn>,
+        through: Option<Position>,
         events: u64,
         commit_time_us: Option<i64>,
     ) {
@@ -254,8 +254,9 @@ impl Status {
                 .and_then(|s| s.parse::<Lsn>().ok());
             let sinks = per_sink
                 .into_iter()
-                .filter_map(|(name, lsn)| {
+                .filter_map(|(name, position)| {
                     let s = i.sinks.get(&name)?;
+                    let lsn = position.as_lsn();
                     let behind = i.newest_commit.0 > lsn;
                     let since = |t: i64| (now_us - t).max(0) as u64 / 1000;
                     let lag_ms = match (behind, s.applied_commit_time_us) {
@@ -330,8 +331,8 @@ mod tests {
         let s = status();
         s.set_source_positions(Some(Lsn(100)), Some(Lsn(500)));
         s.note_commit_received(Lsn(400), 1_000_000);
-        s.sink_applied("log", Some(Lsn(400)), 7, Some(1_000_000));
-        s.sink_applied("cache", Some(Lsn(200)), 3, Some(400_000));
+        s.sink_applied("log", Some(Position(400)), 7, Some(1_000_000));
+        s.sink_applied("cache", Some(Position(200)), 3, Some(400_000));
         let r = s.report_at(1_500_000);
         let (cache, log) = (&r.sinks["cache"], &r.sinks["log"]);
         assert_eq!(

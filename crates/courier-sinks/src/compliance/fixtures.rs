@@ -120,7 +120,7 @@ pub fn truncate(rel: &Arc<Relation>, version: u64) -> Change {
 
 /// A batch of the changes, complete through its greatest version.
 pub fn batch(changes: Vec<Change>) -> Batch {
-    let through = changes.iter().map(|c| c.version()).max();
+    let through = changes.iter().map(|c| c.version().into()).max();
     Batch { changes, through }
 }
 

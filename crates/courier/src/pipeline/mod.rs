@@ -312,7 +312,9 @@ async fn create_slot_and_snapshot(
         .await
         .with_context(|| format!("create replication slot {slot}"))?;
     tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created replication slot");
-    p.status.watermark.advance_all(created.consistent_point);
+    p.status
+        .watermark
+        .advance_all(created.consistent_point.into());
     if !export {
         return Ok(());
     }
