@@ -289,7 +289,8 @@ async fn on_message(
                     commit_time_us,
                 }) => {
                     b.commit(end_lsn);
-                    ctx.status.note_commit_received(commit_lsn, commit_time_us);
+                    ctx.status
+                        .note_commit_received(commit_lsn.into(), commit_time_us);
                     if b.is_full() || b.is_due() {
                         send(ctx, decoder, b, stream, report).await?;
                         counter.flush();
