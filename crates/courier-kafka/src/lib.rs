@@ -2,4 +2,5 @@
 //! Debezium's) turned back into [`courier_core::Change`]s, so a worker
 //! applies them to its sinks exactly as a capture from PostgreSQL would.
 
+pub mod decode;
 pub mod progress;

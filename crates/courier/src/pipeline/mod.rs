@@ -18,6 +18,8 @@ mod batcher;
 mod errors;
 mod fanout;
 mod housekeeping;
+#[cfg(feature = "kafka")]
+mod kafka;
 #[cfg(test)]
 mod memory_sink;
 mod metrics;
@@ -49,7 +51,9 @@ pub struct Prepared {
 }
 
 enum PreparedSource {
-    Postgres(postgres::PgSource),
+    Postgres(Box<postgres::PgSource>),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaSource),
 }
 
 impl Prepared {
@@ -70,15 +74,32 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         .collect();
     match &config.source {
         Source::Postgres(_) => {
-            let (source, envelope_source, status) = postgres::prepare(&config, &sink_kinds).await?;
+            let (source, envelope_source, status) =
+                postgres::prepare(&config, &sink_kinds).await?;
             Ok(Prepared {
                 config,
                 envelope_source,
                 status,
-                source: PreparedSource::Postgres(source),
+                source: PreparedSource::Postgres(Box::new(source)),
             })
         }
-        Source::Kafka(_) => anyhow::bail!("source.type = \"kafka\" is not available in this build"),
+        #[cfg(feature = "kafka")]
+        Source::Kafka(k) => {
+            let (source, status) = kafka::prepare(k, &sink_kinds)?;
+            Ok(Prepared {
+                envelope_source: SourceInfo {
+                    name: k.group.clone(),
+                    database: String::new(),
+                },
+                config,
+                status,
+                source: PreparedSource::Kafka(source),
+            })
+        }
+        #[cfg(not(feature = "kafka"))]
+        Source::Kafka(_) => anyhow::bail!(
+            "source.type = \"kafka\" needs a Courier built with the kafka feature (cargo build --features kafka)"
+        ),
     }
 }
 
@@ -94,6 +115,11 @@ pub async fn run(p: Prepared, shutdown: watch::Receiver<bool>) -> anyhow::Result
             let capture =
                 postgres::capture(&p.config, pg, fanout.clone(), &p.status, shutdown.clone());
             supervise(capture, sinks, fanout, &p.status, shutdown, timeout).await
+        }
+        #[cfg(feature = "kafka")]
+        PreparedSource::Kafka(k) => {
+            let consume = kafka::consume(&p.config, k, fanout.clone(), &p.status, shutdown.clone());
+            supervise(consume, sinks, fanout, &p.status, shutdown, timeout).await
         }
     }
 }
