@@ -245,6 +245,17 @@ async fn a_new_group_from_the_earliest_offset_rebuilds_a_store() {
         let group = format!("{prefix}-{round}");
         let config = worker_config(&dir, &group, &topic, "earliest", 13, &key_prefix, None);
         let mut worker = CourierProc::start(&dir, &config);
+        wait_until(
+            "the group to apply and commit the whole topic",
+            CATCH_UP,
+            || async {
+                let (group, topic) = (group.clone(), topic.clone());
+                tokio::task::spawn_blocking(move || support::kafka::group_caught_up(&group, &topic))
+                    .await
+                    .unwrap()
+            },
+        )
+        .await;
         wait_redis_equal(&client, &nodes, &key_prefix).await;
         assert!(worker.stop().success(), "worker log:\n{}", worker.log());
     }
@@ -311,4 +322,221 @@ async fn a_record_that_is_not_a_change_stops_the_worker_naming_it() {
         Some(2),
         "the group committed past the bad record"
     );
+}
+
+/// ClickHouse's HTTP interface of `dev/clickhouse.sh`.
+const CLICKHOUSE: &str = "http://127.0.0.1:58123";
+
+async fn clickhouse(sql: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(CLICKHOUSE)
+        .body(sql.to_string())
+        .send()
+        .await
+        .expect("ClickHouse answers (dev/clickhouse.sh start)");
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "clickhouse: {sql}: {text}");
+    text
+}
+
+/// Debezium's `VariableScaleDecimal` drops the trailing zeros of an
+/// unconstrained `numeric` (12.50 arrives as 12.5, the same number): the
+/// direct capture's `nu` written the same way, to compare the rest exactly.
+fn unconstrained_numeric_as_debezium(rows: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    rows.into_iter()
+        .map(|(k, mut row)| {
+            if let Some(Value::String(n)) = row.get("nu") {
+                let trimmed = if n.contains('.') {
+                    n.trim_end_matches('0').trim_end_matches('.').to_string()
+                } else {
+                    n.clone()
+                };
+                row["nu"] = Value::String(trimmed);
+            }
+            (k, row)
+        })
+        .collect()
+}
+
+/// The rows of `database.t_current`, one JSON line each, by id (`nu`, an
+/// unconstrained numeric, compared as a number: see
+/// `unconstrained_numeric_as_debezium`).
+async fn clickhouse_rows(database: &str) -> Vec<String> {
+    clickhouse(&format!(
+        "SELECT id, i8, toString(n) AS n, toFloat64OrNull(toString(nu)) AS nu, t, b, f8, toString(d) AS d, toString(ts) AS ts, \
+         toString(tstz) AS tstz, jb, toString(u) AS u, hex(by) AS by, ta \
+         FROM {database}.t_current ORDER BY id FORMAT JSONEachRow"
+    ))
+    .await
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Debezium as the producer: its PostgreSQL connector (pgoutput, Kafka
+/// Connect JSON with schemas) captures a table of many types while a
+/// Courier captures the same table directly; a worker applies Debezium's
+/// topic to Redis and ClickHouse. After Debezium's snapshot, then streamed
+/// inserts, updates, deletes and a primary-key change, the stores fed from
+/// Debezium equal those Courier fed directly, value for value.
+#[tokio::test(flavor = "multi_thread")]
+async fn debezium_topics_feed_stores_equal_to_direct_capture() {
+    let db: &'static str = "e2e_kafka_debezium";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, i8 bigint, n numeric(12,3), nu numeric, t text, b bool,
+               f8 float8, d date, ts timestamp, tstz timestamptz, jb jsonb, u uuid, by bytea, ta text[]);
+             INSERT INTO t SELECT g, g::bigint * 1000000000, g / 7.0, g * 1.25, 'row ' || g, g % 2 = 0,
+               g / 3.0, DATE '1999-12-25' + g, TIMESTAMP '2024-02-29 23:59:59.5' + g * INTERVAL '1 minute',
+               TIMESTAMPTZ '2024-02-29 12:00:00.123456+05:30' + g * INTERVAL '1 hour',
+               jsonb_build_object('g', g, 'tags', jsonb_build_array('a', g)), md5(g::text)::uuid,
+               decode(md5(g::text), 'hex'), ARRAY['x' || g, NULL]
+             FROM generate_series(1, 200) g;
+             INSERT INTO t (id) VALUES (1000);",
+        )
+        .await
+        .unwrap();
+    let prefix = run_prefix(db).replace('-', "_");
+    let topic = format!("{prefix}.public.t");
+    let (direct_redis, worker_redis) = (format!("{db}:direct:"), format!("{db}:worker:"));
+    let (direct_ch, worker_ch) = ("courier_e2e_dbz_direct", "courier_e2e_dbz_worker");
+    let nodes = RedisNodes::connect(&standalone_url(13), false).await;
+    for p in [&direct_redis, &worker_redis] {
+        clear(&nodes, p).await;
+    }
+    for d in [direct_ch, worker_ch] {
+        clickhouse(&format!("DROP DATABASE IF EXISTS {d}")).await;
+        clickhouse(&format!("CREATE DATABASE {d}")).await;
+    }
+
+    // Debezium's connector, with its own slot and publication.
+    let url = url::Url::parse(&pg_url(db)).unwrap();
+    let connector = support::connect::Connector::create(
+        &prefix,
+        serde_json::json!({
+            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+            "tasks.max": "1",
+            "database.hostname": url.host_str().unwrap_or("127.0.0.1"),
+            "database.port": url.port().unwrap_or(5432).to_string(),
+            "database.user": url.username(),
+            "database.password": url.password().unwrap_or_default(),
+            "database.dbname": db,
+            "topic.prefix": prefix,
+            "plugin.name": "pgoutput",
+            "slot.name": format!("{prefix}_dbz"),
+            "publication.name": format!("{prefix}_dbz"),
+            "publication.autocreate.mode": "filtered",
+            "table.include.list": "public.t",
+            "topic.creation.default.replication.factor": "1",
+            "topic.creation.default.partitions": "2",
+        }),
+    )
+    .await;
+
+    // Courier capturing the same table directly into Redis and ClickHouse.
+    let direct_dir = scratch(db);
+    let direct = format!(
+        r#"
+[source]
+url = "{url}"
+slot = "{db}"
+tables = ["public.t"]
+status_interval = "200ms"
+
+[api]
+listen = "off"
+
+[state]
+dir = "{state}"
+
+[sinks.cache]
+type = "redis"
+url = "{redis}"
+key = "{direct_redis}{{pk}}"
+
+[sinks.analytics]
+type = "clickhouse"
+url = "{CLICKHOUSE}"
+database = "{direct_ch}"
+"#,
+        url = pg_url(db),
+        state = direct_dir.join("state").display(),
+        redis = standalone_url(13),
+    );
+    let mut direct = CourierProc::start(&direct_dir, &direct);
+
+    let worker_dir = scratch(&format!("{db}_worker"));
+    let mut worker_config = worker_config(
+        &worker_dir,
+        &format!("{prefix}-g"),
+        &topic,
+        "committed",
+        13,
+        &worker_redis,
+        None,
+    );
+    worker_config.push_str(&format!(
+        "\n[sinks.analytics]\ntype = \"clickhouse\"\nurl = \"{CLICKHOUSE}\"\ndatabase = \"{worker_ch}\"\n"
+    ));
+    let mut worker = CourierProc::start(&worker_dir, &worker_config);
+    wait_caught_up(&client, db, CATCH_UP).await;
+    wait_until(
+        "Debezium's snapshot to reach the worker's Redis",
+        CATCH_UP,
+        || async { nodes.json_rows(&worker_redis).await.len() == 201 },
+    )
+    .await;
+
+    // Streaming: inserts, updates (to and from NULL), deletes, a key change.
+    client
+        .batch_execute(
+            "INSERT INTO t (id, n, t, jb) VALUES (2000, -1.5, 'new', '[1, null]');
+             UPDATE t SET n = n * 2, t = NULL, ta = ARRAY['y'] WHERE id % 10 = 0;
+             UPDATE t SET t = 'was null', tstz = '1999-01-01 00:00:00.000001+00' WHERE id = 1000;
+             DELETE FROM t WHERE id BETWEEN 50 AND 59;
+             UPDATE t SET id = id + 5000 WHERE id = 7;",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&client, db, CATCH_UP).await;
+    let expected = unconstrained_numeric_as_debezium(nodes.json_rows(&direct_redis).await);
+    let mut last = (0, 0, 0);
+    let converged = tokio::time::timeout(CATCH_UP, async {
+        loop {
+            last = drift(&expected, &nodes.json_rows(&worker_redis).await);
+            if last == (0, 0, 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(
+        converged.is_ok(),
+        "Redis fed from Debezium's topic differs from Redis fed directly: (missing, extra, differing) = {last:?}"
+    );
+    assert_eq!(expected.len(), 192, "the direct capture's rows");
+    let want = clickhouse_rows(direct_ch).await;
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = clickhouse_rows(worker_ch).await;
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(want.len(), 192);
+    let first = want.iter().zip(&got).find(|(a, b)| a != b);
+    assert!(
+        got.len() == want.len() && first.is_none(),
+        "ClickHouse fed from Debezium's topic differs from ClickHouse fed directly ({} vs {} rows); first difference:\n{first:?}",
+        got.len(),
+        want.len()
+    );
+
+    connector.delete().await;
+    assert!(worker.stop().success(), "worker log:\n{}", worker.log());
+    assert!(direct.stop().success(), "direct log:\n{}", direct.log());
 }

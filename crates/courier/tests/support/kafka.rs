@@ -344,3 +344,28 @@ pub fn committed_offset(group: &str, topic: &str, partition: i32) -> Option<i64>
         .and_then(|e| e.offset().to_raw())
         .filter(|o| *o >= 0)
 }
+
+/// Each partition of `topic` with its end offset (the next record's).
+pub fn end_offsets(topic: &str) -> Vec<(i32, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("create a Kafka consumer");
+    let timeout = Duration::from_secs(10);
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .unwrap_or_else(|e| panic!("metadata of topic {topic}: {e}"));
+    md.topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .map(|p| (p, consumer.fetch_watermarks(topic, p, timeout).unwrap().1))
+        .collect()
+}
+
+/// Whether `group` committed the end of every partition of `topic`.
+pub fn group_caught_up(group: &str, topic: &str) -> bool {
+    end_offsets(topic)
+        .into_iter()
+        .all(|(p, end)| end == 0 || committed_offset(group, topic, p) == Some(end))
+}
