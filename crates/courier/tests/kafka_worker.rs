@@ -540,3 +540,60 @@ database = "{direct_ch}"
     assert!(worker.stop().success(), "worker log:\n{}", worker.log());
     assert!(direct.stop().success(), "direct log:\n{}", direct.log());
 }
+
+/// `courier check` on a worker's configuration reaches the brokers, names a
+/// topic that does not exist with the fix, and reports the group; with an
+/// unreachable broker it fails naming the brokers.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_brokers_topics_and_group() {
+    let db = "e2e_kafka_check";
+    let prefix = run_prefix(db);
+    let present = format!("{prefix}.public.present");
+    support::kafka::dev_kafka(&[
+        "topics",
+        "--create",
+        "--topic",
+        &present,
+        "--partitions",
+        "2",
+    ]);
+    let dir = scratch(db);
+    let config = worker_config(
+        &dir,
+        &format!("{prefix}-g"),
+        &present,
+        "committed",
+        13,
+        "x:",
+        None,
+    )
+    .replace(
+        &format!("topics = [\"{present}\"]"),
+        &format!("topics = [\"{present}\", \"{prefix}.public.missing\"]"),
+    );
+    let path = dir.join("worker.toml");
+    std::fs::write(&path, &config).unwrap();
+    let (code, out, err) = courier_cmd(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("ok    kafka: brokers"), "{out}");
+    assert!(
+        out.contains(&format!("ok    topic {present}: 2 partition(s)")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "FAIL  topic {prefix}.public.missing: does not exist"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("ok    group"), "{out}");
+
+    let unreachable = config.replace(&brokers(), &format!("127.0.0.1:{}", free_port()));
+    std::fs::write(&path, unreachable).unwrap();
+    let (code, out, _) = courier_cmd(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  kafka: brokers 127.0.0.1:") && out.contains("did not answer"),
+        "{out}"
+    );
+}
