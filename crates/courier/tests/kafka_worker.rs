@@ -240,10 +240,16 @@ async fn a_new_group_from_the_earliest_offset_rebuilds_a_store() {
     let key_prefix = format!("{db}:");
     let nodes = RedisNodes::connect(&standalone_url(13), false).await;
     clear(&nodes, &key_prefix).await;
+    let database = "courier_e2e_kafka_replay";
+    clickhouse(&format!("DROP DATABASE IF EXISTS {database}")).await;
+    clickhouse(&format!("CREATE DATABASE {database}")).await;
     for round in ["first", "second"] {
         let dir = scratch(&format!("{db}_{round}"));
         let group = format!("{prefix}-{round}");
-        let config = worker_config(&dir, &group, &topic, "earliest", 13, &key_prefix, None);
+        let mut config = worker_config(&dir, &group, &topic, "earliest", 13, &key_prefix, None);
+        config.push_str(&format!(
+            "\n[sinks.analytics]\ntype = \"clickhouse\"\nurl = \"{CLICKHOUSE}\"\ndatabase = \"{database}\"\n"
+        ));
         let mut worker = CourierProc::start(&dir, &config);
         wait_until(
             "the group to apply and commit the whole topic",
@@ -257,8 +263,37 @@ async fn a_new_group_from_the_earliest_offset_rebuilds_a_store() {
         )
         .await;
         wait_redis_equal(&client, &nodes, &key_prefix).await;
+        let expected = pg_rows(&client, "items").await;
+        let got = clickhouse_items(database).await;
+        assert_eq!(
+            drift(&expected, &got),
+            (0, 0, 0),
+            "{round} replay: (missing, extra, differing) rows in ClickHouse"
+        );
         assert!(worker.stop().success(), "worker log:\n{}", worker.log());
     }
+}
+
+/// The current rows of `database.items`, in the shape of `pg_rows`.
+async fn clickhouse_items(database: &str) -> BTreeMap<String, Value> {
+    clickhouse(&format!(
+        "SELECT id, val, note, toString(amount) AS amount, isNull(amount) AS amount_null \
+         FROM {database}.items_current FORMAT JSONEachRow"
+    ))
+    .await
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(|l| {
+        let mut r: Value = serde_json::from_str(l).unwrap();
+        let null = r["amount_null"] == serde_json::json!(1);
+        let obj = r.as_object_mut().unwrap();
+        obj.remove("amount_null");
+        if null {
+            obj.insert("amount".into(), Value::Null);
+        }
+        (r["id"].to_string(), r)
+    })
+    .collect()
 }
 
 /// A record that is not a change event stops the worker with an error
@@ -330,6 +365,7 @@ const CLICKHOUSE: &str = "http://127.0.0.1:58123";
 async fn clickhouse(sql: &str) -> String {
     let resp = reqwest::Client::new()
         .post(CLICKHOUSE)
+        .query(&[("output_format_json_quote_64bit_integers", "0")])
         .body(sql.to_string())
         .send()
         .await
