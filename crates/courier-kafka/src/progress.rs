@@ -131,6 +131,15 @@ impl Progress {
         }
     }
 
+    /// The broker refused these commits: they are to be committed again.
+    pub fn commit_failed(&mut self, offsets: &[(Partition, i64)]) {
+        for (p, next) in offsets {
+            if self.committed.get(p).is_some_and(|c| c == next) {
+                self.committed.remove(p);
+            }
+        }
+    }
+
     /// The partitions owned now, each with the offset last committed from
     /// here (if any) and the next offset applied by every sink (if any).
     pub fn owned(&self) -> Vec<(Partition, Option<i64>, Option<i64>)> {
@@ -167,6 +176,13 @@ mod tests {
         assert_eq!(g.to_commit(), vec![(p(0), 10)]);
         g.committed(&[(p(0), 10)]);
         assert_eq!(g.to_commit(), vec![]);
+        g.commit_failed(&[(p(0), 10)]);
+        assert_eq!(
+            g.to_commit(),
+            vec![(p(0), 10)],
+            "a refused commit is made again"
+        );
+        g.committed(&[(p(0), 10)]);
         g.acknowledge(b);
         assert_eq!(g.to_commit(), vec![(p(0), 20), (p(1), 5)]);
     }

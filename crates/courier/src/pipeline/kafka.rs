@@ -46,7 +46,10 @@ pub(super) fn prepare(
     k: &KafkaSourceConfig,
     sink_kinds: &[(String, String)],
 ) -> anyhow::Result<(KafkaSource, Status)> {
-    client_config(k).create::<BaseConsumer>().map_err(|e| {
+    let mut check = client_config(k);
+    // Only the settings are checked: no statistics from this consumer.
+    check.remove("statistics.interval.ms");
+    check.create::<BaseConsumer>().map_err(|e| {
         anyhow::anyhow!("source.kafka: librdkafka refused the consumer's settings: {e}")
     })?;
     Ok((
@@ -216,11 +219,11 @@ impl ConsumerContext for WorkerContext {
                 _ => None,
             })
             .collect();
-        match result {
-            Ok(()) => self.shared().progress.committed(&list),
-            Err(e) => {
-                tracing::warn!(error = %e, "committing offsets failed; retrying at the next commit")
-            }
+        // Commits count as made when they are handed to librdkafka (the
+        // loop marks them); a refused one is made again at the next tick.
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "committing offsets failed; retrying at the next commit");
+            self.shared().progress.commit_failed(&list);
         }
     }
 }
@@ -446,11 +449,14 @@ impl Worker<'_> {
     fn commit(&mut self) {
         let offsets = self.acknowledged();
         if !offsets.is_empty() {
-            if let Err(e) = self
+            match self
                 .consumer
                 .commit(&offsets_list(&offsets), CommitMode::Async)
             {
-                tracing::warn!(error = %e, "committing offsets failed; retrying at the next commit");
+                Ok(()) => self.shared().progress.committed(&offsets),
+                Err(e) => {
+                    tracing::warn!(error = %e, "committing offsets failed; retrying at the next commit")
+                }
             }
         }
         self.publish_partitions();
