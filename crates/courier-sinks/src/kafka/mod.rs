@@ -126,6 +126,7 @@
 mod client;
 mod config;
 mod connect;
+mod deliveries;
 mod encode;
 mod offsets;
 mod produce;
