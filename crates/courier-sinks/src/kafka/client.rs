@@ -149,6 +149,17 @@ fn base_config(settings: &Settings, sink: &str) -> ClientConfig {
     config
 }
 
+/// An admin client alone, for looking at topics without producing (and,
+/// with exactly once, without fencing the Courier that runs).
+pub(crate) fn admin(
+    settings: &Settings,
+    sink: &str,
+) -> Result<AdminClient<DefaultClientContext>, Failure> {
+    base_config(settings, sink)
+        .create()
+        .map_err(|e| Failure::from(&e))
+}
+
 /// The producer and admin client of one sink.
 pub(crate) struct Client {
     pub producer: KafkaProducer,

@@ -1,9 +1,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use courier_core::TableId;
 use courier_postgres::setup::{resolve_tables, slot_info};
 use courier_postgres::{PgConfig, ReplicationClient};
 use courier_sinks::envelope::SourceInfo;
+use courier_sinks::preflight::Verdict;
 use tokio_postgres::Client;
 
 use crate::config::Config;
@@ -18,6 +20,11 @@ struct Report {
 impl Report {
     fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
         println!("ok    {what}: {}", detail.as_ref());
+    }
+
+    /// Usable as it is, but worth knowing; does not fail the check.
+    fn note(&mut self, what: &str, detail: impl AsRef<str>) {
+        println!("note  {what}: {}", detail.as_ref());
     }
 
     fn fail(&mut self, what: &str, problem: impl AsRef<str>, fix: impl AsRef<str>) {
@@ -57,6 +64,9 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // The source's tables, when PostgreSQL answers: sinks check the places
+    // they will write for them.
+    let mut tables = Vec::new();
     match pg.connect().await {
         Ok(client) => {
             let version = client
@@ -65,7 +75,7 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 .map(|r| r.get::<_, String>(0))
                 .unwrap_or_default();
             r.ok("postgres", format!("connected to {} (PostgreSQL {version})", pg.redacted()));
-            check_postgres(&mut r, &config, &client).await;
+            tables = check_postgres(&mut r, &config, &client).await;
         }
         Err(e) => r.fail(
             "postgres",
@@ -91,10 +101,17 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
         database: pg.dbname.clone(),
     };
     for (name, (kind, settings)) in &config.sinks {
-        match courier_sinks::build_sink(name, kind, settings.clone(), &source).await {
-            Ok(mut sink) => {
-                let _ = sink.close().await;
+        match courier_sinks::check_sink(name, kind, settings.clone(), &source, &tables).await {
+            Ok(findings) => {
                 r.ok(&format!("sink {name}"), format!("{kind} ready"));
+                for f in findings {
+                    let what = format!("sink {name} {}", f.subject);
+                    match f.verdict {
+                        Verdict::Ok(detail) => r.ok(&what, detail),
+                        Verdict::Note(detail) => r.note(&what, detail),
+                        Verdict::Fail { problem, fix } => r.fail(&what, problem, fix),
+                    }
+                }
             }
             Err(e) => r.fail(
                 &format!("sink {name}"),
@@ -112,7 +129,9 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
+/// Checks PostgreSQL's settings, the role, publication, slot and tables;
+/// returns the tables Courier would capture.
+async fn check_postgres(r: &mut Report, config: &Config, client: &Client) -> Vec<TableId> {
     let setting = |name: &'static str| async move {
         client
             .query_one(&format!("SHOW {name}"), &[])
@@ -232,6 +251,7 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
 
     match resolve_tables(client, &config.source.tables, &config.source.table_patterns).await {
         Ok(tables) => {
+            let ids = tables.iter().map(|t| t.id.clone()).collect();
             for t in tables {
                 let can_select = client
                     .query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid])
@@ -251,7 +271,11 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
                     );
                 }
             }
+            ids
         }
-        Err(e) => r.fail("tables", e.to_string(), "see the message"),
+        Err(e) => {
+            r.fail("tables", e.to_string(), "see the message");
+            Vec::new()
+        }
     }
 }
