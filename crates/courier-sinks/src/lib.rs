@@ -12,6 +12,7 @@ pub mod file;
 pub mod kafka;
 #[cfg(test)]
 mod outage;
+pub mod preflight;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod registry;
@@ -33,7 +34,7 @@ use std::path::PathBuf;
 
 use courier_core::SinkErrorKind;
 
-pub use registry::{build_sink, SINK_TYPES};
+pub use registry::{build_sink, check_sink, SINK_TYPES};
 pub use selection::{Segment, TableSelection};
 
 /// A sink that cannot be built from its configuration.

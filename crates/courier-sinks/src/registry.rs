@@ -1,8 +1,9 @@
 //! The one explicit list of sink types Courier can build from configuration.
 
-use courier_core::Sink;
+use courier_core::{Sink, TableId};
 
 use crate::envelope::SourceInfo;
+use crate::preflight::Finding;
 use crate::BuildError;
 
 /// The sink types this build of Courier knows, for error messages.
@@ -63,5 +64,38 @@ pub async fn build_sink(
             sink: name.to_string(),
             kind: other.to_string(),
         }),
+    }
+}
+
+/// `courier check` for the sink `name`: `Err` when it cannot start (as
+/// [`build_sink`] would fail), otherwise what it found about the places it
+/// will write for `tables` (none for most sinks). A sink that would claim
+/// something exclusively at start (a Kafka transactional id) is looked at
+/// without claiming it.
+pub async fn check_sink(
+    name: &str,
+    kind: &str,
+    settings: toml::Table,
+    source: &SourceInfo,
+    tables: &[TableId],
+) -> Result<Vec<Finding>, BuildError> {
+    match kind {
+        #[cfg(feature = "kafka")]
+        "kafka" => {
+            let config =
+                toml::Value::Table(settings)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| BuildError::Config {
+                        sink: name.to_string(),
+                        message: e.message().to_string(),
+                    })?;
+            crate::kafka::check(name, config, source, tables).await
+        }
+        _ => {
+            let _ = tables;
+            let mut sink = build_sink(name, kind, settings, source).await?;
+            let _ = sink.close().await;
+            Ok(Vec::new())
+        }
     }
 }

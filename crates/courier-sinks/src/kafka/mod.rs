@@ -123,9 +123,11 @@
 //! once, across kill -9; snapshot reads (`op = r`) of a resumed snapshot
 //! may repeat.
 
+mod check;
 mod client;
 mod config;
 mod connect;
+mod deliveries;
 mod encode;
 mod offsets;
 mod produce;
@@ -138,7 +140,10 @@ pub use encode::{LSN_HEADER, NEW_KEY_HEADER, OLD_KEY_HEADER, TXID_HEADER};
 pub use offsets::CommittedPosition;
 pub use produce::KafkaSink;
 
+use courier_core::TableId;
+
 use crate::envelope::SourceInfo;
+use crate::preflight::Finding;
 use crate::BuildError;
 
 /// Checks the configuration, connects to the brokers and, for exactly
@@ -153,6 +158,30 @@ pub async fn build(
 ) -> Result<KafkaSink, BuildError> {
     let settings = validated(name, config, source)?;
     KafkaSink::start(name, settings, source).await
+}
+
+/// What `courier check` reports for the sink `name`: each topic the
+/// sink would write for `tables` (and the exactly-once positions topic),
+/// as Courier would create it, different (used as it is), missing, or not
+/// accessible. Produces nothing and starts no producer, so it never fences
+/// a running Courier's transactional id.
+///
+/// `Err` when a setting is wrong or no broker answers.
+pub async fn check(
+    name: &str,
+    config: KafkaSinkConfig,
+    source: &SourceInfo,
+    tables: &[TableId],
+) -> Result<Vec<Finding>, BuildError> {
+    let settings = validated(name, config, source)?;
+    check::check(&settings, name, tables)
+        .await
+        .map_err(|f| BuildError::Connect {
+            sink: name.to_string(),
+            kind: f.kind,
+            message: format!("kafka at {} {} ({})", settings.brokers, f.kind, f.message),
+            source: None,
+        })
 }
 
 /// The position the sink `name` (configured by `config`) last committed

@@ -558,15 +558,13 @@ async fn exactly_once_commits_each_group_and_a_restart_writes_nothing_twice() {
     // An open transaction is invisible to read_committed consumers.
     let p = s.client.producer.clone();
     rdkafka::producer::Producer::begin_transaction(&p).unwrap();
-    let open = rdkafka::producer::FutureRecord::to(&topic)
+    let deliveries = rdkafka::producer::Producer::context(&p).clone();
+    deliveries.begin(1 << 40);
+    let open = rdkafka::producer::BaseRecord::with_opaque_to(&topic, 1 << 40)
         .key("{\"id\":99}")
         .payload("{}");
-    p.send_result(open)
-        .map_err(|(e, _)| e)
-        .unwrap()
-        .await
-        .unwrap()
-        .unwrap();
+    p.send(open).map_err(|(e, _)| e).unwrap();
+    deliveries.wait_for(1).await.unwrap();
     assert_eq!(read_topic(&brokers, &topic, true).len(), 3);
     assert_eq!(read_topic(&brokers, &topic, false).len(), 4);
     // The process dies with the transaction open (kill -9): a new sink

@@ -1,9 +1,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use courier_core::TableId;
 use courier_postgres::setup::{resolve_tables, slot_info};
 use courier_postgres::{PgConfig, ReplicationClient};
 use courier_sinks::envelope::SourceInfo;
+use courier_sinks::preflight::Verdict;
 use tokio_postgres::Client;
 
 use crate::config::{Config, Source, SourceConfig};
@@ -18,6 +20,11 @@ pub(super) struct Report {
 impl Report {
     pub(super) fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
         println!("ok    {what}: {}", detail.as_ref());
+    }
+
+    /// Usable as it is, but worth knowing; does not fail the check.
+    fn note(&mut self, what: &str, detail: impl AsRef<str>) {
+        println!("note  {what}: {}", detail.as_ref());
     }
 
     pub(super) fn fail(&mut self, what: &str, problem: impl AsRef<str>, fix: impl AsRef<str>) {
@@ -46,13 +53,18 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let source = match &config.source {
+    // The source's tables, when PostgreSQL answers: sinks check the places
+    // they will write for them (a Kafka worker's tables are not known ahead).
+    let (source, tables) = match &config.source {
         Source::Postgres(s) => match check_postgres_source(&mut r, s).await {
-            Some(info) => info,
+            Some(found) => found,
             None => return Ok(ExitCode::FAILURE),
         },
         #[cfg(feature = "kafka")]
-        Source::Kafka(k) => super::check_kafka::check_kafka_source(&mut r, k).await,
+        Source::Kafka(k) => (
+            super::check_kafka::check_kafka_source(&mut r, k).await,
+            Vec::new(),
+        ),
         #[cfg(not(feature = "kafka"))]
         Source::Kafka(_) => {
             r.fail(
@@ -64,10 +76,17 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     for (name, (kind, settings)) in &config.sinks {
-        match courier_sinks::build_sink(name, kind, settings.clone(), &source).await {
-            Ok(mut sink) => {
-                let _ = sink.close().await;
+        match courier_sinks::check_sink(name, kind, settings.clone(), &source, &tables).await {
+            Ok(findings) => {
                 r.ok(&format!("sink {name}"), format!("{kind} ready"));
+                for f in findings {
+                    let what = format!("sink {name} {}", f.subject);
+                    match f.verdict {
+                        Verdict::Ok(detail) => r.ok(&what, detail),
+                        Verdict::Note(detail) => r.note(&what, detail),
+                        Verdict::Fail { problem, fix } => r.fail(&what, problem, fix),
+                    }
+                }
             }
             Err(e) => r.fail(
                 &format!("sink {name}"),
@@ -86,8 +105,13 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// PostgreSQL: the connection, its settings and privileges, the
-/// replication connection. `None` when the URL itself is unusable.
-async fn check_postgres_source(r: &mut Report, source: &SourceConfig) -> Option<SourceInfo> {
+/// replication connection; what sinks write as the source, and the tables
+/// Courier would capture. `None` when the URL itself is unusable.
+async fn check_postgres_source(
+    r: &mut Report,
+    source: &SourceConfig,
+) -> Option<(SourceInfo, Vec<TableId>)> {
+    let mut tables = Vec::new();
     let pg = match PgConfig::from_url(&source.url) {
         Ok(pg) => pg,
         Err(e) => {
@@ -107,7 +131,7 @@ async fn check_postgres_source(r: &mut Report, source: &SourceConfig) -> Option<
                 .map(|r| r.get::<_, String>(0))
                 .unwrap_or_default();
             r.ok("postgres", format!("connected to {} (PostgreSQL {version})", pg.redacted()));
-            check_postgres(r, source, &client).await;
+            tables = check_postgres(r, source, &client).await;
         }
         Err(e) => r.fail(
             "postgres",
@@ -128,13 +152,16 @@ async fn check_postgres_source(r: &mut Report, source: &SourceConfig) -> Option<
              is not needed for logical replication; 'all' or the database name must match), and check max_wal_senders",
         ),
     }
-    Some(SourceInfo {
+    let info = SourceInfo {
         name: source.slot.clone(),
         database: pg.dbname.clone(),
-    })
+    };
+    Some((info, tables))
 }
 
-async fn check_postgres(r: &mut Report, source: &SourceConfig, client: &Client) {
+/// Checks PostgreSQL's settings, the role, publication, slot and tables;
+/// returns the tables Courier would capture.
+async fn check_postgres(r: &mut Report, source: &SourceConfig, client: &Client) -> Vec<TableId> {
     let setting = |name: &'static str| async move {
         client
             .query_one(&format!("SHOW {name}"), &[])
@@ -251,6 +278,7 @@ async fn check_postgres(r: &mut Report, source: &SourceConfig, client: &Client) 
 
     match resolve_tables(client, &source.tables, &source.table_patterns).await {
         Ok(tables) => {
+            let ids = tables.iter().map(|t| t.id.clone()).collect();
             for t in tables {
                 let can_select = client
                     .query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid])
@@ -270,7 +298,11 @@ async fn check_postgres(r: &mut Report, source: &SourceConfig, client: &Client) 
                     );
                 }
             }
+            ids
         }
-        Err(e) => r.fail("tables", e.to_string(), "see the message"),
+        Err(e) => {
+            r.fail("tables", e.to_string(), "see the message");
+            Vec::new()
+        }
     }
 }

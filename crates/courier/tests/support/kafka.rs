@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -59,6 +61,45 @@ pub fn kafka_config(db: &str, tables: &[&str], dir: &Path, prefix: &str, extra: 
         brokers()
     );
     super::sink_config(db, db, tables, dir, "bus", &sink)
+}
+
+/// Creates `topic` on the test broker as someone other than Courier would:
+/// `partitions`, and `cleanup.policy=compact` when `compact`.
+pub async fn create_topic(topic: &str, partitions: i32, compact: bool) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("create a Kafka admin client");
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    if compact {
+        new = new.set("cleanup.policy", "compact");
+    }
+    let results = admin
+        .create_topics([&new], &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
+    for r in results {
+        r.unwrap_or_else(|(t, code)| panic!("create topic {t}: {code}"));
+    }
+}
+
+/// Whether `topic` exists on the test broker.
+pub async fn topic_exists(topic: &str) -> bool {
+    let (brokers, topic) = (brokers(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .expect("create a Kafka consumer");
+        let md = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("metadata of topic {topic}: {e}"));
+        md.topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    })
+    .await
+    .unwrap()
 }
 
 /// One record as a consumer reads it.
