@@ -299,26 +299,39 @@ pub(super) fn column_type(s: &ConnectSchema) -> Result<ColumnType, String> {
 /// `datatype.propagate.source.type` with `NUMERIC`): parameters
 /// `__debezium.source.column.type`, `.length` (precision) and `.scale`.
 fn propagated_numeric(s: &ConnectSchema) -> Option<ColumnType> {
-    let source_type = s.parameters.get("__debezium.source.column.type")?;
-    if !matches!(
-        source_type.to_ascii_uppercase().as_str(),
-        "NUMERIC" | "DECIMAL"
-    ) {
-        return None;
-    }
-    let codec = match s.kind.as_str() {
-        "string" => Codec::NumericText,
-        "double" => Codec::NumericDouble,
-        _ => return None,
-    };
+    let source_type = s
+        .parameters
+        .get("__debezium.source.column.type")?
+        .to_ascii_uppercase();
     let number = |p: &str| {
         s.parameters
             .get(&format!("__debezium.source.column.{p}"))
             .and_then(|v| v.parse::<u16>().ok())
     };
-    // PostgreSQL reports an unconstrained numeric with the greatest length.
+    // An array type's name is its element type's with a leading `_`.
+    if let Some(element) = source_type.strip_prefix('_') {
+        if s.kind != "array" || !matches!(element, "NUMERIC" | "DECIMAL") {
+            return None;
+        }
+        let codec = numeric_codec(&s.items.as_ref()?.kind)?;
+        return Some(ColumnType {
+            codec: Codec::Array(Box::new(codec)),
+            pg_type: PgType::Array(Box::new(PgType::Numeric {
+                precision: None,
+                scale: None,
+            })),
+            type_name: "numeric[]".to_owned(),
+            type_modifier: -1,
+        });
+    }
+    if !matches!(source_type.as_str(), "NUMERIC" | "DECIMAL") {
+        return None;
+    }
+    let codec = numeric_codec(&s.kind)?;
+    // PostgreSQL reports an unconstrained numeric with a length of 0 (or
+    // the greatest one), and no scale.
     let (precision, scale) = match (number("length"), number("scale")) {
-        (Some(p), scale) if p <= 1000 => (Some(p), scale.or(Some(0))),
+        (Some(p @ 1..=1000), scale) => (Some(p), Some(scale.unwrap_or(0))),
         _ => (None, None),
     };
     let (type_name, type_modifier) = match (precision, scale) {
@@ -334,6 +347,15 @@ fn propagated_numeric(s: &ConnectSchema) -> Option<ColumnType> {
         type_name,
         type_modifier,
     })
+}
+
+/// How a `numeric` arrives in a Connect type: a string or a double.
+fn numeric_codec(kind: &str) -> Option<Codec> {
+    match kind {
+        "string" => Some(Codec::NumericText),
+        "double" => Some(Codec::NumericDouble),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
