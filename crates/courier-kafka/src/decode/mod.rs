@@ -1,7 +1,227 @@
-//! DOCS-PLACEHOLDER
+//! Kafka records of change topics back into [`courier_core::Change`]s: the
+//! records of Courier's own Kafka sink and those of Debezium's PostgreSQL
+//! connector, so a worker applies them to its sinks exactly as a capture
+//! from PostgreSQL would. Plain bytes in, changes out: the consumer reads
+//! the records, a [`Decoder`] turns each into a change, `Ok(None)` or an
+//! error.
+//!
+//! ```
+//! use courier_kafka::{Decoder, Format, Record};
+//!
+//! let mut decoder = Decoder::new(Format::Auto);
+//! let value = br#"{"before":null,"after":{"id":1,"name":"Tea"},
+//!   "source":{"version":"courier-0.1.0","connector":"postgresql","db":"shop",
+//!             "schema":"public","table":"products","lsn":23655712,"txId":771},
+//!   "op":"c"}"#;
+//! let change = decoder
+//!     .decode(&Record {
+//!         topic: "shop.public.products",
+//!         partition: 0,
+//!         offset: 42,
+//!         timestamp_ms: None,
+//!         key: Some(br#"{"id":1}"#),
+//!         value: Some(value),
+//!         headers: &[],
+//!     })
+//!     .unwrap()
+//!     .expect("a change");
+//! assert_eq!(change.version().as_u64(), 23655712);
+//! assert_eq!(change.relation().id.to_string(), "public.products");
+//! ```
+//!
+//! # Formats
+//!
+//! Each record is read as it comes ([`Format::Auto`]; `source.format`
+//! restricts it to one):
+//!
+//! * **Kafka Connect JSON with schemas**, `{"schema": ..., "payload": ...}`:
+//!   Debezium's PostgreSQL connector with JsonConverter and
+//!   `schemas.enable=true`, and Courier's sink with `format =
+//!   "json-schema"`. The value schema's `before`/`after` struct gives the
+//!   columns, in its order, and their types (table below); the key's
+//!   fields are the key columns.
+//! * **Schemaless JSON**, the bare envelope: Debezium with
+//!   `schemas.enable=false`, and Courier's `format = "json"`. Columns come
+//!   in the order of the row's fields and their types are inferred from the
+//!   values (below).
+//!
+//! Keys are read in either form, whatever the value's. A record is Courier's
+//! when it has the `courier.lsn` header or its `source.version` is
+//! `courier-<version>`; otherwise Debezium's (`source.connector` must be
+//! `postgresql`). Records that carry no change give `Ok(None)`: Debezium's
+//! heartbeats (`{"ts_ms": ...}` or the `io.debezium.connector.common.Heartbeat`
+//! schema), transaction metadata (`status` BEGIN/END, or the
+//! `TransactionMetadataValue` schema), logical decoding messages (`op =
+//! "m"`), and tombstones that follow their delete (below). Skips are
+//! logged at `debug` with topic, partition and offset.
+//!
+//! # Relations
+//!
+//! A change's relation has the table of `source.schema`/`source.table`, the
+//! columns above, `nullable` from the field's `optional` (schemaless: every
+//! non-key column), `oid` a stable number derived from the table's name
+//! (FNV-1a; no PostgreSQL OID is known), `type_oid` 0, and `type_modifier`
+//! where the schema tells it (`numeric(p,s)`; 3 for the millisecond
+//! times). The decoder keeps one relation per table and gives every change
+//! the same `Arc` while the columns stay the same; a schema change (a
+//! column added, dropped or retyped upstream) gives a new one, as a
+//! PostgreSQL relation message does. Columns Debezium leaves out (types it
+//! does not know, such as `box`) are not in the relation.
+//!
+//! # Types
+//!
+//! Values equal what Courier's own capture gives for the same row (the
+//! `courier_core::Value` of the type mapping), except where the last column
+//! says a Debezium setting lost information:
+//!
+//! | Connect schema (`name`) | value | what a record cannot carry |
+//! |---|---|---|
+//! | `boolean` | `Bool` | |
+//! | `int16`, `int32`, `int64` (`int8`) | `Int` | `oid` arrives as `int64` |
+//! | `float`, `double` | `Float4`, `Float8` (`"NaN"`, `"Infinity"`, `"-Infinity"` too) | |
+//! | `string` | `Text` | text types, `inet`, `cidr`, `macaddr`, ranges, `xml` (`io.debezium.data.Xml`), enums (`io.debezium.data.Enum`) |
+//! | `bytes` | `Bytes` | |
+//! | `bytes` `org.apache.kafka.connect.data.Decimal` (`scale`, `connect.decimal.precision`) | `Numeric` with `scale` digits after the point | `money` arrives as its amount (`9.99`), where Courier's capture has PostgreSQL's text (`$9.99`) |
+//! | `struct` `io.debezium.data.VariableScaleDecimal` | `Numeric` | Debezium strips trailing zeros (`1.50` → `1.5`) and sends `NaN`/`Infinity` as null |
+//! | `string` / `double` with source type `NUMERIC` (Debezium's `column.propagate.source.type`) | `Numeric` | `decimal.handling.mode=string`: exact (`NAN` → `NaN`); `double`: the double's digits |
+//! | `string` / `double` without a source type | `Text` / `Float8` | `decimal.handling.mode=string` / `double` make a `numeric` look like text / a double; domains over `numeric` keep their own name as source type, so they stay `Text` |
+//! | `string` `io.debezium.data.Uuid` | `Uuid` (lowercase) | |
+//! | `string` `io.debezium.data.Json` | `Json` (the document's text) | `json` and `jsonb` look alike: the relation says `jsonb` |
+//! | `int32` `io.debezium.time.Date` (Connect's `Date`) | `Date` | Debezium's infinity days (while streaming and in a snapshot) and Courier's (`i32` max/min) become `infinity`/`-infinity`; Debezium's snapshot writes dates before 1 AD without their era (`0044-03-15 BC` as 44 AD) |
+//! | `int32` `io.debezium.time.Time` (Connect's `Time`) | `Time` | milliseconds: `time(0..3)`, and with `time.precision.mode=connect` every `time`, cut to milliseconds |
+//! | `int64` `io.debezium.time.MicroTime`, `NanoTime` | `Time` | |
+//! | `string` `io.debezium.time.ZonedTime` | `Time` in UTC (`11:45:06+00`) | the original offset (`13:45:06+02`) |
+//! | `int64` `io.debezium.time.Timestamp` (Connect's `Timestamp`) | `Timestamp` | milliseconds, as `time` |
+//! | `int64` `io.debezium.time.MicroTimestamp`, `NanoTimestamp` | `Timestamp` (infinities, BC) | |
+//! | `string` `io.debezium.time.ZonedTimestamp` | `TimestampTz` (UTC, fraction without trailing zeros, BC) | |
+//! | `int64` `io.debezium.time.MicroDuration`, `NanoDuration` | `Text`, `PT<h>H<m>M<s>S` | Debezium counts a month as 30.4375 days and a day as 24 hours (`P1D` arrives as `PT24H`): use `interval.handling.mode=string` |
+//! | `string` `io.debezium.time.Interval` | `Text`, PostgreSQL's `iso_8601` form | |
+//! | `bytes` `io.debezium.data.Bits` (`length`) | `Text`, the bit string | `bit varying` loses leading zeros; `bit(1)` is a `boolean` |
+//! | `struct` `io.debezium.data.geometry.Point` | `Text`, `(x,y)` | |
+//! | `array` of the above | `Array` | Debezium writes each inner array of a multi-dimensional array as null, and a `numeric[]` holding NaN as null |
+//! | `map` | `Json` | |
+//! | another name on a primitive type | as the primitive | |
+//! | other `struct`s (PostGIS geometries, ...) | an error naming the column | |
+//!
+//! Debezium's placeholder for an unchanged TOASTed value (its default
+//! `unavailable.value.placeholder`, in each column kind's form) is an
+//! error naming the table, the column and the fix (`REPLICA IDENTITY
+//! FULL`, with which Debezium sends the whole row): stores receive whole
+//! rows. Courier's own `json-schema` records are the same types written by
+//! Courier's sink, so they decode to the captured values but for what the
+//! types cannot carry (a `timetz`'s offset, an unconstrained `numeric`'s
+//! trailing zeros).
+//!
+//! # Schemaless records
+//!
+//! Without a schema each column's type is inferred from its JSON values,
+//! the record's and the table's earlier ones: `true`/`false` → `bool`
+//! (`Bool`); an integer → `bigint` (`Int`); another number → `double
+//! precision` (`Float8`, which also takes integers and `"NaN"`,
+//! `"Infinity"`, `"-Infinity"`); a string → `text` (`Text`); an object →
+//! `jsonb` (`Json`, the value's exact JSON text); an array → an array of
+//! its elements' type; null → `text` until a value says more. Types only
+//! widen (integer to double, anything else that disagrees to `jsonb`,
+//! which keeps every value's JSON), each widening a new relation; so the
+//! decoded JSON is always the record's. What the JSON cannot tell stays
+//! as the record has it: Courier's `json` records hold numerics, dates,
+//! times, timestamps, UUIDs, intervals and bytea as strings (their text is
+//! Courier's exactly, as `Text`), and `jsonb` scalars and arrays look like
+//! the JSON they are; Debezium's records without schemas hold its numbers
+//! and strings (a precise decimal as the base64 of its unscaled value, a
+//! `VariableScaleDecimal` as an object, dates as days, timestamps as
+//! microseconds, `json` as a string). Use schemas for typed stores.
+//!
+//! # Ops, tombstones, key changes
+//!
+//! `op` `r`, `c`, `u`, `d`, `t` are [`courier_core::Op`]'s read, insert,
+//! update, delete and truncate; another op is an error. A delete without a
+//! `before` (REPLICA IDENTITY NOTHING) takes its key from the record key.
+//! A tombstone (a null value) that directly follows the delete of the same
+//! key in the same partition, as Courier and Debezium write them, gives
+//! `Ok(None)`: the delete was decoded. Any other tombstone (its delete
+//! compacted away, or a worker starting between the two) is the delete of
+//! its key, in the relation of the topic's last change (other columns
+//! null), or `Ok(None)` when no change of the topic was decoded yet (no
+//! relation to delete from). A primary-key change arrives as Debezium
+//! writes it (Courier's sink too): the delete of the old key (header
+//! `__debezium.newkey`), its tombstone, and the create of the new key
+//! (`__debezium.oldkey`); decoded as a delete and an insert of the same
+//! version, it leaves only the new row, whichever partitions the two keys
+//! are on.
+//!
+//! # Versions
+//!
+//! Sinks keep, per row, the change that wins under
+//! [`courier_core::version::incoming_wins`] (newer or equal); a version
+//! must therefore never rank a state of a row above a later one, whether a
+//! partition is read once, replayed from an older offset after a
+//! rebalance, or after a Debezium snapshot.
+//!
+//! * **Courier's records**: the `courier.lsn` header (else `source.lsn`),
+//!   the commit LSN of the change's transaction or a snapshot's consistent
+//!   point, exactly the version of direct mode. Its tombstones carry the
+//!   header too.
+//! * **Debezium's records**: the first element of `source.sequence`,
+//!   Debezium's `lastCommitLsn`. With pgoutput, Debezium sets it at each
+//!   Commit message to the position the message arrives at, which is the
+//!   *end* of that transaction's commit record; the changes of the next
+//!   transaction carry it. So every change of a transaction T has the end
+//!   of the commit record of the transaction before T in commit order, and
+//!   the changes of any transaction after T have at least the end of T's
+//!   own commit record, which lies above every LSN of T: versions are
+//!   non-decreasing in commit order and strictly greater from one
+//!   transaction to a later one. Two transactions that touch the same row
+//!   commit in the order of their writes (the row lock makes the second
+//!   wait), so the later state always wins. When the sequence's first
+//!   element is null, Debezium processed no commit yet: its initial
+//!   snapshot's reads get version 0, and the first transaction after it
+//!   its changes' own LSN (above 0, below its commit, so below the next
+//!   transaction's version).
+//! * **Why not `source.lsn`**: for Debezium it is the change's own LSN. A
+//!   transaction can write a row before the snapshot's position (the
+//!   slot's consistent point) and commit after it: the snapshot reads the
+//!   older row, and the change, whose LSN is below the snapshot's, would
+//!   lose to it. Under the rule above every streamed change outranks the
+//!   initial snapshot's rows. The crate's `tests/debezium.rs` reproduces
+//!   this with a transaction open across the real connector's snapshot.
+//! * **Lone tombstones**: a Debezium tombstone carries no position. It
+//!   gets the greatest version decoded from its partition since
+//!   [`Decoder::reset_partition`] (0 when none): a partition's records are
+//!   in version order, so that is never above its delete's version, and a
+//!   later record of the key (a re-insert) still wins.
+//!
+//! What the rule needs:
+//!
+//! * One producer per topic: Courier's versions (commit LSNs) and
+//!   Debezium's (last commit ends) are not comparable.
+//! * The consumer calls [`Decoder::reset_partition`] when a partition is
+//!   assigned or sought, so a tombstone is matched only with the delete
+//!   just before it.
+//! * A Debezium snapshot whose reads carry no last commit ranks below every
+//!   change: right for the initial snapshot, but a re-snapshot into a
+//!   topic that already holds the table's changes (`snapshot.mode=always`,
+//!   or after the connector lost its offsets or slot) cannot replace rows
+//!   the stream left stale during a gap; rebuild the store from a new
+//!   topic or consumer group then. Incremental snapshots carry the last
+//!   commit and rank where they were read.
+//! * A lone Debezium tombstone may rank below its delete, so a store that
+//!   holds the row and never saw the delete (compacted away before a
+//!   worker of the group read it) keeps the row: give compacted topics a
+//!   `min.compaction.lag.ms` longer than a worker may lag.
+//!
+//! # Errors
+//!
+//! A record Courier cannot decode is a [`DecodeError`] naming topic,
+//! partition and offset, what is wrong (not JSON, not a change event, an
+//! unknown op, another connector, a type Courier cannot map, a value that
+//! does not fit its schema, a key that is not the row's key columns, a
+//! TOAST placeholder, a format other than `source.format`) and the fix;
+//! it never holds a row value.
 
 mod datetime;
 mod decimal;
+mod decoder;
 mod envelope;
 mod error;
 mod infer;
@@ -10,19 +230,10 @@ mod schema;
 mod semantic;
 mod version;
 
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
 
-use courier_core::{Change, Lsn, Op, TableId, Value};
-use serde_json::value::RawValue;
-
+pub use decoder::Decoder;
 pub use error::{DecodeError, DecodeErrorKind, Part};
-
-use envelope::{Event, Key, Nothing, Parsed, Row, Source};
-use infer::Inferred;
-use schema::{ConnectSchema, TableCodec};
-use version::{PartitionState, Producer, COURIER_LSN_HEADER, COURIER_TXID_HEADER};
 
 /// One Kafka record, as the consumer read it.
 #[derive(Clone, Copy, Debug)]
@@ -88,472 +299,6 @@ impl FromStr for Format {
             )),
         }
     }
-}
-
-/// Turns records of change topics into [`Change`]s. One decoder serves a
-/// consumer's records of every topic and partition, in the order each
-/// partition delivers them: it keeps each table's relation, and what each
-/// partition's last records were (for tombstones).
-#[derive(Debug, Default)]
-pub struct Decoder {
-    format: Format,
-    topics: HashMap<String, TopicState>,
-    /// Tables of records with schemas: the schemas their relation was
-    /// built from.
-    schema_tables: HashMap<TableId, Arc<SchemaTable>>,
-    /// Tables of schemaless records.
-    inferred_tables: HashMap<TableId, Inferred>,
-}
-
-#[derive(Debug, Default)]
-struct TopicState {
-    /// The table of the topic's last change, and how it was read.
-    last: Option<TopicTable>,
-    partitions: HashMap<i32, PartitionState>,
-}
-
-#[derive(Clone, Debug)]
-enum TopicTable {
-    Schema(Arc<SchemaTable>),
-    Inferred(Arc<TableCodec>),
-}
-
-impl TopicTable {
-    fn codec(&self) -> &Arc<TableCodec> {
-        match self {
-            TopicTable::Schema(t) => &t.codec,
-            TopicTable::Inferred(c) => c,
-        }
-    }
-}
-
-/// A table of records with schemas: the schemas its codec was built from.
-#[derive(Debug)]
-struct SchemaTable {
-    value_schema: String,
-    key_schema: Option<String>,
-    codec: Arc<TableCodec>,
-}
-
-impl Decoder {
-    pub fn new(format: Format) -> Decoder {
-        Decoder {
-            format,
-            ..Decoder::default()
-        }
-    }
-
-    /// Decodes one record: `Ok(Some(change))` for a change; `Ok(None)` for a
-    /// record that carries none (a tombstone that directly follows the
-    /// delete of its key, a tombstone of a topic whose table this decoder
-    /// has not seen yet, Debezium's heartbeats, transaction metadata and
-    /// logical decoding messages); `Err` for a record that is not what
-    /// Courier or Debezium's PostgreSQL connector writes, naming what is
-    /// wrong and the fix.
-    pub fn decode(&mut self, record: &Record<'_>) -> Result<Option<Change>, DecodeError> {
-        let fail = |kind| DecodeError {
-            topic: record.topic.to_owned(),
-            partition: record.partition,
-            offset: record.offset,
-            kind: Box::new(kind),
-        };
-        let Some(value) = record.value else {
-            return self.tombstone(record).map_err(fail);
-        };
-        match envelope::parse(value).map_err(fail)? {
-            Parsed::Null => self.tombstone(record).map_err(fail),
-            Parsed::Nothing(what) => {
-                skipped(
-                    record,
-                    match what {
-                        Nothing::Heartbeat => "a heartbeat",
-                        Nothing::TransactionMetadata => "transaction metadata",
-                    },
-                );
-                Ok(None)
-            }
-            Parsed::Event { schema, event } => {
-                self.check_format(schema.is_some()).map_err(fail)?;
-                self.event(record, schema, event).map_err(fail)
-            }
-        }
-    }
-
-    /// Forgets what the decoder knows of a partition's last records: call
-    /// it when the partition is assigned or its position moves (a seek, a
-    /// rebalance), since the records before the new position were not
-    /// decoded here, or not just before.
-    pub fn reset_partition(&mut self, topic: &str, partition: i32) {
-        if let Some(t) = self.topics.get_mut(topic) {
-            t.partitions.remove(&partition);
-        }
-    }
-
-    fn check_format(&self, has_schema: bool) -> Result<(), DecodeErrorKind> {
-        match (self.format, has_schema) {
-            (Format::Json, true) => Err(DecodeErrorKind::FormatMismatch {
-                configured: "json",
-                found: "Kafka Connect JSON with schemas",
-                fix: "set source.format = \"json-schema\" (or \"auto\")",
-            }),
-            (Format::JsonSchema, false) => Err(DecodeErrorKind::FormatMismatch {
-                configured: "json-schema",
-                found: "schemaless JSON",
-                fix: "make the producer write schemas (Debezium: value.converter.schemas.enable=true and key.converter.schemas.enable=true; Courier's sink: format = \"json-schema\"), or set source.format = \"json\" (or \"auto\")",
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    fn event(
-        &mut self,
-        record: &Record<'_>,
-        schema: Option<&RawValue>,
-        event: Event<'_>,
-    ) -> Result<Option<Change>, DecodeErrorKind> {
-        let op = match &*event.op {
-            "r" => Op::Read,
-            "c" => Op::Insert,
-            "u" => Op::Update,
-            "d" => Op::Delete,
-            "t" => Op::Truncate,
-            "m" => {
-                skipped(record, "a logical decoding message");
-                return Ok(None);
-            }
-            other => {
-                return Err(DecodeErrorKind::UnknownOp {
-                    op: other.chars().take(16).collect(),
-                })
-            }
-        };
-        let source = match event.source {
-            Some(raw) => envelope::parse_source(raw)?,
-            None => {
-                return Err(DecodeErrorKind::NotAnEnvelope {
-                    reason: "it has no source block".into(),
-                })
-            }
-        };
-        if let Some(c) = source.connector.as_deref().filter(|c| *c != "postgresql") {
-            return Err(DecodeErrorKind::Connector {
-                connector: c.chars().take(32).collect(),
-            });
-        }
-        let (Some(schema_name), Some(table_name)) = (&source.schema, &source.table) else {
-            return Err(DecodeErrorKind::NoTable);
-        };
-        let courier_lsn = record.header(COURIER_LSN_HEADER);
-        let producer = Producer::of(&source, courier_lsn);
-        let key = record.key.map(envelope::parse_key).transpose()?;
-        let before = event.before.map(envelope::parse_row).transpose()?;
-        let after = event.after.map(envelope::parse_row).transpose()?;
-
-        let (codec, last) = match schema {
-            Some(schema) => {
-                let table = self.schema_table(
-                    record.topic,
-                    (schema_name, table_name),
-                    schema,
-                    key.as_ref(),
-                    op,
-                )?;
-                (Arc::clone(&table.codec), TopicTable::Schema(table))
-            }
-            None => {
-                let table = TableId::new(schema_name.as_ref(), table_name.as_ref());
-                let rows: Vec<&Row> = after.iter().chain(before.iter()).collect();
-                let codec = self.inferred_codec(&table, &rows, key.as_ref())?;
-                (Arc::clone(&codec), TopicTable::Inferred(codec))
-            }
-        };
-
-        let relation = &codec.relation;
-        let check_toast = producer == Producer::Debezium && op == Op::Update;
-        let decode_row = |row: &Row<'_>| decode_row(&codec, row, check_toast);
-        let after = after.as_ref().map(decode_row).transpose()?;
-        let mut before = before.as_ref().map(decode_row).transpose()?;
-        if op == Op::Delete && before.is_none() {
-            // No old row (REPLICA IDENTITY NOTHING): the key says which row.
-            before = key.as_ref().map(|k| key_row(&codec, k)).transpose()?;
-        }
-        let version = version::of_change(producer, op, &source, courier_lsn).map_err(|what| {
-            DecodeErrorKind::NoVersion {
-                table: relation.id.clone(),
-                what,
-            }
-        })?;
-        let xid = match (producer, op) {
-            (_, Op::Read) => 0,
-            (Producer::Courier, _) => record
-                .header(COURIER_TXID_HEADER)
-                .and_then(version::header_number)
-                .or(source.tx_id)
-                .unwrap_or(0) as u32,
-            // Debezium's txId is PostgreSQL's 64-bit transaction id (epoch
-            // and xid): the xid is its low half.
-            (Producer::Debezium, _) => source.tx_id.unwrap_or(0) as u32,
-        };
-        let commit_time_us = commit_time_us(&source, record);
-        let change = if op == Op::Truncate {
-            Change::truncate(Arc::clone(relation), version, xid, commit_time_us)
-        } else {
-            if before.is_none() && after.is_none() {
-                return Err(DecodeErrorKind::NotAnEnvelope {
-                    reason: format!(
-                        "its op is {} but it has neither before nor after",
-                        op.code()
-                    ),
-                });
-            }
-            Change::new(
-                Arc::clone(relation),
-                op,
-                before,
-                after,
-                version,
-                xid,
-                commit_time_us,
-            )
-            .map_err(|e| DecodeErrorKind::NotAnEnvelope {
-                reason: e.to_string(),
-            })?
-        };
-
-        let topic = self.topic_mut(record.topic);
-        topic
-            .partitions
-            .entry(record.partition)
-            .or_default()
-            .decoded(op, record.key, version);
-        let unchanged = topic
-            .last
-            .as_ref()
-            .is_some_and(|t| Arc::ptr_eq(t.codec(), last.codec()));
-        if !unchanged {
-            topic.last = Some(last);
-        }
-        Ok(Some(change))
-    }
-
-    /// The table of a record with schemas: the topic's or the table's
-    /// current one while its schemas stay the same, else one built from
-    /// them (keeping the relation `Arc` when the columns did not change).
-    fn schema_table(
-        &mut self,
-        topic: &str,
-        (schema_name, table_name): (&str, &str),
-        schema: &RawValue,
-        key: Option<&Key<'_>>,
-        op: Op,
-    ) -> Result<Arc<SchemaTable>, DecodeErrorKind> {
-        let key_schema = key.and_then(|k| k.schema).map(RawValue::get);
-        // A truncate has no key: its relation is the table's current one.
-        let current = |t: &SchemaTable| {
-            op == Op::Truncate
-                || t.value_schema == schema.get()
-                    && (key.is_none() || t.key_schema.as_deref() == key_schema)
-        };
-        if let Some(TopicTable::Schema(t)) = self.topics.get(topic).and_then(|t| t.last.as_ref()) {
-            let id = &t.codec.relation.id;
-            if id.schema == schema_name && id.name == table_name && current(t) {
-                return Ok(Arc::clone(t));
-            }
-        }
-        let table = TableId::new(schema_name, table_name);
-        let old = self.schema_tables.get(&table);
-        if let Some(t) = old.filter(|t| current(t)) {
-            return Ok(Arc::clone(t));
-        }
-        let envelope: ConnectSchema =
-            serde_json::from_str(schema.get()).map_err(|_| DecodeErrorKind::NotAnEnvelope {
-                reason: "its schema is not a Kafka Connect schema".into(),
-            })?;
-        let mut codec = schema::table_codec(&table, &envelope, &key_names(key))?;
-        if let Some(old) = old.filter(|o| *o.codec.relation == *codec.relation) {
-            codec.relation = Arc::clone(&old.codec.relation);
-        }
-        let t = Arc::new(SchemaTable {
-            value_schema: schema.get().to_owned(),
-            key_schema: key_schema.map(str::to_owned),
-            codec: Arc::new(codec),
-        });
-        self.schema_tables.insert(table, Arc::clone(&t));
-        Ok(t)
-    }
-
-    /// The codec of a schemaless record, inferred from its values and the
-    /// table's earlier records.
-    fn inferred_codec(
-        &mut self,
-        table: &TableId,
-        rows: &[&Row<'_>],
-        key: Option<&Key<'_>>,
-    ) -> Result<Arc<TableCodec>, DecodeErrorKind> {
-        let names = key_names(key);
-        let previous = self.inferred_tables.get(table);
-        match infer::infer(table, previous, rows, &names)? {
-            infer::Shape::Same(previous) => Ok(Arc::clone(&previous.codec)),
-            infer::Shape::New(inferred) => {
-                let codec = Arc::clone(&inferred.codec);
-                self.inferred_tables.insert(table.clone(), inferred);
-                Ok(codec)
-            }
-        }
-    }
-
-    fn topic_mut(&mut self, topic: &str) -> &mut TopicState {
-        if !self.topics.contains_key(topic) {
-            self.topics.insert(topic.to_owned(), TopicState::default());
-        }
-        self.topics
-            .get_mut(topic)
-            .expect("the topic's state was just inserted")
-    }
-
-    /// A tombstone (null value): nothing when it directly follows the
-    /// delete of its key, else the delete of its key.
-    fn tombstone(&mut self, record: &Record<'_>) -> Result<Option<Change>, DecodeErrorKind> {
-        let Some(key_bytes) = record.key else {
-            return Err(DecodeErrorKind::Empty);
-        };
-        let topic = self.topic_mut(record.topic);
-        let partition = topic.partitions.entry(record.partition).or_default();
-        if partition.follows_its_delete(key_bytes) {
-            skipped(record, "the tombstone of the delete before it");
-            return Ok(None);
-        }
-        let lone_version = partition.lone_tombstone_version();
-        let Some(last) = &topic.last else {
-            skipped(
-                record,
-                "a tombstone of a topic whose table no earlier record named",
-            );
-            return Ok(None);
-        };
-        let codec = Arc::clone(last.codec());
-        let key = envelope::parse_key(key_bytes)?;
-        let before = key_row(&codec, &key)?;
-        let version = record
-            .header(COURIER_LSN_HEADER)
-            .and_then(version::header_number)
-            .map_or(lone_version, Lsn);
-        let xid = record
-            .header(COURIER_TXID_HEADER)
-            .and_then(version::header_number)
-            .unwrap_or(0) as u32;
-        let time = record.timestamp_ms.unwrap_or(0).saturating_mul(1000);
-        let change = Change::new(
-            Arc::clone(&codec.relation),
-            Op::Delete,
-            Some(before),
-            None,
-            version,
-            xid,
-            time,
-        )
-        .map_err(|e| DecodeErrorKind::NotAnEnvelope {
-            reason: e.to_string(),
-        })?;
-        self.topic_mut(record.topic)
-            .partitions
-            .entry(record.partition)
-            .or_default()
-            .decoded(Op::Delete, None, version);
-        Ok(Some(change))
-    }
-}
-
-/// The key's field names, in order.
-fn key_names<'k>(key: Option<&'k Key<'_>>) -> Vec<&'k str> {
-    key.map(|k| k.fields.0.iter().map(|(n, _)| n.as_ref()).collect())
-        .unwrap_or_default()
-}
-
-/// A row's values in column order; a column the row does not name is null.
-fn decode_row(
-    codec: &TableCodec,
-    row: &Row<'_>,
-    check_toast: bool,
-) -> Result<Vec<Value>, DecodeErrorKind> {
-    let relation = &codec.relation;
-    let mut values = vec![Value::Null; relation.columns.len()];
-    for (i, (name, raw)) in row.0.iter().enumerate() {
-        let index = match relation.columns.get(i) {
-            Some(c) if c.name == *name => i,
-            _ => relation
-                .column_index(name)
-                .ok_or_else(|| DecodeErrorKind::BadValue {
-                    table: relation.id.clone(),
-                    column: name.to_string(),
-                    reason: "the row has this field but its schema has no such column".into(),
-                })?,
-        };
-        let codec = &codec.codecs[index];
-        if check_toast && codec.is_placeholder(raw) {
-            return Err(DecodeErrorKind::ToastPlaceholder {
-                table: relation.id.clone(),
-                column: name.to_string(),
-            });
-        }
-        values[index] = codec
-            .decode(raw)
-            .map_err(|reason| DecodeErrorKind::BadValue {
-                table: relation.id.clone(),
-                column: name.to_string(),
-                reason,
-            })?;
-    }
-    Ok(values)
-}
-
-/// A row holding only the key's values (other columns null), as Courier's
-/// capture gives a delete with the default replica identity.
-fn key_row(codec: &TableCodec, key: &Key<'_>) -> Result<Vec<Value>, DecodeErrorKind> {
-    let relation = &codec.relation;
-    let bad = |reason: String| DecodeErrorKind::BadKey {
-        table: relation.id.clone(),
-        reason,
-    };
-    let mut values = vec![Value::Null; relation.columns.len()];
-    for (name, raw) in &key.fields.0 {
-        let index = relation
-            .column_index(name)
-            .filter(|i| relation.columns[*i].is_key)
-            .ok_or_else(|| {
-                bad(format!(
-                    "field {name} is not a key column of the table's records before it"
-                ))
-            })?;
-        values[index] = codec.codecs[index]
-            .decode(raw)
-            .map_err(|reason| bad(format!("field {name}: {reason}")))?;
-    }
-    if relation.key_indexes().any(|i| values[i].is_null()) {
-        return Err(bad(
-            "it lacks a key column of the table's records before it".into(),
-        ));
-    }
-    Ok(values)
-}
-
-/// The commit time of a change in microseconds: `source.ts_us`, else
-/// `source.ts_ms`, else the record's timestamp.
-fn commit_time_us(source: &Source<'_>, record: &Record<'_>) -> i64 {
-    source
-        .ts_us
-        .or_else(|| source.ts_ms.map(|ms| ms.saturating_mul(1000)))
-        .or_else(|| record.timestamp_ms.map(|ms| ms.saturating_mul(1000)))
-        .unwrap_or(0)
-}
-
-fn skipped(record: &Record<'_>, what: &str) {
-    tracing::debug!(
-        topic = record.topic,
-        partition = record.partition,
-        offset = record.offset,
-        "record carries no change: {what}"
-    );
 }
 
 #[cfg(test)]

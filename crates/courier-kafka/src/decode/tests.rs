@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use courier_core::{Lsn, Op, PgType, Value};
+use courier_core::{Change, Lsn, Op, PgType, TableId, Value};
 use serde_json::{json, Value as Json};
 
 use super::*;
