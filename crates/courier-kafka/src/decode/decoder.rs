@@ -85,6 +85,12 @@ impl Decoder {
         let Some(value) = record.value else {
             return self.tombstone(record).map_err(fail);
         };
+        if let Some((known, event)) = self.with_known_schema(record.topic, value) {
+            self.check_format(true).map_err(fail)?;
+            return self
+                .event(record, Some(&known.value_schema), event)
+                .map_err(fail);
+        }
         match envelope::parse(value).map_err(fail)? {
             Parsed::Null => self.tombstone(record).map_err(fail),
             Parsed::Nothing(what) => {
@@ -99,9 +105,32 @@ impl Decoder {
             }
             Parsed::Event { schema, event } => {
                 self.check_format(schema.is_some()).map_err(fail)?;
-                self.event(record, schema, event).map_err(fail)
+                self.event(record, schema.map(RawValue::get), event)
+                    .map_err(fail)
             }
         }
+    }
+
+    /// The change event of a record whose schema is, byte for byte, the
+    /// one of the topic's last change (as JsonConverter writes every record
+    /// of a table while its schema stays the same): the schema, most of the
+    /// record, is then compared, not parsed again.
+    fn with_known_schema<'v>(
+        &self,
+        topic: &str,
+        value: &'v [u8],
+    ) -> Option<(Arc<SchemaTable>, Event<'v>)> {
+        let Some(TopicTable::Schema(t)) = self.topics.get(topic)?.last.as_ref() else {
+            return None;
+        };
+        let payload = value
+            .strip_prefix(b"{\"schema\":")?
+            .strip_prefix(t.value_schema.as_bytes())?
+            .strip_prefix(b",\"payload\":")?
+            .trim_ascii_end()
+            .strip_suffix(b"}")?;
+        let event = envelope::parse_event(payload).ok()??;
+        Some((Arc::clone(t), event))
     }
 
     /// Forgets what the decoder knows of a partition's last records: call
@@ -133,7 +162,7 @@ impl Decoder {
     fn event(
         &mut self,
         record: &Record<'_>,
-        schema: Option<&RawValue>,
+        schema: Option<&str>,
         event: Event<'_>,
     ) -> Result<Option<Change>, DecodeErrorKind> {
         let op = match &*event.op {
@@ -268,7 +297,7 @@ impl Decoder {
         &mut self,
         topic: &str,
         (schema_name, table_name): (&str, &str),
-        schema: &RawValue,
+        schema: &str,
         key: Option<&Key<'_>>,
         op: Op,
     ) -> Result<Arc<SchemaTable>, DecodeErrorKind> {
@@ -276,7 +305,7 @@ impl Decoder {
         // A truncate has no key: its relation is the table's current one.
         let current = |t: &SchemaTable| {
             op == Op::Truncate
-                || t.value_schema == schema.get()
+                || (std::ptr::eq(t.value_schema.as_str(), schema) || t.value_schema == schema)
                     && (key.is_none() || t.key_schema.as_deref() == key_schema)
         };
         if let Some(TopicTable::Schema(t)) = self.topics.get(topic).and_then(|t| t.last.as_ref()) {
@@ -291,7 +320,7 @@ impl Decoder {
             return Ok(Arc::clone(t));
         }
         let envelope: ConnectSchema =
-            serde_json::from_str(schema.get()).map_err(|_| DecodeErrorKind::NotAnEnvelope {
+            serde_json::from_str(schema).map_err(|_| DecodeErrorKind::NotAnEnvelope {
                 reason: "its schema is not a Kafka Connect schema".into(),
             })?;
         let mut codec = schema::table_codec(&table, &envelope, &key_names(key))?;
@@ -299,7 +328,7 @@ impl Decoder {
             codec.relation = Arc::clone(&old.codec.relation);
         }
         let t = Arc::new(SchemaTable {
-            value_schema: schema.get().to_owned(),
+            value_schema: schema.to_owned(),
             key_schema: key_schema.map(str::to_owned),
             codec: Arc::new(codec),
         });

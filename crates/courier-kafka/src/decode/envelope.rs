@@ -106,22 +106,10 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, DecodeErrorKind> {
         if is_null(payload.get().as_bytes()) {
             return Ok(Parsed::Null);
         }
-        if !payload.get().starts_with('{') {
-            return Err(DecodeErrorKind::NotAnEnvelope {
-                reason: "its payload is not a JSON object".into(),
-            });
-        }
-        let inner: Fields =
-            serde_json::from_str(payload.get()).map_err(|e| shape(&e, "payload"))?;
-        return match inner.op {
-            Some(op) => Ok(Parsed::Event {
+        return match parse_event(payload.get().as_bytes())? {
+            Some(event) => Ok(Parsed::Event {
                 schema: Some(schema),
-                event: Event {
-                    before: inner.before,
-                    after: inner.after,
-                    source: inner.source,
-                    op,
-                },
+                event,
             }),
             None => {
                 let name = serde_json::from_str::<SchemaName>(schema.get())
@@ -159,6 +147,23 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, DecodeErrorKind> {
     Err(DecodeErrorKind::NotAnEnvelope {
         reason: "it has no op field".into(),
     })
+}
+
+/// The change event in a `payload` (Kafka Connect JSON with schemas), or
+/// `None` when the payload has no `op`.
+pub(super) fn parse_event(payload: &[u8]) -> Result<Option<Event<'_>>, DecodeErrorKind> {
+    if payload.trim_ascii_start().first() != Some(&b'{') {
+        return Err(DecodeErrorKind::NotAnEnvelope {
+            reason: "its payload is not a JSON object".into(),
+        });
+    }
+    let inner: Fields = serde_json::from_slice(payload).map_err(|e| shape(&e, "payload"))?;
+    Ok(inner.op.map(|op| Event {
+        before: inner.before,
+        after: inner.after,
+        source: inner.source,
+        op,
+    }))
 }
 
 /// A record key: its fields in order, and its Connect schema when the key

@@ -135,8 +135,12 @@
 //! # Ops, tombstones, key changes
 //!
 //! `op` `r`, `c`, `u`, `d`, `t` are [`courier_core::Op`]'s read, insert,
-//! update, delete and truncate; another op is an error. A delete without a
-//! `before` (REPLICA IDENTITY NOTHING) takes its key from the record key.
+//! update, delete and truncate; another op is an error. A delete's `before`
+//! is what the record holds: with the default replica identity the key,
+//! and in NOT NULL columns the fallbacks Debezium writes there (`0`, `""`,
+//! where Courier's capture has null); only its key matters to a store. A
+//! delete without a `before` (REPLICA IDENTITY NOTHING) takes its key from
+//! the record key.
 //! A tombstone (a null value) that directly follows the delete of the same
 //! key in the same partition, as Courier and Debezium write them, gives
 //! `Ok(None)`: the delete was decoded. Any other tombstone (its delete

@@ -76,6 +76,11 @@ pub(super) fn of_change(
 /// The first element of Debezium's `source.sequence`, `["<lastCommitLsn>",
 /// "<lsn>"]`, when it is not null.
 fn last_commit_lsn(sequence: &str) -> Option<Lsn> {
+    // `["123","456"]` as Debezium writes it, without a JSON parse.
+    if let Some(rest) = sequence.strip_prefix("[\"") {
+        let digits = &rest[..rest.find('"')?];
+        return digits.parse().ok().map(Lsn);
+    }
     let parts: Vec<Option<String>> = serde_json::from_str(sequence).ok()?;
     parts.first()?.as_deref()?.parse().ok().map(Lsn)
 }
@@ -142,6 +147,11 @@ mod tests {
             Ok(Lsn::ZERO)
         );
         assert!(of_change(Producer::Debezium, Op::Insert, &source("{}"), None).is_err());
+        let spaced = source(r#"{"sequence":"[ \"7\" , \"9\" ]","lsn":9}"#);
+        assert_eq!(
+            of_change(Producer::Debezium, Op::Update, &spaced, None),
+            Ok(Lsn(7))
+        );
     }
 
     #[test]
