@@ -822,17 +822,12 @@ async fn debezium_without_schemas_decodes_what_the_json_tells() {
     assert_eq!(ty("d"), PgType::Int8, "days since 1970");
 }
 
-/// A transaction that wrote a row before the snapshot's position and
-/// committed after it (its change LSN is below the snapshot's), and a
-/// second transaction on the same row: folded by the version rule, and
-/// replayed from any offset, the records give PostgreSQL's rows. With the
-/// change LSN as the version, the open transaction's write would lose to
-/// the snapshot's older row.
-#[tokio::test(flavor = "multi_thread")]
-async fn debezium_snapshot_and_a_transaction_open_across_it_keep_the_newest_rows() {
-    if !services().await {
-        return;
-    }
+/// The records of Debezium's topic of a table `v` after: a transaction T
+/// that updates rows 1 and 2 and stays open while Debezium's slot becomes
+/// consistent and its snapshot reads the table, then commits; a second
+/// transaction on row 1. With the table's final rows; `None` when the
+/// snapshot did not come while T was open.
+async fn open_across_snapshot() -> Option<(Vec<Owned>, BTreeMap<String, Row>)> {
     let db = "kd_dbz_versions";
     let prefix = unique(db);
     let client = pg::fresh_db(db).await;
@@ -892,34 +887,68 @@ async fn debezium_snapshot_and_a_transaction_open_across_it_keep_the_newest_rows
     b2.batch_execute("COMMIT").await.unwrap();
     let topic = format!("{prefix}.public.v");
     let started = std::time::Instant::now();
+    let mut snapshot = true;
     while kafka::read(&topic).await.len() < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no snapshot while T is open: another transaction of the cluster may have been open across the slot's creation"
-        );
+        if started.elapsed() > Duration::from_secs(30) {
+            snapshot = false;
+            break;
+        }
         log_running_transactions().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // The snapshot read the rows without T's writes; T commits after it.
     t.batch_execute("COMMIT").await.unwrap();
-    client
-        .batch_execute("UPDATE v SET n = 200 WHERE id = 1; INSERT INTO v VALUES (999, 0)")
-        .await
-        .unwrap();
-    let records = kafka::wait_for(&topic, "the last insert", Duration::from_secs(60), |r| {
-        r.iter()
-            .any(|r| r.payload().is_some_and(|p| p["after"]["id"] == 999))
-    })
-    .await;
-    let table: BTreeMap<String, Row> = pg::snapshot_rows(db, "public.v")
-        .await
-        .iter()
-        .map(|c| (rows::key(c), rows::row(c, c.after().unwrap())))
-        .collect();
+    let outcome = if snapshot {
+        client
+            .batch_execute("UPDATE v SET n = 200 WHERE id = 1; INSERT INTO v VALUES (999, 0)")
+            .await
+            .unwrap();
+        let records = kafka::wait_for(&topic, "the last insert", Duration::from_secs(60), |r| {
+            r.iter()
+                .any(|r| r.payload().is_some_and(|p| p["after"]["id"] == 999))
+        })
+        .await;
+        let table: BTreeMap<String, Row> = pg::snapshot_rows(db, "public.v")
+            .await
+            .iter()
+            .map(|c| (rows::key(c), rows::row(c, c.after().unwrap())))
+            .collect();
+        Some((records, table))
+    } else {
+        None
+    };
     connector.delete().await;
     pg::drop_slot(&prefix).await;
     kafka::delete_topics(&prefix).await;
     pg::drop_db(db).await;
+    outcome
+}
+
+/// A transaction that wrote a row before the snapshot's position and
+/// committed after it (its change LSN is below the snapshot's), and a
+/// second transaction on the same row: folded by the version rule, and
+/// replayed from any offset, the records give PostgreSQL's rows. With the
+/// change LSN as the version, the open transaction's write would lose to
+/// the snapshot's older row.
+#[tokio::test(flavor = "multi_thread")]
+async fn debezium_snapshot_and_a_transaction_open_across_it_keep_the_newest_rows() {
+    if !services().await {
+        return;
+    }
+    // Another transaction of the shared cluster open across the slot's
+    // creation can hold the slot until T ends; then the attempt is over,
+    // and the next one has new names.
+    let mut attempts = 0;
+    let (records, table) = loop {
+        attempts += 1;
+        if let Some(done) = open_across_snapshot().await {
+            break done;
+        }
+        assert!(
+            attempts < 3,
+            "in {attempts} attempts, Debezium took no snapshot while T was open: other transactions of the cluster kept the slot from becoming consistent"
+        );
+    };
 
     let mut decoder = Decoder::new(Format::JsonSchema);
     let changes: Vec<Change> = records
