@@ -165,21 +165,9 @@ impl Decoder {
         schema: Option<&str>,
         event: Event<'_>,
     ) -> Result<Option<Change>, DecodeErrorKind> {
-        let op = match &*event.op {
-            "r" => Op::Read,
-            "c" => Op::Insert,
-            "u" => Op::Update,
-            "d" => Op::Delete,
-            "t" => Op::Truncate,
-            "m" => {
-                skipped(record, "a logical decoding message");
-                return Ok(None);
-            }
-            other => {
-                return Err(DecodeErrorKind::UnknownOp {
-                    op: other.chars().take(16).collect(),
-                })
-            }
+        let Some(op) = op_of(&event.op)? else {
+            skipped(record, "a logical decoding message");
+            return Ok(None);
         };
         let source = match event.source {
             Some(raw) => envelope::parse_source(raw)?,
@@ -197,8 +185,7 @@ impl Decoder {
         let (Some(schema_name), Some(table_name)) = (&source.schema, &source.table) else {
             return Err(DecodeErrorKind::NoTable);
         };
-        let courier_lsn = record.header(COURIER_LSN_HEADER);
-        let producer = Producer::of(&source, courier_lsn);
+        let producer = Producer::of(&source, record.header(COURIER_LSN_HEADER));
         let key = record.key.map(envelope::parse_key).transpose()?;
         let before = event.before.map(envelope::parse_row).transpose()?;
         let after = event.after.map(envelope::parse_row).transpose()?;
@@ -231,24 +218,11 @@ impl Decoder {
             // No old row (REPLICA IDENTITY NOTHING): the key says which row.
             before = key.as_ref().map(|k| key_row(&codec, k)).transpose()?;
         }
-        let version = version::of_change(producer, op, &source, courier_lsn).map_err(|what| {
-            DecodeErrorKind::NoVersion {
+        let (version, xid, commit_time_us) =
+            stamp(producer, op, &source, record).map_err(|what| DecodeErrorKind::NoVersion {
                 table: relation.id.clone(),
                 what,
-            }
-        })?;
-        let xid = match (producer, op) {
-            (_, Op::Read) => 0,
-            (Producer::Courier, _) => record
-                .header(COURIER_TXID_HEADER)
-                .and_then(version::header_number)
-                .or(source.tx_id)
-                .unwrap_or(0) as u32,
-            // Debezium's txId is PostgreSQL's 64-bit transaction id (epoch
-            // and xid): the xid is its low half.
-            (Producer::Debezium, _) => source.tx_id.unwrap_or(0) as u32,
-        };
-        let commit_time_us = commit_time_us(&source, record);
+            })?;
         let change = if op == Op::Truncate {
             Change::truncate(Arc::clone(relation), version, xid, commit_time_us)
         } else {
@@ -418,6 +392,52 @@ impl Decoder {
     }
 }
 
+/// The op of a change event; `None` for Debezium's logical decoding
+/// messages (`m`).
+fn op_of(op: &str) -> Result<Option<Op>, DecodeErrorKind> {
+    Ok(Some(match op {
+        "r" => Op::Read,
+        "c" => Op::Insert,
+        "u" => Op::Update,
+        "d" => Op::Delete,
+        "t" => Op::Truncate,
+        "m" => return Ok(None),
+        other => {
+            return Err(DecodeErrorKind::UnknownOp {
+                op: other.chars().take(16).collect(),
+            })
+        }
+    }))
+}
+
+/// A change's version, transaction id and commit time (microseconds);
+/// `Err` names what is missing for the version.
+fn stamp(
+    producer: Producer,
+    op: Op,
+    source: &Source<'_>,
+    record: &Record<'_>,
+) -> Result<(Lsn, u32, i64), &'static str> {
+    let version = version::of_change(producer, op, source, record.header(COURIER_LSN_HEADER))?;
+    let xid = match (producer, op) {
+        (_, Op::Read) => 0,
+        (Producer::Courier, _) => record
+            .header(COURIER_TXID_HEADER)
+            .and_then(version::header_number)
+            .or(source.tx_id)
+            .unwrap_or(0) as u32,
+        // Debezium's txId is PostgreSQL's 64-bit transaction id (epoch and
+        // xid): the xid is its low half.
+        (Producer::Debezium, _) => source.tx_id.unwrap_or(0) as u32,
+    };
+    let commit_time_us = source
+        .ts_us
+        .or_else(|| source.ts_ms.map(|ms| ms.saturating_mul(1000)))
+        .or_else(|| record.timestamp_ms.map(|ms| ms.saturating_mul(1000)))
+        .unwrap_or(0);
+    Ok((version, xid, commit_time_us))
+}
+
 /// The key's field names, in order.
 fn key_names<'k>(key: Option<&'k Key<'_>>) -> Vec<&'k str> {
     key.map(|k| k.fields.0.iter().map(|(n, _)| n.as_ref()).collect())
@@ -489,16 +509,6 @@ fn key_row(codec: &TableCodec, key: &Key<'_>) -> Result<Vec<Value>, DecodeErrorK
         ));
     }
     Ok(values)
-}
-
-/// The commit time of a change in microseconds: `source.ts_us`, else
-/// `source.ts_ms`, else the record's timestamp.
-fn commit_time_us(source: &Source<'_>, record: &Record<'_>) -> i64 {
-    source
-        .ts_us
-        .or_else(|| source.ts_ms.map(|ms| ms.saturating_mul(1000)))
-        .or_else(|| record.timestamp_ms.map(|ms| ms.saturating_mul(1000)))
-        .unwrap_or(0)
 }
 
 fn skipped(record: &Record<'_>, what: &str) {
