@@ -3,5 +3,6 @@
 //! applies them to its sinks exactly as a capture from PostgreSQL would.
 
 pub mod decode;
+pub mod progress;
 
 pub use decode::{DecodeError, DecodeErrorKind, Decoder, Format, Record};

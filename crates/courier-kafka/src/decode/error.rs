@@ -7,7 +7,7 @@ use courier_core::TableId;
 /// (topic, partition, offset), what is wrong and the fix; it never holds a
 /// row value. Decoding the same record again gives the same error.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("kafka record {topic}[{partition}]@{offset}: {kind}")]
+#[error("topic {topic} partition {partition} offset {offset}: {kind}")]
 pub struct DecodeError {
     pub topic: String,
     pub partition: i32,

@@ -200,8 +200,8 @@
 //! * One producer per topic: Courier's versions (commit LSNs) and
 //!   Debezium's (last commit ends) are not comparable.
 //! * The consumer calls [`Decoder::reset_partition`] when a partition is
-//!   assigned or sought, so a tombstone is matched only with the delete
-//!   just before it.
+//!   assigned, so a tombstone is matched only with the delete just before
+//!   it (a partition read again from an earlier offset resets itself).
 //! * A Debezium snapshot whose reads carry no last commit ranks below every
 //!   change: right for the initial snapshot, but a re-snapshot into a
 //!   topic that already holds the table's changes (`snapshot.mode=always`,

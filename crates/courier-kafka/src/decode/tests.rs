@@ -554,7 +554,7 @@ fn bad_records_are_errors_naming_record_and_fix() {
         let err = decode(&mut d, &r).expect_err(what);
         let text = err.to_string();
         assert!(
-            text.starts_with("kafka record p.public.t[0]@5: "),
+            text.starts_with("topic p.public.t partition 0 offset 5: "),
             "{what}: {text}"
         );
         assert!(text.contains(fix), "{what}: {text}");
