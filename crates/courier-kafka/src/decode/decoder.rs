@@ -82,6 +82,11 @@ impl Decoder {
             offset: record.offset,
             kind: Box::new(kind),
         };
+        self.topic_mut(record.topic)
+            .partitions
+            .entry(record.partition)
+            .or_default()
+            .at(record.offset);
         let Some(value) = record.value else {
             return self.tombstone(record).map_err(fail);
         };
@@ -134,9 +139,10 @@ impl Decoder {
     }
 
     /// Forgets what the decoder knows of a partition's last records: call
-    /// it when the partition is assigned or its position moves (a seek, a
-    /// rebalance), since the records before the new position were not
-    /// decoded here, or not just before.
+    /// it when the partition is assigned (again), since the records before
+    /// its new position were not decoded here, or not just before. (A
+    /// partition read again from an earlier offset, a seek or a replay, the
+    /// decoder notices itself.)
     pub fn reset_partition(&mut self, topic: &str, partition: i32) {
         if let Some(t) = self.topics.get_mut(topic) {
             t.partitions.remove(&partition);

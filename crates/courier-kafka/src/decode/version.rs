@@ -88,6 +88,8 @@ fn last_commit_lsn(sequence: &str) -> Option<Lsn> {
 /// What a partition's earlier records tell about its next tombstone.
 #[derive(Debug, Default)]
 pub(super) struct PartitionState {
+    /// The offset of the partition's last record decoded.
+    last_offset: Option<i64>,
     /// The key of the delete that was the partition's last record.
     last_delete: Option<Vec<u8>>,
     /// The greatest version decoded from the partition since it was
@@ -96,6 +98,17 @@ pub(super) struct PartitionState {
 }
 
 impl PartitionState {
+    /// Takes note of a record at `offset` before it is decoded: an offset
+    /// not after the last one means the partition is read again from an
+    /// earlier position (a seek, a replay), so what came just before it is
+    /// not known any more.
+    pub(super) fn at(&mut self, offset: i64) {
+        if self.last_offset.is_some_and(|last| offset <= last) {
+            *self = PartitionState::default();
+        }
+        self.last_offset = Some(offset);
+    }
+
     /// Records a decoded change.
     pub(super) fn decoded(&mut self, op: Op, key: Option<&[u8]>, version: Lsn) {
         self.last_delete = key.filter(|_| op == Op::Delete).map(<[u8]>::to_vec);
@@ -183,5 +196,11 @@ mod tests {
         p.decoded(Op::Update, Some(b"k1"), Lsn(4));
         assert!(!p.follows_its_delete(b"k1"));
         assert_eq!(p.lone_tombstone_version(), Lsn(6));
+        // Read again from an earlier offset: nothing is known of before.
+        p.at(10);
+        p.decoded(Op::Delete, Some(b"k2"), Lsn(7));
+        p.at(3);
+        assert!(!p.follows_its_delete(b"k2"));
+        assert_eq!(p.lone_tombstone_version(), Lsn::ZERO);
     }
 }
