@@ -4,3 +4,5 @@
 
 pub mod decode;
 pub mod progress;
+
+pub use decode::{DecodeError, DecodeErrorKind, Decoder, Format, Record};

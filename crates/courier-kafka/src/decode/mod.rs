@@ -1,537 +1,308 @@
-//! One Kafka record of a change topic back into a [`Change`].
+//! Kafka records of change topics back into [`courier_core::Change`]s: the
+//! records of Courier's own Kafka sink and those of Debezium's PostgreSQL
+//! connector, so a worker applies them to its sinks exactly as a capture
+//! from PostgreSQL would. Plain bytes in, changes out: the consumer reads
+//! the records, a [`Decoder`] turns each into a change, `Ok(None)` or an
+//! error.
 //!
-//! **Formats**, detected per record under [`Format::Auto`]: Kafka Connect
-//! JSON with schemas (`{"schema": ..., "payload": ...}`: Courier's
-//! `json-schema`, and Debezium's PostgreSQL connector with JsonConverter's
-//! `schemas.enable=true`), and the bare envelope (Courier's `json`,
-//! Debezium with `schemas.enable=false`). With a schema, each column's type
-//! comes from its Connect field (Debezium's semantic names: `Decimal`,
-//! `VariableScaleDecimal`, `Date`, `MicroTime`, `MicroTimestamp`,
-//! `ZonedTimestamp`, `Json`, `Uuid`, ...) and values come back exactly as
-//! Courier's own capture produces them, except `timetz` (Debezium's
-//! `ZonedTime` is in UTC; the original offset is gone). Without a schema,
-//! types are inferred from a table's first record (integer, float, boolean,
-//! JSON object, array, else text), so exact numerics, dates and times stay
-//! text, and Debezium's default decimal bytes cannot be read back (set
-//! `decimal.handling.mode=string` there, or use schemas).
+//! ```
+//! use courier_kafka::{Decoder, Format, Record};
 //!
-//! **Versions.** Courier's records carry their transaction's commit LSN
-//! (header `courier.lsn`, and `source.lsn`): that is the version, exactly as
-//! in direct mode. A Debezium record's `source.lsn` is the change's own
-//! LSN, and its `source.sequence` is `[lastCommitLsn, lsn]`, where
-//! `lastCommitLsn` is the commit LSN of the transaction Debezium streamed
-//! before this one. Debezium streams transactions in commit order, so
-//! `lastCommitLsn` (or, for the first transaction after the connector
-//! started, the change's LSN, which is below that transaction's commit)
-//! grows from one transaction to the next, and two transactions that change
-//! one row get versions in their commit order. A change's own LSN alone
-//! would not do: a transaction that wrote a row before Debezium's snapshot
-//! but committed after it has an LSN below the snapshot's, yet must win.
-//! So Debezium's snapshot reads (`op = r`) get version 0: any streamed
-//! change is newer than a snapshot read, and a replayed snapshot record
-//! never overwrites a streamed one. (A second Debezium snapshot therefore
-//! does not overwrite rows a store already has: rebuild into an empty store.)
+//! let mut decoder = Decoder::new(Format::Auto);
+//! let value = br#"{"before":null,"after":{"id":1,"name":"Tea"},
+//!   "source":{"version":"courier-0.1.0","connector":"postgresql","db":"shop",
+//!             "schema":"public","table":"products","lsn":23655712,"txId":771},
+//!   "op":"c"}"#;
+//! let change = decoder
+//!     .decode(&Record {
+//!         topic: "shop.public.products",
+//!         partition: 0,
+//!         offset: 42,
+//!         timestamp_ms: None,
+//!         key: Some(br#"{"id":1}"#),
+//!         value: Some(value),
+//!         headers: &[],
+//!     })
+//!     .unwrap()
+//!     .expect("a change");
+//! assert_eq!(change.version().as_u64(), 23655712);
+//! assert_eq!(change.relation().id.to_string(), "public.products");
+//! ```
 //!
-//! **Tombstones** (null values) are deletes of their key: one directly after
-//! the delete of the same key in the same partition (as Courier and Debezium
-//! write them) carries nothing new and decodes to `None`; a lone one (its
-//! delete compacted away) is a delete at version 0 from Debezium (it cannot
-//! remove a row a store already holds at a greater version) and at its
-//! `courier.lsn` from Courier.
+//! # Formats
+//!
+//! Each record is read as it comes ([`Format::Auto`]; `source.format`
+//! restricts it to one):
+//!
+//! * **Kafka Connect JSON with schemas**, `{"schema": ..., "payload": ...}`:
+//!   Debezium's PostgreSQL connector with JsonConverter and
+//!   `schemas.enable=true`, and Courier's sink with `format =
+//!   "json-schema"`. The value schema's `before`/`after` struct gives the
+//!   columns, in its order, and their types (table below); the key's
+//!   fields are the key columns.
+//! * **Schemaless JSON**, the bare envelope: Debezium with
+//!   `schemas.enable=false`, and Courier's `format = "json"`. Columns come
+//!   in the order of the row's fields and their types are inferred from the
+//!   values (below).
+//!
+//! Keys are read in either form, whatever the value's. A record is Courier's
+//! when it has the `courier.lsn` header or its `source.version` is
+//! `courier-<version>`; otherwise Debezium's (`source.connector` must be
+//! `postgresql`). Records that carry no change give `Ok(None)`: Debezium's
+//! heartbeats (`{"ts_ms": ...}` or the `io.debezium.connector.common.Heartbeat`
+//! schema), transaction metadata (`status` BEGIN/END, or the
+//! `TransactionMetadataValue` schema), logical decoding messages (`op =
+//! "m"`), and tombstones that follow their delete (below). Skips are
+//! logged at `debug` with topic, partition and offset.
+//!
+//! # Relations
+//!
+//! A change's relation has the table of `source.schema`/`source.table`, the
+//! columns above, `nullable` from the field's `optional` (schemaless: every
+//! non-key column), `oid` a stable number derived from the table's name
+//! (FNV-1a; no PostgreSQL OID is known), `type_oid` 0, and `type_modifier`
+//! where the schema tells it (`numeric(p,s)`; 3 for the millisecond
+//! times). The decoder keeps one relation per table and gives every change
+//! the same `Arc` while the columns stay the same; a schema change (a
+//! column added, dropped or retyped upstream) gives a new one, as a
+//! PostgreSQL relation message does. Columns Debezium leaves out (types it
+//! does not know, such as `box`) are not in the relation.
+//!
+//! # Types
+//!
+//! Values equal what Courier's own capture gives for the same row (the
+//! `courier_core::Value` of the type mapping), except where the last column
+//! says a Debezium setting lost information:
+//!
+//! | Connect schema (`name`) | value | what a record cannot carry |
+//! |---|---|---|
+//! | `boolean` | `Bool` | |
+//! | `int16`, `int32`, `int64` (`int8`) | `Int` | `oid` arrives as `int64` |
+//! | `float`, `double` | `Float4`, `Float8` (`"NaN"`, `"Infinity"`, `"-Infinity"` too) | |
+//! | `string` | `Text` | text types, `inet`, `cidr`, `macaddr`, ranges, `xml` (`io.debezium.data.Xml`), enums (`io.debezium.data.Enum`) |
+//! | `bytes` | `Bytes` | |
+//! | `bytes` `org.apache.kafka.connect.data.Decimal` (`scale`, `connect.decimal.precision`) | `Numeric` with `scale` digits after the point | `money` arrives as its amount (`9.99`), where Courier's capture has PostgreSQL's text (`$9.99`) |
+//! | `struct` `io.debezium.data.VariableScaleDecimal` | `Numeric` | Debezium strips trailing zeros (`1.50` → `1.5`) and sends `NaN`/`Infinity` as null |
+//! | `string` / `double` with source type `NUMERIC` (Debezium's `column.propagate.source.type`) | `Numeric` | `decimal.handling.mode=string`: exact (`NAN` → `NaN`); `double`: the double's digits |
+//! | `string` / `double` without a source type | `Text` / `Float8` | `decimal.handling.mode=string` / `double` make a `numeric` look like text / a double; domains over `numeric` keep their own name as source type, so they stay `Text` |
+//! | `string` `io.debezium.data.Uuid` | `Uuid` (lowercase) | |
+//! | `string` `io.debezium.data.Json` | `Json` (the document's text) | `json` and `jsonb` look alike: the relation says `jsonb` |
+//! | `int32` `io.debezium.time.Date` (Connect's `Date`) | `Date` | Debezium's infinity days (while streaming and in a snapshot) and Courier's (`i32` max/min) become `infinity`/`-infinity`; Debezium's snapshot writes dates before 1 AD without their era (`0044-03-15 BC` as 44 AD) |
+//! | `int32` `io.debezium.time.Time` (Connect's `Time`) | `Time` | milliseconds: `time(0..3)`, and with `time.precision.mode=connect` every `time`, cut to milliseconds |
+//! | `int64` `io.debezium.time.MicroTime`, `NanoTime` | `Time` | |
+//! | `string` `io.debezium.time.ZonedTime` | `Time` in UTC (`11:45:06+00`) | the original offset (`13:45:06+02`) |
+//! | `int64` `io.debezium.time.Timestamp` (Connect's `Timestamp`) | `Timestamp` | milliseconds, as `time` |
+//! | `int64` `io.debezium.time.MicroTimestamp`, `NanoTimestamp` | `Timestamp` (infinities, BC) | |
+//! | `string` `io.debezium.time.ZonedTimestamp` | `TimestampTz` (UTC, fraction without trailing zeros, BC) | |
+//! | `int64` `io.debezium.time.MicroDuration`, `NanoDuration` | `Text`, `PT<h>H<m>M<s>S` | Debezium counts a month as 30.4375 days and a day as 24 hours (`P1D` arrives as `PT24H`): use `interval.handling.mode=string` |
+//! | `string` `io.debezium.time.Interval` | `Text`, PostgreSQL's `iso_8601` form | |
+//! | `bytes` `io.debezium.data.Bits` (`length`) | `Text`, the bit string | `bit varying` loses leading zeros; `bit(1)` is a `boolean` |
+//! | `struct` `io.debezium.data.geometry.Point` | `Text`, `(x,y)` | |
+//! | `array` of the above | `Array` | Debezium writes each inner array of a multi-dimensional array as null, and a `numeric[]` holding NaN as null |
+//! | `map` | `Json` | |
+//! | another name on a primitive type | as the primitive | |
+//! | other `struct`s (PostGIS geometries, ...) | an error naming the column | |
+//!
+//! Debezium's placeholder for an unchanged TOASTed value (its default
+//! `unavailable.value.placeholder`, in each column kind's form) is an
+//! error naming the table, the column and the fix (`REPLICA IDENTITY
+//! FULL`, with which Debezium sends the whole row): stores receive whole
+//! rows. Courier's own `json-schema` records are the same types written by
+//! Courier's sink, so they decode to the captured values but for what the
+//! types cannot carry (a `timetz`'s offset, an unconstrained `numeric`'s
+//! trailing zeros).
+//!
+//! # Schemaless records
+//!
+//! Without a schema each column's type is inferred from its JSON values,
+//! the record's and the table's earlier ones: `true`/`false` → `bool`
+//! (`Bool`); an integer → `bigint` (`Int`); another number → `double
+//! precision` (`Float8`, which also takes integers and `"NaN"`,
+//! `"Infinity"`, `"-Infinity"`); a string → `text` (`Text`); an object →
+//! `jsonb` (`Json`, the value's exact JSON text); an array → an array of
+//! its elements' type; null → `text` until a value says more. Types only
+//! widen (integer to double, anything else that disagrees to `jsonb`,
+//! which keeps every value's JSON), each widening a new relation; so the
+//! decoded JSON is always the record's. What the JSON cannot tell stays
+//! as the record has it: Courier's `json` records hold numerics, dates,
+//! times, timestamps, UUIDs, intervals and bytea as strings (their text is
+//! Courier's exactly, as `Text`), and `jsonb` scalars and arrays look like
+//! the JSON they are; Debezium's records without schemas hold its numbers
+//! and strings (a precise decimal as the base64 of its unscaled value, a
+//! `VariableScaleDecimal` as an object, dates as days, timestamps as
+//! microseconds, `json` as a string). Use schemas for typed stores.
+//!
+//! # Ops, tombstones, key changes
+//!
+//! `op` `r`, `c`, `u`, `d`, `t` are [`courier_core::Op`]'s read, insert,
+//! update, delete and truncate; another op is an error. A delete's `before`
+//! is what the record holds: with the default replica identity the key,
+//! and in NOT NULL columns the fallbacks Debezium writes there (`0`, `""`,
+//! where Courier's capture has null); only its key matters to a store. A
+//! delete without a `before` (REPLICA IDENTITY NOTHING) takes its key from
+//! the record key.
+//! A tombstone (a null value) that directly follows the delete of the same
+//! key in the same partition, as Courier and Debezium write them, gives
+//! `Ok(None)`: the delete was decoded. Any other tombstone (its delete
+//! compacted away, or a worker starting between the two) is the delete of
+//! its key, in the relation of the topic's last change (other columns
+//! null), or `Ok(None)` when no change of the topic was decoded yet (no
+//! relation to delete from). A primary-key change arrives as Debezium
+//! writes it (Courier's sink too): the delete of the old key (header
+//! `__debezium.newkey`), its tombstone, and the create of the new key
+//! (`__debezium.oldkey`); decoded as a delete and an insert of the same
+//! version, it leaves only the new row, whichever partitions the two keys
+//! are on.
+//!
+//! # Versions
+//!
+//! Sinks keep, per row, the change that wins under
+//! [`courier_core::version::incoming_wins`] (newer or equal); a version
+//! must therefore never rank a state of a row above a later one, whether a
+//! partition is read once, replayed from an older offset after a
+//! rebalance, or after a Debezium snapshot.
+//!
+//! * **Courier's records**: the `courier.lsn` header (else `source.lsn`),
+//!   the commit LSN of the change's transaction or a snapshot's consistent
+//!   point, exactly the version of direct mode. Its tombstones carry the
+//!   header too.
+//! * **Debezium's records**: the first element of `source.sequence`,
+//!   Debezium's `lastCommitLsn`. With pgoutput, Debezium sets it at each
+//!   Commit message to the position the message arrives at, which is the
+//!   *end* of that transaction's commit record; the changes of the next
+//!   transaction carry it. So every change of a transaction T has the end
+//!   of the commit record of the transaction before T in commit order, and
+//!   the changes of any transaction after T have at least the end of T's
+//!   own commit record, which lies above every LSN of T: versions are
+//!   non-decreasing in commit order and strictly greater from one
+//!   transaction to a later one. Two transactions that touch the same row
+//!   commit in the order of their writes (the row lock makes the second
+//!   wait), so the later state always wins. When the sequence's first
+//!   element is null, Debezium processed no commit yet: its initial
+//!   snapshot's reads get version 0, and the first transaction after it
+//!   its changes' own LSN (above 0, below its commit, so below the next
+//!   transaction's version).
+//! * **Why not `source.lsn`**: for Debezium it is the change's own LSN. A
+//!   transaction can write a row before the snapshot's position (the
+//!   slot's consistent point) and commit after it: the snapshot reads the
+//!   older row, and the change, whose LSN is below the snapshot's, would
+//!   lose to it. Under the rule above every streamed change outranks the
+//!   initial snapshot's rows. The crate's `tests/debezium.rs` reproduces
+//!   this with a transaction open across the real connector's snapshot.
+//! * **Lone tombstones**: a Debezium tombstone carries no position. It
+//!   gets the greatest version decoded from its partition since
+//!   [`Decoder::reset_partition`] (0 when none): a partition's records are
+//!   in version order, so that is never above its delete's version, and a
+//!   later record of the key (a re-insert) still wins.
+//!
+//! What the rule needs:
+//!
+//! * One producer per topic: Courier's versions (commit LSNs) and
+//!   Debezium's (last commit ends) are not comparable.
+//! * The consumer calls [`Decoder::reset_partition`] when a partition is
+//!   assigned, so a tombstone is matched only with the delete just before
+//!   it (a partition read again from an earlier offset resets itself).
+//! * A Debezium snapshot whose reads carry no last commit ranks below every
+//!   change: right for the initial snapshot, but a re-snapshot into a
+//!   topic that already holds the table's changes (`snapshot.mode=always`,
+//!   or after the connector lost its offsets or slot) cannot replace rows
+//!   the stream left stale during a gap; rebuild the store from a new
+//!   topic or consumer group then. Incremental snapshots carry the last
+//!   commit and rank where they were read.
+//! * A lone Debezium tombstone may rank below its delete, so a store that
+//!   holds the row and never saw the delete (compacted away before a
+//!   worker of the group read it) keeps the row: give compacted topics a
+//!   `min.compaction.lag.ms` longer than a worker may lag.
+//!
+//! # Errors
+//!
+//! A record Courier cannot decode is a [`DecodeError`] naming topic,
+//! partition and offset, what is wrong (not JSON, not a change event, an
+//! unknown op, another connector, a type Courier cannot map, a value that
+//! does not fit its schema, a key that is not the row's key columns, a
+//! TOAST placeholder, a format other than `source.format`) and the fix;
+//! it never holds a row value.
 
-mod connect;
+mod datetime;
+mod decimal;
+mod decoder;
+mod envelope;
+mod error;
+mod infer;
+mod interval;
+mod schema;
+mod semantic;
+mod version;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::str::FromStr;
 
-use courier_core::{Change, Column, Lsn, Op, PgType, Relation, TableId, Value};
-use serde_json::Value as Json;
+pub use decoder::Decoder;
+pub use error::{DecodeError, DecodeErrorKind, Part};
 
-/// The header in which Courier's Kafka sink writes a change's commit LSN.
-const LSN_HEADER: &str = "courier.lsn";
-
-/// One record as read from Kafka.
+/// One Kafka record, as the consumer read it.
+#[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
+    /// The record's timestamp in milliseconds, when it has one.
+    pub timestamp_ms: Option<i64>,
     pub key: Option<&'a [u8]>,
+    /// `None` for a tombstone.
     pub value: Option<&'a [u8]>,
     pub headers: &'a [(&'a str, Option<&'a [u8]>)],
 }
 
-/// How records are read (`source.format`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl Record<'_> {
+    /// The value of the first header called `name`.
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| *v)
+    }
+}
+
+/// Which records a source accepts (`source.format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
-    /// Detected per record.
+    /// Each record as it comes: Kafka Connect JSON with schemas, or
+    /// schemaless JSON.
+    #[default]
     Auto,
-    /// The bare envelope, without schemas.
+    /// Schemaless JSON only: Courier's `format = "json"`, Debezium with
+    /// `value.converter.schemas.enable=false`.
     Json,
-    /// Kafka Connect JSON with schemas.
+    /// Kafka Connect JSON with schemas only: Courier's `format =
+    /// "json-schema"`, Debezium with JsonConverter's `schemas.enable=true`.
     JsonSchema,
 }
 
-/// A record that is not a change Courier can apply, naming where it is and
-/// how to fix it (never a value of the row).
-#[derive(Debug, thiserror::Error)]
-#[error("topic {topic} partition {partition} offset {offset}: {problem}; {fix}")]
-pub struct DecodeError {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub problem: String,
-    pub fix: String,
-}
-
-/// What the decoder remembers of a table: its relation, and the schema
-/// (or, without one, the column names) it was built from.
-struct Table {
-    relation: Arc<Relation>,
-    /// The value schema's `after`/`before` struct the relation came from
-    /// (`Json::Null` for inferred relations).
-    schema: Json,
-    key_names: Vec<String>,
-}
-
-/// Decodes records, remembering each table's relation (a schema that
-/// changes makes a new one, as a DDL change does for PostgreSQL) and, per
-/// partition, the last delete (for the tombstone after it).
-pub struct Decoder {
-    format: Format,
-    tables: HashMap<TableId, Table>,
-    /// Per (topic, partition): the key of the newest delete.
-    last_delete: HashMap<(String, i32), Vec<u8>>,
-    /// Lone tombstones of a table whose relation is not known yet (skipped).
-    pub skipped_tombstones: u64,
-}
-
-impl Decoder {
-    pub fn new(format: Format) -> Decoder {
-        Decoder {
-            format,
-            tables: HashMap::new(),
-            last_delete: HashMap::new(),
-            skipped_tombstones: 0,
+impl Format {
+    /// The configuration's word for the format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Json => "json",
+            Format::JsonSchema => "json-schema",
         }
     }
+}
 
-    /// One record → `Ok(Some(change))`; `Ok(None)` for a record that carries
-    /// no change (a tombstone after its delete, a lone tombstone of a table
-    /// not seen yet, a record of Debezium's heartbeat or transaction topics).
-    pub fn decode(&mut self, r: &Record<'_>) -> Result<Option<Change>, DecodeError> {
-        let err = |problem: String, fix: &str| DecodeError {
-            topic: r.topic.to_string(),
-            partition: r.partition,
-            offset: r.offset,
-            problem,
-            fix: fix.to_string(),
-        };
-        let Some(bytes) = r.value else {
-            return self
-                .tombstone(r)
-                .map_err(|p| err(p, "only change topics can be read"));
-        };
-        let value: Json = serde_json::from_slice(bytes).map_err(|e| {
-            err(
-                format!("the value is not JSON ({e})"),
-                "read only topics of change events in JSON (Courier's json or json-schema, or Debezium with JsonConverter)",
-            )
-        })?;
-        let (schema, payload) = match (self.format, value.get("schema"), value.get("payload")) {
-            (Format::Auto | Format::JsonSchema, Some(s), Some(p)) if s.is_object() => {
-                (Some(s), p)
-            }
-            (Format::JsonSchema, _, _) => {
-                return Err(err(
-                    "the value has no Kafka Connect schema".into(),
-                    "set source.format = \"json\" or \"auto\", or write the topic with schemas (JsonConverter schemas.enable=true)",
-                ))
-            }
-            _ => (None, &value),
-        };
-        let Some(op) = payload.get("op").and_then(Json::as_str) else {
-            if is_metadata(payload) {
-                return Ok(None);
-            }
-            return Err(err(
-                "the value is not a change event (no \"op\")".into(),
-                "subscribe only to change topics (source.topics / source.topic_pattern), not to other topics",
-            ));
-        };
-        let op = match op {
-            "c" => Op::Insert,
-            "u" => Op::Update,
-            "d" => Op::Delete,
-            "r" => Op::Read,
-            "t" => Op::Truncate,
-            "m" => return Ok(None),
-            other => {
-                return Err(err(
-                    format!("unknown op {other:?}"),
-                    "the topic's producer writes events Courier does not know; read only Courier's or Debezium's change topics",
-                ))
-            }
-        };
-        let source = &payload["source"];
-        let table = match (source["schema"].as_str(), source["table"].as_str()) {
-            (Some(s), Some(t)) => TableId::new(s, t),
-            _ => {
-                return Err(err(
-                    "the event's source has no schema and table".into(),
-                    "read only Courier's or Debezium's PostgreSQL change topics",
-                ))
-            }
-        };
-        let courier_lsn = header_lsn(r.headers);
-        let from_courier = courier_lsn.is_some()
-            || source["version"]
-                .as_str()
-                .is_some_and(|v| v.starts_with("courier"));
-        let version = if from_courier {
-            courier_lsn
-                .or_else(|| source["lsn"].as_u64().map(Lsn))
-                .unwrap_or(Lsn::ZERO)
-        } else {
-            debezium_version(op, source)
-        };
-        let xid = source["txId"].as_u64().unwrap_or(0) as u32;
-        let commit_time_us = source["ts_us"]
-            .as_i64()
-            .or_else(|| source["ts_ms"].as_i64().map(|ms| ms * 1000))
-            .unwrap_or(0);
-        let key = self.key_names(r, schema.is_some()).map_err(|p| {
-            err(
-                p,
-                "read only change topics whose records are keyed by the table's primary key",
-            )
-        })?;
-        let row_schema = schema.map(|s| row_schema(s, op));
-        let relation = self
-            .relation(&table, row_schema, payload, &key)
-            .map_err(|p| err(p, "check the topic's producer; a column type Courier cannot map is read as text only without schemas (source.format = \"json\")"))?;
-        if op == Op::Truncate {
-            return Ok(Some(Change::truncate(
-                relation,
-                version,
-                xid,
-                commit_time_us,
-            )));
-        }
-        let row = |which: &str| -> Result<Option<Vec<Value>>, String> {
-            let v = &payload[which];
-            if v.is_null() {
-                return Ok(None);
-            }
-            let fields = row_schema.map(|s| &s["fields"]);
-            relation
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let field_schema = fields.and_then(|f| f.get(i));
-                    connect::value(&c.pg_type, field_schema, &v[c.name.as_str()])
-                        .map_err(|p| format!("column {}: {p}", c.name))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some)
-        };
-        let before = row("before").map_err(|p| err(p, "check the topic's producer"))?;
-        let after = row("after").map_err(|p| err(p, "check the topic's producer"))?;
-        if op != Op::Delete && after.is_none() {
-            return Err(err(
-                format!("a {op:?} event without \"after\""),
-                "check the topic's producer",
-            ));
-        }
-        let before = match (op, before) {
-            (Op::Delete, None) => Some(self.key_row(&relation, r, schema.is_some())?),
-            (_, b) => b,
-        };
-        if let (Op::Delete, Some(k)) = (op, r.key) {
-            self.last_delete
-                .insert((r.topic.to_string(), r.partition), k.to_vec());
-        }
-        Change::new(relation, op, before, after, version, xid, commit_time_us)
-            .map(Some)
-            .map_err(|e| err(e.to_string(), "check the topic's producer"))
-    }
+impl FromStr for Format {
+    type Err = String;
 
-    /// A null value: the tombstone of its key.
-    fn tombstone(&mut self, r: &Record<'_>) -> Result<Option<Change>, String> {
-        let Some(key) = r.key else {
-            return Err("a record with neither key nor value".into());
-        };
-        let slot = (r.topic.to_string(), r.partition);
-        if let Some(k) = self.last_delete.get(&slot) {
-            if k == key {
-                self.last_delete.remove(&slot);
-                return Ok(None);
-            }
-        }
-        // A lone tombstone: a delete of the key, if its table is known.
-        let key_json: Json = serde_json::from_slice(key)
-            .map_err(|e| format!("the tombstone's key is not JSON ({e})"))?;
-        let fields = key_json.get("payload").unwrap_or(&key_json);
-        let table = self.tables.values().find(|t| {
-            fields.as_object().is_some_and(|o| {
-                o.len() == t.key_names.len() && t.key_names.iter().all(|n| o.contains_key(n))
-            })
-        });
-        let Some(table) =
-            table.filter(|_| self.tables.len() == 1 || topic_names(r.topic, &self.tables))
-        else {
-            self.skipped_tombstones += 1;
-            return Ok(None);
-        };
-        let relation = table.relation.clone();
-        let row: Vec<Value> = relation
-            .columns
-            .iter()
-            .map(|c| {
-                if c.is_key {
-                    connect::value(&c.pg_type, None, &fields[c.name.as_str()])
-                        .unwrap_or(Value::Null)
-                } else {
-                    Value::Null
-                }
-            })
-            .collect();
-        let version = header_lsn(r.headers).unwrap_or(Lsn::ZERO);
-        Change::new(relation, Op::Delete, Some(row), None, version, 0, 0)
-            .map(Some)
-            .map_err(|e| e.to_string())
-    }
-
-    /// The key's field names (the table's key columns), from the record key.
-    fn key_names(&self, r: &Record<'_>, with_schema: bool) -> Result<Vec<String>, String> {
-        let Some(key) = r.key else {
-            return Err("the record has no key".into());
-        };
-        let key: Json =
-            serde_json::from_slice(key).map_err(|e| format!("the key is not JSON ({e})"))?;
-        let fields = if with_schema {
-            key.get("payload").unwrap_or(&key)
-        } else {
-            &key
-        };
-        match fields.as_object() {
-            Some(o) if !o.is_empty() => Ok(o.keys().cloned().collect()),
-            _ => Err("the key is not an object of the key columns".into()),
+    /// `auto`, `json` or `json-schema`; anything else is an error naming them.
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "auto" => Ok(Format::Auto),
+            "json" => Ok(Format::Json),
+            "json-schema" => Ok(Format::JsonSchema),
+            other => Err(format!(
+                "unknown format {other:?}: use \"auto\" (each record as it comes), \"json\" or \"json-schema\""
+            )),
         }
     }
-
-    /// The key-only row of a delete without `before`, from the record key.
-    fn key_row(
-        &self,
-        relation: &Relation,
-        r: &Record<'_>,
-        with_schema: bool,
-    ) -> Result<Vec<Value>, DecodeError> {
-        let key: Json = r
-            .key
-            .and_then(|k| serde_json::from_slice(k).ok())
-            .unwrap_or(Json::Null);
-        let fields = if with_schema {
-            key.get("payload").unwrap_or(&key)
-        } else {
-            &key
-        };
-        Ok(relation
-            .columns
-            .iter()
-            .map(|c| {
-                if c.is_key {
-                    connect::value(&c.pg_type, None, &fields[c.name.as_str()])
-                        .unwrap_or(Value::Null)
-                } else {
-                    Value::Null
-                }
-            })
-            .collect())
-    }
-
-    /// The table's relation: the cached one while its schema is unchanged,
-    /// else a new one from the schema (or inferred from the payload).
-    fn relation(
-        &mut self,
-        table: &TableId,
-        row_schema: Option<&Json>,
-        payload: &Json,
-        key: &[String],
-    ) -> Result<Arc<Relation>, String> {
-        if let Some(t) = self.tables.get(table) {
-            let same = match row_schema {
-                Some(s) => t.schema == *s,
-                None => t.schema.is_null(),
-            };
-            if same && t.key_names == key {
-                return Ok(t.relation.clone());
-            }
-            if row_schema.is_none() && t.schema.is_null() && t.key_names == key {
-                return Ok(t.relation.clone());
-            }
-        }
-        let columns = match row_schema {
-            Some(s) => columns_from_schema(s, key)?,
-            None => columns_inferred(payload, key)?,
-        };
-        let relation = Arc::new(Relation {
-            oid: 0,
-            id: table.clone(),
-            columns,
-        });
-        self.tables.insert(
-            table.clone(),
-            Table {
-                relation: relation.clone(),
-                schema: row_schema.cloned().unwrap_or(Json::Null),
-                key_names: key.to_vec(),
-            },
-        );
-        Ok(relation)
-    }
-}
-
-/// Whether a lone tombstone's topic may belong to one of several tables:
-/// Courier's and Debezium's topics are named `<prefix>.<schema>.<table>`.
-fn topic_names(topic: &str, tables: &HashMap<TableId, Table>) -> bool {
-    tables
-        .keys()
-        .any(|t| topic.ends_with(&format!(".{}.{}", t.schema, t.name)))
-}
-
-/// The `after` (else `before`) struct of an envelope schema.
-fn row_schema(envelope: &Json, op: Op) -> &Json {
-    let fields = envelope["fields"].as_array();
-    let find =
-        |name: &str| fields.and_then(|f| f.iter().find(|x| x["field"].as_str() == Some(name)));
-    let first = if op == Op::Delete { "before" } else { "after" };
-    find(first)
-        .or_else(|| find(if first == "after" { "before" } else { "after" }))
-        .unwrap_or(&Json::Null)
-}
-
-fn columns_from_schema(row: &Json, key: &[String]) -> Result<Vec<Column>, String> {
-    let Some(fields) = row["fields"].as_array() else {
-        return Err("the envelope schema has no before/after struct".into());
-    };
-    fields
-        .iter()
-        .map(|f| {
-            let name = f["field"].as_str().ok_or("a schema field without a name")?;
-            let pg_type = connect::pg_type(f).ok_or_else(|| {
-                format!(
-                    "column {name} has a schema Courier cannot map (type {}, name {})",
-                    f["type"],
-                    f["name"].as_str().unwrap_or("none")
-                )
-            })?;
-            Ok(column(
-                name,
-                pg_type,
-                f["optional"].as_bool().unwrap_or(true),
-                key,
-            ))
-        })
-        .collect()
-}
-
-fn columns_inferred(payload: &Json, key: &[String]) -> Result<Vec<Column>, String> {
-    let row = match (&payload["after"], &payload["before"]) {
-        (Json::Object(a), _) => a,
-        (_, Json::Object(b)) => b,
-        _ => return Err("the event has neither before nor after".into()),
-    };
-    Ok(row
-        .iter()
-        .map(|(name, v)| column(name, connect::inferred_type(v), !key.contains(name), key))
-        .collect())
-}
-
-fn column(name: &str, pg_type: PgType, nullable: bool, key: &[String]) -> Column {
-    let (type_oid, type_name) = sql_type(&pg_type);
-    let is_key = key.iter().any(|k| k == name);
-    Column {
-        name: name.to_string(),
-        type_oid,
-        type_modifier: match &pg_type {
-            PgType::Numeric {
-                precision: Some(p),
-                scale: Some(s),
-            } => ((i32::from(*p) << 16) | i32::from(*s)) + 4,
-            _ => -1,
-        },
-        type_name,
-        pg_type,
-        nullable: nullable && !is_key,
-        is_key,
-    }
-}
-
-/// PostgreSQL's OID and SQL name of a type, for sinks that create tables.
-fn sql_type(t: &PgType) -> (u32, String) {
-    let (oid, name): (u32, &str) = match t {
-        PgType::Bool => (16, "boolean"),
-        PgType::Int2 => (21, "smallint"),
-        PgType::Int4 => (23, "integer"),
-        PgType::Int8 => (20, "bigint"),
-        PgType::Oid => (26, "oid"),
-        PgType::Float4 => (700, "real"),
-        PgType::Float8 => (701, "double precision"),
-        PgType::Numeric {
-            precision: Some(p),
-            scale: Some(s),
-        } => return (1700, format!("numeric({p},{s})")),
-        PgType::Numeric { .. } => (1700, "numeric"),
-        PgType::Text | PgType::Enum | PgType::Other => (25, "text"),
-        PgType::Bytea => (17, "bytea"),
-        PgType::Uuid => (2950, "uuid"),
-        PgType::Date => (1082, "date"),
-        PgType::Time => (1083, "time"),
-        PgType::TimeTz => (1266, "timetz"),
-        PgType::Timestamp => (1114, "timestamp"),
-        PgType::TimestampTz => (1184, "timestamptz"),
-        PgType::Interval => (1186, "interval"),
-        PgType::Json => (114, "json"),
-        PgType::Jsonb => (3802, "jsonb"),
-        PgType::Array(inner) => {
-            let (_, n) = sql_type(inner);
-            return (0, format!("{n}[]"));
-        }
-    };
-    (oid, name.to_string())
-}
-
-/// The commit LSN Courier's sink writes in a header.
-fn header_lsn(headers: &[(&str, Option<&[u8]>)]) -> Option<Lsn> {
-    let (_, v) = headers.iter().find(|(k, _)| *k == LSN_HEADER)?;
-    let text = std::str::from_utf8((*v)?).ok()?;
-    text.parse::<u64>()
-        .ok()
-        .map(Lsn)
-        .or_else(|| text.parse::<Lsn>().ok())
-}
-
-/// The version of a Debezium event (see the module's documentation).
-fn debezium_version(op: Op, source: &Json) -> Lsn {
-    if op == Op::Read {
-        return Lsn::ZERO;
-    }
-    let as_u64 = |v: &Json| v.as_u64().or_else(|| v.as_str()?.parse().ok());
-    let sequence: Option<Vec<Json>> = source["sequence"]
-        .as_str()
-        .and_then(|s| serde_json::from_str(s).ok());
-    let last_commit = sequence.as_ref().and_then(|s| s.first()).and_then(as_u64);
-    let lsn = as_u64(&source["lsn"]);
-    Lsn(last_commit.or(lsn).unwrap_or(0).max(1))
-}
-
-/// Debezium's heartbeat and transaction-metadata records.
-fn is_metadata(payload: &Json) -> bool {
-    payload
-        .get("status")
-        .is_some_and(|s| s == "BEGIN" || s == "END")
-        || (payload.get("ts_ms").is_some() && payload.as_object().is_some_and(|o| o.len() == 1))
 }
 
 #[cfg(test)]

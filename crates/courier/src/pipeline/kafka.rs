@@ -383,6 +383,7 @@ impl Worker<'_> {
             topic: m.topic(),
             partition: m.partition(),
             offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
             key: m.key(),
             value: m.payload(),
             headers: &headers,
