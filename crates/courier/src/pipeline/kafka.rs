@@ -95,6 +95,9 @@ struct Shared {
     rebalances: u64,
     /// Per partition, its last stable offset as the statistics last said.
     ends: BTreeMap<Partition, i64>,
+    /// Partitions assigned since the loop last looked: the decoder forgets
+    /// what it remembered of them (their reading starts afresh).
+    newly_assigned: Vec<Partition>,
 }
 
 struct WorkerContext {
@@ -156,6 +159,7 @@ impl ConsumerContext for WorkerContext {
                         }
                     }
                     shared.progress.assign(partitions.iter().cloned());
+                    shared.newly_assigned.extend(partitions.iter().cloned());
                 }
                 tracing::info!(partitions = %names(&partitions), "assigned partitions");
                 let r = if cooperative {
@@ -375,6 +379,10 @@ impl Worker<'_> {
 
     /// Decodes one record into the batch; `Ok(true)` when the batch is full.
     fn record(&mut self, m: &BorrowedMessage<'_>) -> anyhow::Result<bool> {
+        let assigned = std::mem::take(&mut self.shared().newly_assigned);
+        for p in assigned {
+            self.decoder.reset_partition(&p.topic, p.partition);
+        }
         let headers: Vec<(&str, Option<&[u8]>)> = m
             .headers()
             .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
