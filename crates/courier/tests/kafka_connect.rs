@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+use support::connect::{connect_url, Connector};
 use support::load::{create_table, Load};
 use support::skip::skip;
 use support::*;
@@ -25,13 +26,6 @@ const CATCH_UP: Duration = Duration::from_secs(60);
 /// How long the JDBC sink may take to write what Courier has produced.
 const CONVERGE: Duration = Duration::from_secs(45);
 const JDBC_SINK: &str = "io.debezium.connector.jdbc.JdbcSinkConnector";
-
-fn connect_url() -> String {
-    std::env::var("COURIER_TEST_KAFKA_CONNECT")
-        .unwrap_or_else(|_| "http://127.0.0.1:58083".to_string())
-        .trim_end_matches('/')
-        .to_string()
-}
 
 fn brokers() -> String {
     std::env::var("COURIER_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:59092".to_string())
@@ -74,122 +68,6 @@ fn jdbc_target(db: &str) -> (String, String, String) {
         url.username().to_string(),
         url.password().unwrap_or_default().to_string(),
     )
-}
-
-/// A connector of the worker, deleted when dropped (a failed test leaves no
-/// connector behind to consume topics no one writes any more).
-struct Connector {
-    url: String,
-    name: String,
-    deleted: bool,
-}
-
-impl Connector {
-    /// `PUT /connectors/NAME/config`, then waits until the connector and
-    /// its task run.
-    async fn create(name: &str, config: Value) -> Connector {
-        let url = connect_url();
-        let c = Connector {
-            url: url.clone(),
-            name: name.to_string(),
-            deleted: false,
-        };
-        let resp = reqwest::Client::new()
-            .put(format!("{url}/connectors/{name}/config"))
-            .header("content-type", "application/json")
-            .body(config.to_string())
-            .send()
-            .await
-            .expect("PUT the connector's config");
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        assert!(
-            status.is_success(),
-            "the worker refused connector {name} ({status}): {body}"
-        );
-        let start = Instant::now();
-        loop {
-            let s = c.status().await;
-            let states: Vec<&str> = std::iter::once(&s["connector"]["state"])
-                .chain(
-                    s["tasks"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|t| &t["state"]),
-                )
-                .filter_map(Value::as_str)
-                .collect();
-            if s["tasks"].as_array().is_some_and(|t| !t.is_empty())
-                && states.iter().all(|st| *st == "RUNNING")
-            {
-                return c;
-            }
-            c.assert_not_failed(&s);
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "connector {name} is not running after 60 s: {s}"
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-
-    /// `GET /connectors/NAME/status` (null when it does not answer).
-    async fn status(&self) -> Value {
-        let Ok(resp) = reqwest::get(format!("{}/connectors/{}/status", self.url, self.name)).await
-        else {
-            return Value::Null;
-        };
-        serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or(Value::Null)
-    }
-
-    /// Panics with the trace when the connector or a task failed: the JDBC
-    /// sink stops its task on a record it cannot write.
-    fn assert_not_failed(&self, s: &Value) {
-        let failed = std::iter::once(&s["connector"])
-            .chain(s["tasks"].as_array().into_iter().flatten())
-            .find(|t| t["state"] == "FAILED");
-        if let Some(t) = failed {
-            panic!(
-                "connector {} failed:\n{}",
-                self.name,
-                t["trace"].as_str().unwrap_or("(no trace)")
-            );
-        }
-    }
-
-    async fn delete(mut self) {
-        let resp = reqwest::Client::new()
-            .delete(format!("{}/connectors/{}", self.url, self.name))
-            .send()
-            .await
-            .expect("DELETE the connector");
-        assert!(
-            resp.status().is_success(),
-            "delete connector {}: {}",
-            self.name,
-            resp.status()
-        );
-        self.deleted = true;
-        let gone = reqwest::get(format!("{}/connectors/{}", self.url, self.name))
-            .await
-            .expect("GET the deleted connector")
-            .status();
-        assert_eq!(gone, 404, "connector {} still listed", self.name);
-    }
-}
-
-impl Drop for Connector {
-    fn drop(&mut self) {
-        if !self.deleted {
-            let _ = Command::new("curl")
-                .args(["-sS", "--max-time", "10", "-X", "DELETE"])
-                .arg(format!("{}/connectors/{}", self.url, self.name))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
 }
 
 /// The source tables: every column type the test carries through.

@@ -152,8 +152,10 @@ impl KafkaSink {
                     }
                 }
             }
+            // Exactly once is offered only over a PostgreSQL source, whose
+            // positions are LSNs (the configuration refuses it otherwise).
             if let (Some(fence), Some(t)) = (fence.as_mut(), batch.through) {
-                fence.through(t);
+                fence.through(t.as_lsn());
             }
         }
         if fence.is_some() {

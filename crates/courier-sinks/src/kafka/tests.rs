@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use courier_core::{
-    Batch, Change, Column, Lsn, Op, PgType, Relation, Sink, SinkErrorKind, TableId, Value,
+    Batch, Change, Column, Lsn, Op, PgType, Position, Relation, Sink, SinkErrorKind, TableId, Value,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -525,7 +525,7 @@ fn committed(changes: Vec<Change>) -> Batch {
         .iter()
         .map(|c| c.version())
         .max()
-        .map(|l| Lsn(l.0 + 1));
+        .map(|l| Position(l.0 + 1));
     Batch { changes, through }
 }
 

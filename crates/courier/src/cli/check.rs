@@ -8,17 +8,17 @@ use courier_sinks::envelope::SourceInfo;
 use courier_sinks::preflight::Verdict;
 use tokio_postgres::Client;
 
-use crate::config::Config;
+use crate::config::{Config, Source, SourceConfig};
 use crate::pipeline::error_chain;
 
 /// Prints one line per check and remembers whether any failed.
 #[derive(Default)]
-struct Report {
+pub(super) struct Report {
     failed: usize,
 }
 
 impl Report {
-    fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
+    pub(super) fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
         println!("ok    {what}: {}", detail.as_ref());
     }
 
@@ -27,13 +27,13 @@ impl Report {
         println!("note  {what}: {}", detail.as_ref());
     }
 
-    fn fail(&mut self, what: &str, problem: impl AsRef<str>, fix: impl AsRef<str>) {
+    pub(super) fn fail(&mut self, what: &str, problem: impl AsRef<str>, fix: impl AsRef<str>) {
         self.failed += 1;
         println!("FAIL  {what}: {} — fix: {}", problem.as_ref(), fix.as_ref());
     }
 }
 
-/// `courier check`: preflight of PostgreSQL and every sink. Exit 1 if any fails.
+/// `courier check`: preflight of the source and every sink. Exit 1 if any fails.
 pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let mut r = Report::default();
     let config = match Config::load(path) {
@@ -53,52 +53,27 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let pg = match PgConfig::from_url(&config.source.url) {
-        Ok(pg) => pg,
-        Err(e) => {
+    // The source's tables, when PostgreSQL answers: sinks check the places
+    // they will write for them (a Kafka worker's tables are not known ahead).
+    let (source, tables) = match &config.source {
+        Source::Postgres(s) => match check_postgres_source(&mut r, s).await {
+            Some(found) => found,
+            None => return Ok(ExitCode::FAILURE),
+        },
+        #[cfg(feature = "kafka")]
+        Source::Kafka(k) => (
+            super::check_kafka::check_kafka_source(&mut r, k).await,
+            Vec::new(),
+        ),
+        #[cfg(not(feature = "kafka"))]
+        Source::Kafka(_) => {
             r.fail(
-                "source.url",
-                e.to_string(),
-                "use postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                "source",
+                "source.type = \"kafka\" needs a Courier built with the kafka feature",
+                "build with --features kafka",
             );
             return Ok(ExitCode::FAILURE);
         }
-    };
-    // The source's tables, when PostgreSQL answers: sinks check the places
-    // they will write for them.
-    let mut tables = Vec::new();
-    match pg.connect().await {
-        Ok(client) => {
-            let version = client
-                .query_one("SHOW server_version", &[])
-                .await
-                .map(|r| r.get::<_, String>(0))
-                .unwrap_or_default();
-            r.ok("postgres", format!("connected to {} (PostgreSQL {version})", pg.redacted()));
-            tables = check_postgres(&mut r, &config, &client).await;
-        }
-        Err(e) => r.fail(
-            "postgres",
-            format!("cannot connect to {}: {}", pg.redacted(), error_chain(&e)),
-            "check that PostgreSQL runs and that source.url's host, port, user, password and database are right \
-             (and pg_hba.conf allows this client)",
-        ),
-    }
-    match ReplicationClient::connect(&pg).await {
-        Ok(mut repl) => match repl.identify_system().await {
-            Ok(sys) => r.ok("replication connection", format!("IDENTIFY_SYSTEM ok, server WAL at {}", sys.xlogpos)),
-            Err(e) => r.fail("replication connection", error_chain(&e), "grant the role REPLICATION"),
-        },
-        Err(e) => r.fail(
-            "replication connection",
-            error_chain(&e),
-            "allow replication connections for this role in pg_hba.conf (a line with database 'replication' \
-             is not needed for logical replication; 'all' or the database name must match), and check max_wal_senders",
-        ),
-    }
-    let source = SourceInfo {
-        name: config.source.slot.clone(),
-        database: pg.dbname.clone(),
     };
     for (name, (kind, settings)) in &config.sinks {
         match courier_sinks::check_sink(name, kind, settings.clone(), &source, &tables).await {
@@ -129,9 +104,64 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// PostgreSQL: the connection, its settings and privileges, the
+/// replication connection; what sinks write as the source, and the tables
+/// Courier would capture. `None` when the URL itself is unusable.
+async fn check_postgres_source(
+    r: &mut Report,
+    source: &SourceConfig,
+) -> Option<(SourceInfo, Vec<TableId>)> {
+    let mut tables = Vec::new();
+    let pg = match PgConfig::from_url(&source.url) {
+        Ok(pg) => pg,
+        Err(e) => {
+            r.fail(
+                "source.url",
+                e.to_string(),
+                "use postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+            );
+            return None;
+        }
+    };
+    match pg.connect().await {
+        Ok(client) => {
+            let version = client
+                .query_one("SHOW server_version", &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_default();
+            r.ok("postgres", format!("connected to {} (PostgreSQL {version})", pg.redacted()));
+            tables = check_postgres(r, source, &client).await;
+        }
+        Err(e) => r.fail(
+            "postgres",
+            format!("cannot connect to {}: {}", pg.redacted(), error_chain(&e)),
+            "check that PostgreSQL runs and that source.url's host, port, user, password and database are right \
+             (and pg_hba.conf allows this client)",
+        ),
+    }
+    match ReplicationClient::connect(&pg).await {
+        Ok(mut repl) => match repl.identify_system().await {
+            Ok(sys) => r.ok("replication connection", format!("IDENTIFY_SYSTEM ok, server WAL at {}", sys.xlogpos)),
+            Err(e) => r.fail("replication connection", error_chain(&e), "grant the role REPLICATION"),
+        },
+        Err(e) => r.fail(
+            "replication connection",
+            error_chain(&e),
+            "allow replication connections for this role in pg_hba.conf (a line with database 'replication' \
+             is not needed for logical replication; 'all' or the database name must match), and check max_wal_senders",
+        ),
+    }
+    let info = SourceInfo {
+        name: source.slot.clone(),
+        database: pg.dbname.clone(),
+    };
+    Some((info, tables))
+}
+
 /// Checks PostgreSQL's settings, the role, publication, slot and tables;
 /// returns the tables Courier would capture.
-async fn check_postgres(r: &mut Report, config: &Config, client: &Client) -> Vec<TableId> {
+async fn check_postgres(r: &mut Report, source: &SourceConfig, client: &Client) -> Vec<TableId> {
     let setting = |name: &'static str| async move {
         client
             .query_one(&format!("SHOW {name}"), &[])
@@ -173,29 +203,26 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) -> Vec
             let has_pub = client
                 .query_opt(
                     "SELECT 1 FROM pg_publication WHERE pubname = $1",
-                    &[&config.source.publication],
+                    &[&source.publication],
                 )
                 .await
                 .ok()
                 .flatten()
                 .is_some();
             if has_pub {
-                r.ok(
-                    "publication",
-                    format!("{} exists", config.source.publication),
-                );
+                r.ok("publication", format!("{} exists", source.publication));
             } else if create {
                 r.ok(
                     "publication",
-                    format!("{} will be created", config.source.publication),
+                    format!("{} will be created", source.publication),
                 );
             } else {
                 r.fail(
                     "publication",
-                    format!("{} does not exist and {user} may not create it", config.source.publication),
+                    format!("{} does not exist and {user} may not create it", source.publication),
                     format!(
                         "create it as the tables' owner: CREATE PUBLICATION {} FOR TABLE ...; or GRANT CREATE ON DATABASE to {user}",
-                        config.source.publication
+                        source.publication
                     ),
                 );
             }
@@ -211,7 +238,7 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) -> Vec
             &[],
         )
         .await;
-    match (slots, slot_info(client, &config.source.slot).await) {
+    match (slots, slot_info(client, &source.slot).await) {
         (_, Err(e)) => r.fail("slot", e.to_string(), "see the message"),
         (Ok(row), Ok(existing)) => {
             let (max_slots, used, max_senders, senders): (i32, i32, i32, i32) =
@@ -219,12 +246,12 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) -> Vec
             match existing {
                 Some(s) if s.active_pid.is_some() => r.fail(
                     "slot",
-                    format!("{} is in use by backend pid {}", config.source.slot, s.active_pid.unwrap_or(0)),
+                    format!("{} is in use by backend pid {}", source.slot, s.active_pid.unwrap_or(0)),
                     "stop the other Courier using this slot, or choose another source.slot",
                 ),
-                Some(s) => r.ok("slot", format!("{} exists at {}", config.source.slot, s.confirmed_flush)),
+                Some(s) => r.ok("slot", format!("{} exists at {}", source.slot, s.confirmed_flush)),
                 None if used < max_slots - 1 => {
-                    r.ok("slot", format!("{} will be created ({used} of {max_slots} slots used)", config.source.slot))
+                    r.ok("slot", format!("{} will be created ({used} of {max_slots} slots used)", source.slot))
                 }
                 None => r.fail(
                     "slot",
@@ -249,7 +276,7 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) -> Vec
         ),
     }
 
-    match resolve_tables(client, &config.source.tables, &config.source.table_patterns).await {
+    match resolve_tables(client, &source.tables, &source.table_patterns).await {
         Ok(tables) => {
             let ids = tables.iter().map(|t| t.id.clone()).collect();
             for t in tables {

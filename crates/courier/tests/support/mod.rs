@@ -6,6 +6,7 @@
 
 pub mod bulk_tap;
 pub mod chaos;
+pub mod connect;
 pub mod fold;
 pub mod kafka;
 pub mod load;
