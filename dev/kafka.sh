@@ -41,7 +41,9 @@ KAFKA_LIB="$KAFKA_DIR/dist/kafka-$KAFKA_VERSION"
 KAFKA_CONF="$KAFKA_DIR/config"
 KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_LOGS="$KAFKA_DIR/logs"
-KAFKA_START_TIMEOUT_S=120
+# A broker holding many partitions (a long-lived dev checkout) takes minutes to
+# load them on a busy machine; a fresh one is ready in seconds.
+KAFKA_START_TIMEOUT_S=300
 # The broker logs this once it has registered with the controller and is unfenced.
 KAFKA_READY_LINE="Kafka Server started"
 

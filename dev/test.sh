@@ -2,9 +2,10 @@
 # Runs Courier's whole test suite against real local services:
 # starts PostgreSQL, Redis (standalone and cluster), ClickHouse, OpenSearch (the main node, the
 # deliberately overloaded one, and 1.x and 3.x nodes), Elasticsearch (8.x, 7.x and 9.x), and Kafka
-# with a Kafka Connect worker (Debezium's JDBC sink and PostgreSQL connector, for the interop and
-# outbox side-by-side tests) with the dev/ scripts, checks formatting and
-# lints, then runs every unit and end-to-end test.
+# with a Kafka Connect worker (Debezium's JDBC sink and PostgreSQL connector) with the dev/ scripts,
+# checks formatting and lints, then runs every unit and end-to-end test (the Kafka decoder's tests,
+# courier-kafka's `debezium` and `courier_sink`, and the outbox's side by side with Debezium's
+# EventRouter, `outbox_debezium`, need the broker, the worker and PostgreSQL).
 #
 #   dev/test.sh            the whole suite (what CI runs)
 #   dev/test.sh -- FILTER  pass arguments on to `cargo test`

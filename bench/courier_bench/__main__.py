@@ -69,7 +69,13 @@ def aggregate_drain(name, describe, runs):
         peers[peer] = {k: stats.summary([x[k] for x in rs])
                        for k in ("rate", "ratio", "seconds", "first_record_s", "rss_kb",
                                  "cpu_s")}
+    workers = {}
+    for n in runs[0].get("workers", {}):
+        rs = [r["workers"][n] for r in runs if n in r.get("workers", {})]
+        workers[n] = {k: stats.summary([x.get(k) for x in rs])
+                      for k in ("rate", "ratio", "direct_ratio", "seconds", "rss_kb")}
     return {"workload": name, "description": describe, "changes": runs[0]["changes"],
+            "workers": workers,
             "recv_rate": stats.summary([r["recv"]["rate"] for r in runs]),
             "recv_seconds": stats.summary([r["recv"]["seconds"] for r in runs]),
             "recv_rss_kb": stats.summary([r["recv"]["rss_kb"] for r in runs]),

@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from . import pg, procs
+from . import pg, procs, worker
 from .courier import Courier
 
 RECVLOGICAL = f"{pg.PG_BIN}/pg_recvlogical"
@@ -101,7 +101,7 @@ def run_once(ctx, workload, sinks, repeat, peers=()):
     end_lsn = pg.current_lsn(url)
     pg.wait_flushed(url, end_lsn)
 
-    result = {"changes": changes, "end_lsn": end_lsn, "sinks": {}, "peers": {},
+    result = {"changes": changes, "end_lsn": end_lsn, "sinks": {}, "peers": {}, "workers": {},
               # where a run's wall time goes besides the timed drains
               "slots_s": round(t1 - t0, 2), "backlog_s": round(time.perf_counter() - t1, 2)}
     session = pg.Session(url)
@@ -133,6 +133,14 @@ def run_once(ctx, workload, sinks, repeat, peers=()):
                 native = s.native_rate(ctx, workload, changes)
                 if native:
                     result["sinks"][who].update(native)
+                redis = next((x for x in sinks if x.name == "redis"), None)
+                if s.name == "kafka" and redis is not None:
+                    # The topics hold the backlog now: Kafka workers drain
+                    # them into Redis, compared with the direct Redis drain.
+                    for n in (1, 2):
+                        w_secs, w_rss = worker.time_workers(ctx, s, redis.port, run_id, n)
+                        result["workers"][str(n)] = {"seconds": w_secs, "rate": changes / w_secs,
+                                                     "rss_kb": w_rss}
                 s.clear(ctx.workdir, run_id)
     finally:
         session.close()
@@ -145,6 +153,11 @@ def run_once(ctx, workload, sinks, repeat, peers=()):
         raise InvalidRun(f"pg_recvlogical used {recv['cpu_s']} CPU s for {changes} changes")
     for r in result["peers"].values():
         r["ratio"] = r["rate"] / recv["rate"]
+    direct = result["sinks"].get("redis")
+    for r in result["workers"].values():
+        r["ratio"] = r["rate"] / recv["rate"]
+        if direct:
+            r["direct_ratio"] = r["rate"] / direct["rate"]
     for name, r in result["sinks"].items():
         if changes >= 10_000 and r["cpu_s"] is not None and r["cpu_s"] < changes * 1e-6:
             # Courier's slot passed END without Courier doing the work: kept

@@ -58,6 +58,22 @@ def markdown(doc):
                 f"{_spread(s['rate'], _k)} | {_spread(s['native_ratio'], lambda v: f'{v:.2f}')} | "
                 f"{s['native_what']} |")
     out += _peers(doc)
+    workers = [(w, n, s) for w in doc["drain"] for n, s in w.get("workers", {}).items()]
+    if workers:
+        out += [
+            "",
+            "Kafka workers (`source.type = \"kafka\"`, a new group from the earliest offset) "
+            "draining the Kafka sink's topics of the same backlog into Redis:",
+            "",
+            "| workload | workers | changes | rate/s | / pg_recvlogical | / direct Redis drain | peak RSS MB (largest worker) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        f2 = lambda v: f"{v:.2f}"
+        for w, n, s in workers:
+            out.append(
+                f"| {w['workload']} | {n} | {w['changes']:,} | {_spread(s['rate'], _k)} | "
+                f"{_spread(s['ratio'], f2)} | {_spread(s['direct_ratio'], f2)} | "
+                f"{_spread(s['rss_kb'], _mb)} |")
     for w in doc["drain"]:
         for run in w.get("runs", []):
             for sink, r in run["sinks"].items():

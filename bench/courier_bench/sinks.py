@@ -153,19 +153,20 @@ class OpenSearchSink(SinkSpec):
 
 class KafkaSink(SinkSpec):
     """The dev broker (`dev/kafka.sh`, 127.0.0.1:59092). Each Courier run
-    writes topics of its own prefix (`courier_bench_<run>`, one partition per
-    table as the sink creates them), deleted again after the run."""
+    writes topics of its own prefix (`courier_bench_<run>`, four partitions
+    per table as the sink creates them, so two workers can share them),
+    deleted again after the run."""
 
     name = type = "kafka"
     brokers = "127.0.0.1:" + os.environ.get("COURIER_KAFKA_PORT", "59092")
     exactly_once = False
 
-    def _prefix(self, run_id):
+    def prefix_of(self, run_id):
         return re.sub(r"[^a-z0-9_]", "_", f"courier_bench_{self.name}_{run_id}".lower())
 
     def settings(self, workdir, run_id):
-        return {"brokers": self.brokers, "topic_prefix": self._prefix(run_id),
-                "exactly_once": self.exactly_once}
+        return {"brokers": self.brokers, "topic_prefix": self.prefix_of(run_id),
+                "exactly_once": self.exactly_once, "partitions": 4}
 
     def setup(self, ctx):
         self.repo = ctx.repo
@@ -175,7 +176,7 @@ class KafkaSink(SinkSpec):
         if run_id is None:
             return
         subprocess.run(["bash", os.path.join(self.repo, "dev", "kafka.sh"), "topics", "--delete",
-                        "--if-exists", "--topic", self._prefix(run_id) + r"\..*"],
+                        "--if-exists", "--topic", self.prefix_of(run_id) + r"\..*"],
                        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -1,4 +1,4 @@
-use crate::{Change, Lsn};
+use crate::{Change, Position};
 
 /// An ordered run of changes handed to every sink, and what applying it means
 /// for progress.
@@ -9,10 +9,12 @@ use crate::{Change, Lsn};
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
     pub changes: Vec<Change>,
-    /// When `Some(l)`: once this batch and all before it are applied, every
-    /// change of every transaction that committed at or before `l` is applied.
-    /// `None` for batches that end inside a transaction and for snapshot data.
-    pub through: Option<Lsn>,
+    /// When `Some(p)`: once this batch and all before it are applied, the
+    /// source's stream is complete through `p` (PostgreSQL: every change of
+    /// every transaction that committed at or before the LSN `p`), so the
+    /// source may acknowledge `p`. `None` for batches that end inside a
+    /// transaction and for snapshot data.
+    pub through: Option<Position>,
 }
 
 impl Batch {

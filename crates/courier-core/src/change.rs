@@ -245,6 +245,33 @@ impl Change {
         self.after().or(self.before())
     }
 
+    /// For an update that changed the row's key (PostgreSQL sends the old
+    /// key in `before`): the deletion of the old key, at this change's
+    /// version. A store keyed by the primary key applies it just before this
+    /// change, so the row moves instead of staying under its old key too.
+    pub fn key_move(&self) -> Option<Change> {
+        let (before, after) = (self.before()?, self.after()?);
+        let mut keys = self.relation.key_indexes().peekable();
+        keys.peek()?;
+        let keys: Vec<usize> = keys.collect();
+        if self.op != Op::Update
+            || keys.iter().all(|&k| before[k].is_null())
+            || keys.iter().all(|&k| before[k] == after[k])
+        {
+            return None;
+        }
+        Some(Change {
+            relation: self.relation.clone(),
+            op: Op::Delete,
+            before: Some(before.to_vec()),
+            after: None,
+            version: self.version,
+            xid: self.xid,
+            commit_time_us: self.commit_time_us,
+            outbox: self.outbox,
+        })
+    }
+
     /// The key values, in key-column order.
     pub fn key_values(&self) -> Option<Vec<&Value>> {
         let row = self.key_row()?;

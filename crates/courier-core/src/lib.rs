@@ -1,4 +1,5 @@
 //! The vocabulary every part of Courier shares: positions in the WAL ([`Lsn`]),
+//! how far a source's stream is complete ([`Position`]),
 //! tables and their columns ([`Relation`]), typed values ([`Value`]), row
 //! changes ([`Change`]) grouped into [`Batch`]es, the [`Sink`] contract that
 //! every derived store implements, the ack [`Watermark`], and the
@@ -9,6 +10,7 @@ mod batch;
 mod change;
 mod filter;
 mod lsn;
+mod position;
 mod relation;
 mod sink;
 pub mod state;
@@ -20,6 +22,7 @@ pub use batch::Batch;
 pub use change::{Change, Op, OutboxSource, Row, RowShapeError};
 pub use filter::{TableFilter, TablePatternError};
 pub use lsn::{Lsn, ParseLsnError};
+pub use position::Position;
 pub use relation::{quote_ident, Column, PgType, Relation, TableId, MESSAGE_SCHEMA};
 pub use sink::{Grouping, Sink, SinkError, SinkErrorKind};
 pub use state::{LocalStateStore, StateError, StateStore};

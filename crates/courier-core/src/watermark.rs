@@ -1,53 +1,54 @@
 use std::sync::{Arc, Mutex};
 
-use crate::Lsn;
+use crate::Position;
 
-/// The ack watermark: per sink, the LSN through which it has applied every
-/// committed change; the slot may advance to the minimum over all sinks.
+/// The ack watermark: per sink, the source [`Position`] through which it has
+/// applied everything; the source may acknowledge the minimum over all sinks
+/// (PostgreSQL: the slot advances to it).
 ///
 /// Cheap to clone; clones share state.
 #[derive(Clone, Debug, Default)]
 pub struct Watermark {
-    inner: Arc<Mutex<Vec<(String, Lsn)>>>,
+    inner: Arc<Mutex<Vec<(String, Position)>>>,
 }
 
 impl Watermark {
     /// A watermark over the named sinks, all starting at `start`.
-    pub fn new(sinks: impl IntoIterator<Item = String>, start: Lsn) -> Self {
+    pub fn new(sinks: impl IntoIterator<Item = String>, start: Position) -> Self {
         let v = sinks.into_iter().map(|s| (s, start)).collect();
         Watermark {
             inner: Arc::new(Mutex::new(v)),
         }
     }
 
-    /// Records that `sink` has applied everything through `lsn`. Never moves backwards.
-    pub fn advance(&self, sink: &str, lsn: Lsn) {
+    /// Records that `sink` has applied everything through `position`. Never moves backwards.
+    pub fn advance(&self, sink: &str, position: Position) {
         let mut v = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, l)) = v.iter_mut().find(|(n, _)| n == sink) {
-            if lsn > *l {
-                *l = lsn;
+        if let Some((_, p)) = v.iter_mut().find(|(n, _)| n == sink) {
+            if position > *p {
+                *p = position;
             }
         }
     }
 
-    /// Moves every sink to at least `lsn` (e.g. a new slot's starting point).
-    pub fn advance_all(&self, lsn: Lsn) {
+    /// Moves every sink to at least `position` (e.g. a new slot's starting point).
+    pub fn advance_all(&self, position: Position) {
         let mut v = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, l) in v.iter_mut() {
-            if lsn > *l {
-                *l = lsn;
+        for (_, p) in v.iter_mut() {
+            if position > *p {
+                *p = position;
             }
         }
     }
 
     /// The position every sink has reached; `None` with no sinks.
-    pub fn min(&self) -> Option<Lsn> {
+    pub fn min(&self) -> Option<Position> {
         let v = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         v.iter().map(|(_, l)| *l).min()
     }
 
     /// Each sink's position.
-    pub fn per_sink(&self) -> Vec<(String, Lsn)> {
+    pub fn per_sink(&self) -> Vec<(String, Position)> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -58,12 +59,12 @@ mod tests {
 
     #[test]
     fn minimum_over_sinks_never_moves_back() {
-        let w = Watermark::new(["a".to_string(), "b".to_string()], Lsn(10));
-        w.advance("a", Lsn(50));
-        assert_eq!(w.min(), Some(Lsn(10)));
-        w.advance("b", Lsn(40));
-        assert_eq!(w.min(), Some(Lsn(40)));
-        w.advance("b", Lsn(20));
-        assert_eq!(w.min(), Some(Lsn(40)));
+        let w = Watermark::new(["a".to_string(), "b".to_string()], Position(10));
+        w.advance("a", Position(50));
+        assert_eq!(w.min(), Some(Position(10)));
+        w.advance("b", Position(40));
+        assert_eq!(w.min(), Some(Position(40)));
+        w.advance("b", Position(20));
+        assert_eq!(w.min(), Some(Position(40)));
     }
 }

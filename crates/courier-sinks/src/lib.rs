@@ -14,6 +14,7 @@ pub mod kafka;
 #[cfg(test)]
 mod outage;
 pub mod outbox;
+pub mod preflight;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod registry;
@@ -35,7 +36,7 @@ use std::path::PathBuf;
 
 use courier_core::SinkErrorKind;
 
-pub use registry::{build_sink, OUTBOX_SINK_TYPES, SINK_TYPES};
+pub use registry::{build_sink, check_sink, OUTBOX_SINK_TYPES, SINK_TYPES};
 pub use selection::{Segment, TableSelection};
 
 /// A sink that cannot be built from its configuration.

@@ -1,9 +1,10 @@
 //! The one explicit list of sink types Courier can build from configuration.
 
-use courier_core::Sink;
+use courier_core::{Sink, TableId};
 
 use crate::envelope::SourceInfo;
 use crate::outbox::{Router, Routers};
+use crate::preflight::Finding;
 use crate::BuildError;
 
 /// The sink types this build of Courier knows, for error messages.
@@ -55,11 +56,10 @@ pub async fn build_sink(
     }
     let outbox = Routers::new(outbox);
     match kind {
-        "stdout" => Ok(Box::new(crate::stdout::StdoutSink::new(
-            settings.try_into().map_err(parse_err)?,
-            source,
-            outbox,
-        )?)),
+        "stdout" => Ok(Box::new(
+            crate::stdout::StdoutSink::new(settings.try_into().map_err(parse_err)?, source)?
+                .with_outbox(outbox),
+        )),
         #[cfg(feature = "redis")]
         "redis" => Ok(Box::new(
             crate::redis::build(name, settings.try_into().map_err(parse_err)?).await?,
@@ -74,22 +74,52 @@ pub async fn build_sink(
         )),
         #[cfg(feature = "kafka")]
         "kafka" => Ok(Box::new(
-            crate::kafka::build(
-                name,
-                settings.try_into().map_err(parse_err)?,
-                source,
-                outbox,
-            )
-            .await?,
+            crate::kafka::build(name, settings.try_into().map_err(parse_err)?, source)
+                .await?
+                .with_outbox(outbox),
         )),
-        "file" => Ok(Box::new(crate::file::FileSink::new(
-            settings.try_into().map_err(parse_err)?,
-            source,
-            outbox,
-        )?)),
+        "file" => Ok(Box::new(
+            crate::file::FileSink::new(settings.try_into().map_err(parse_err)?, source)?
+                .with_outbox(outbox),
+        )),
         other => Err(BuildError::UnknownType {
             sink: name.to_string(),
             kind: other.to_string(),
         }),
+    }
+}
+
+/// `courier check` for the sink `name`: `Err` when it cannot start (as
+/// [`build_sink`] would fail), otherwise what it found about the places it
+/// will write for `tables` (none for most sinks). A sink that would claim
+/// something exclusively at start (a Kafka transactional id) is looked at
+/// without claiming it.
+pub async fn check_sink(
+    name: &str,
+    kind: &str,
+    settings: toml::Table,
+    source: &SourceInfo,
+    tables: &[TableId],
+) -> Result<Vec<Finding>, BuildError> {
+    match kind {
+        #[cfg(feature = "kafka")]
+        "kafka" => {
+            let config =
+                toml::Value::Table(settings)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| BuildError::Config {
+                        sink: name.to_string(),
+                        message: e.message().to_string(),
+                    })?;
+            crate::kafka::check(name, config, source, tables).await
+        }
+        _ => {
+            let _ = tables;
+            // The outbox routers were checked with the configuration; the
+            // sink is built to see that it can start.
+            let mut sink = build_sink(name, kind, settings, source, Vec::new()).await?;
+            let _ = sink.close().await;
+            Ok(Vec::new())
+        }
     }
 }

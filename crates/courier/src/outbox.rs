@@ -76,13 +76,4 @@ impl Outbox {
         }
         s
     }
-
-    /// The routers whose events the sink `sink` carries.
-    pub fn for_sink(&self, sink: &str) -> Vec<Router> {
-        self.routers
-            .iter()
-            .filter(|r| r.sink == sink)
-            .cloned()
-            .collect()
-    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use courier_core::{Lsn, Watermark};
+use courier_core::{Lsn, Position, Watermark};
 use serde::Serialize;
 
 /// Shared, cheap-to-clone pipeline status.
@@ -23,14 +23,22 @@ struct Inner {
     sinks: BTreeMap<String, SinkProgress>,
     snapshot: BTreeMap<String, TableSnapshotStatus>,
     streaming: bool,
-    /// Commit LSN and time of the newest transaction received.
-    newest_commit: (Lsn, i64),
+    /// The position and commit time of the newest change received
+    /// (PostgreSQL: the newest transaction's commit LSN).
+    newest_commit: (Position, i64),
+    /// Whether positions are LSNs (a PostgreSQL source).
+    positions_are_lsns: bool,
 }
 
 /// The source side of `/v1/status`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SourceStatus {
+    /// `postgres` or `kafka`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub slot: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub publication: String,
     pub confirmed_flush_lsn: Option<String>,
     pub server_wal_lsn: Option<String>,
@@ -39,6 +47,34 @@ pub struct SourceStatus {
     /// The newest position Courier reported to PostgreSQL as applied: a
     /// restart replays from here.
     pub acknowledged_lsn: Option<String>,
+    /// A Kafka source's group and partitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaStatus>,
+}
+
+/// A Kafka worker's place in its group.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KafkaStatus {
+    pub group: String,
+    /// Rebalances this worker went through since it started.
+    pub rebalances: u64,
+    /// The partitions this worker owns now.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition a Kafka worker owns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset (the next record a restart reads).
+    pub committed_offset: Option<i64>,
+    /// The next offset every sink has applied through.
+    pub applied_offset: Option<i64>,
+    /// The partition's end (the offset the next record gets).
+    pub high_watermark: Option<i64>,
+    /// Records in the partition not yet applied by every sink.
+    pub lag_records: Option<i64>,
 }
 
 /// Where a sink is in its life.
@@ -75,8 +111,15 @@ struct SinkProgress {
 pub struct SinkStatus {
     #[serde(rename = "type")]
     pub kind: String,
-    pub applied_lsn: String,
-    pub lag_bytes: u64,
+    /// PostgreSQL source: the LSN through which the sink applied everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_lsn: Option<String>,
+    /// Kafka source: the batch through which the sink applied everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_batch: Option<u64>,
+    /// PostgreSQL source: WAL bytes between the server's position and the sink's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
     pub lag_ms: u64,
     pub events: u64,
     pub errors: u64,
@@ -102,14 +145,40 @@ pub struct StatusReport {
 }
 
 impl Status {
-    /// A status for the named sinks `(name, type)`, every one at `start`.
+    /// A PostgreSQL source's status for the named sinks `(name, type)`,
+    /// every one at `start`.
     pub fn new(slot: &str, publication: &str, sinks: &[(String, String)], start: Lsn) -> Self {
-        let inner = Inner {
-            source: SourceStatus {
-                slot: slot.into(),
-                publication: publication.into(),
+        let source = SourceStatus {
+            kind: "postgres",
+            slot: slot.into(),
+            publication: publication.into(),
+            ..Default::default()
+        };
+        Status::with_source(source, sinks, start.into(), true)
+    }
+
+    /// A Kafka worker's status (group `group`) for the named sinks.
+    pub fn for_kafka(group: &str, sinks: &[(String, String)]) -> Self {
+        let source = SourceStatus {
+            kind: "kafka",
+            kafka: Some(KafkaStatus {
+                group: group.into(),
                 ..Default::default()
-            },
+            }),
+            ..Default::default()
+        };
+        Status::with_source(source, sinks, Position::ZERO, false)
+    }
+
+    fn with_source(
+        source: SourceStatus,
+        sinks: &[(String, String)],
+        start: Position,
+        positions_are_lsns: bool,
+    ) -> Self {
+        let inner = Inner {
+            source,
+            positions_are_lsns,
             sinks: sinks
                 .iter()
                 .map(|(n, k)| {
@@ -164,8 +233,20 @@ impl Status {
         self.with(|i| i.source.acknowledged_lsn.as_deref()?.parse().ok())
     }
 
-    pub fn note_commit_received(&self, lsn: Lsn, commit_time_us: i64) {
-        self.with(|i| i.newest_commit = (lsn, commit_time_us));
+    /// The newest change received: its position (PostgreSQL: its
+    /// transaction's commit LSN) and commit time.
+    pub fn note_commit_received(&self, position: Position, commit_time_us: i64) {
+        self.with(|i| i.newest_commit = (position, commit_time_us));
+    }
+
+    /// A Kafka worker's partitions now, and the rebalances so far.
+    pub fn set_kafka_partitions(&self, partitions: Vec<PartitionStatus>, rebalances: u64) {
+        self.with(|i| {
+            if let Some(k) = i.source.kafka.as_mut() {
+                k.partitions = partitions;
+                k.rebalances = rebalances;
+            }
+        });
     }
 
     /// `sink` applied `events` changes and everything through `through`;
@@ -173,7 +254,7 @@ impl Status {
     pub fn sink_applied(
         &self,
         sink: &str,
-        through: Option<Lsn>,
+        through: Option<Position>,
         events: u64,
         commit_time_us: Option<i64>,
     ) {
@@ -254,9 +335,10 @@ impl Status {
                 .and_then(|s| s.parse::<Lsn>().ok());
             let sinks = per_sink
                 .into_iter()
-                .filter_map(|(name, lsn)| {
+                .filter_map(|(name, position)| {
                     let s = i.sinks.get(&name)?;
-                    let behind = i.newest_commit.0 > lsn;
+                    let lsn = i.positions_are_lsns.then(|| position.as_lsn());
+                    let behind = i.newest_commit.0 > position;
                     let since = |t: i64| (now_us - t).max(0) as u64 / 1000;
                     let lag_ms = match (behind, s.applied_commit_time_us) {
                         (false, _) => 0,
@@ -265,8 +347,9 @@ impl Status {
                     };
                     let status = SinkStatus {
                         kind: s.kind.clone(),
-                        applied_lsn: lsn.to_string(),
-                        lag_bytes: server.map(|v| v.0.saturating_sub(lsn.0)).unwrap_or(0),
+                        applied_lsn: lsn.map(|l| l.to_string()),
+                        applied_batch: (!i.positions_are_lsns).then_some(position.0),
+                        lag_bytes: lsn.map(|l| server.map_or(0, |v| v.0.saturating_sub(l.0))),
                         lag_ms,
                         events: s.events,
                         errors: s.errors,
@@ -297,12 +380,25 @@ impl StatusReport {
             metrics::gauge!("courier_retained_wal_bytes").set(b as f64);
         }
         for (name, s) in &self.sinks {
-            if let Ok(l) = s.applied_lsn.parse::<Lsn>() {
+            if let Some(l) = s.applied_lsn.as_deref().and_then(|l| l.parse::<Lsn>().ok()) {
                 metrics::gauge!("courier_sink_applied_lsn", "sink" => name.clone()).set(l.0 as f64);
             }
-            metrics::gauge!("courier_sink_lag_bytes", "sink" => name.clone())
-                .set(s.lag_bytes as f64);
+            if let Some(b) = s.lag_bytes {
+                metrics::gauge!("courier_sink_lag_bytes", "sink" => name.clone()).set(b as f64);
+            }
             metrics::gauge!("courier_sink_lag_ms", "sink" => name.clone()).set(s.lag_ms as f64);
+        }
+        for p in self.source.kafka.iter().flat_map(|k| &k.partitions) {
+            let labels = [
+                ("topic", p.topic.clone()),
+                ("partition", p.partition.to_string()),
+            ];
+            if let Some(lag) = p.lag_records {
+                metrics::gauge!("courier_kafka_lag_records", &labels).set(lag as f64);
+            }
+            if let Some(c) = p.committed_offset {
+                metrics::gauge!("courier_kafka_committed_offset", &labels).set(c as f64);
+            }
         }
         for (table, t) in &self.snapshot {
             metrics::gauge!("courier_snapshot_rows_done", "table" => table.clone())
@@ -329,18 +425,18 @@ mod tests {
     fn a_sink_behind_the_newest_commit_shows_lag() {
         let s = status();
         s.set_source_positions(Some(Lsn(100)), Some(Lsn(500)));
-        s.note_commit_received(Lsn(400), 1_000_000);
-        s.sink_applied("log", Some(Lsn(400)), 7, Some(1_000_000));
-        s.sink_applied("cache", Some(Lsn(200)), 3, Some(400_000));
+        s.note_commit_received(Position(400), 1_000_000);
+        s.sink_applied("log", Some(Position(400)), 7, Some(1_000_000));
+        s.sink_applied("cache", Some(Position(200)), 3, Some(400_000));
         let r = s.report_at(1_500_000);
         let (cache, log) = (&r.sinks["cache"], &r.sinks["log"]);
         assert_eq!(
-            (log.applied_lsn.as_str(), log.lag_bytes, log.lag_ms),
-            ("0/190", 100, 0)
+            (log.applied_lsn.as_deref(), log.lag_bytes, log.lag_ms),
+            (Some("0/190"), Some(100), 0)
         );
         assert_eq!(
-            (cache.applied_lsn.as_str(), cache.lag_bytes, cache.lag_ms),
-            ("0/C8", 300, 1100)
+            (cache.applied_lsn.as_deref(), cache.lag_bytes, cache.lag_ms),
+            (Some("0/C8"), Some(300), 1100)
         );
         assert_eq!((log.events, cache.events), (7, 3));
         assert_eq!(r.source.retained_wal_bytes, Some(400));
@@ -349,7 +445,7 @@ mod tests {
     #[test]
     fn reading_the_report_changes_nothing() {
         let s = status();
-        s.note_commit_received(Lsn(400), 1_000_000);
+        s.note_commit_received(Position(400), 1_000_000);
         assert_eq!(s.report_at(2_000_000), s.report_at(2_000_000));
     }
 

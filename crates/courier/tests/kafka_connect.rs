@@ -12,11 +12,11 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use support::connect::{services_missing, Connector};
-use support::kafka::delete_topics;
+use support::connect::{connect_url, Connector};
 use support::load::{create_table, Load};
 use support::skip::skip;
 use support::*;
@@ -29,6 +29,30 @@ const JDBC_SINK: &str = "io.debezium.connector.jdbc.JdbcSinkConnector";
 
 fn brokers() -> String {
     std::env::var("COURIER_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:59092".to_string())
+}
+
+/// Whether the worker answers and has Debezium's JDBC sink, and the broker
+/// accepts connections; otherwise the reason.
+async fn services_missing() -> Option<String> {
+    let url = connect_url();
+    let plugins = reqwest::get(format!("{url}/connector-plugins")).await;
+    match plugins {
+        Err(e) => return Some(format!("no Kafka Connect worker answers at {url} ({e})")),
+        Ok(r) => {
+            let text = r.text().await.unwrap_or_default();
+            if !text.contains(JDBC_SINK) {
+                return Some(format!(
+                    "the Kafka Connect worker at {url} has no {JDBC_SINK} plugin"
+                ));
+            }
+        }
+    }
+    let b = brokers();
+    let first = b.split(',').next().unwrap_or_default().trim().to_string();
+    if std::net::TcpStream::connect(&first).is_err() {
+        return Some(format!("no Kafka broker at {first}"));
+    }
+    None
 }
 
 /// The JDBC URL of database `db` on the test cluster, and its user and
@@ -276,7 +300,7 @@ fn first_difference(
 /// row by row and value by value, to the table the connector wrote.
 #[tokio::test(flavor = "multi_thread")]
 async fn debezium_jdbc_sink_replicates_courier_topics() {
-    if let Some(reason) = services_missing(JDBC_SINK).await {
+    if let Some(reason) = services_missing().await {
         skip(
             &reason,
             "run dev/kafka-connect.sh start (it starts dev/kafka.sh's broker too), or set COURIER_TEST_KAFKA_CONNECT and COURIER_TEST_KAFKA",
@@ -397,4 +421,17 @@ async fn debezium_jdbc_sink_replicates_courier_topics() {
     drop_db(sink_db).await;
     drop_db(db).await;
     delete_topics(&prefix);
+}
+
+/// Deletes the run's topics (best effort: the broker keeps them otherwise).
+fn delete_topics(prefix: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/kafka.sh");
+    if std::env::var_os("COURIER_TEST_KAFKA").is_none() && script.exists() {
+        let _ = Command::new("bash")
+            .arg(script)
+            .args(["topics", "--delete", "--topic", &format!("{prefix}\\..*")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::kafka::{by_key, fold, kafka_config, op, read_topic, run_prefix, Format, Record};
+use support::kafka::{
+    by_key, create_topic, fold, kafka_config, op, read_topic, run_prefix, topic_exists, Format,
+    Record,
+};
 use support::load::{create_table, pg_rows, Load};
 use support::*;
 
@@ -451,6 +454,109 @@ async fn unreachable_brokers_fail_check_and_are_waited_for_by_run() {
     let s = status().await.unwrap();
     assert_eq!(s["sinks"]["bus"]["state"], "connecting", "{s}");
     courier.stop();
+    drop_db(db).await;
+}
+
+/// `courier check` looks at every topic the sink will write: one made by
+/// someone else with other partitions and no compaction is noted with the
+/// settings it differs from (and the check passes: Courier uses it as it
+/// is); a missing one is reported as to be created, without creating it;
+/// what cannot work fails naming topic and fix: a replication factor the
+/// cluster cannot give, creation off, an exactly-once positions topic that
+/// is not compacted.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_notes_topics_that_differ_and_fails_what_cannot_work() {
+    let db = "e2e_kafka_check_topics";
+    let client = fresh_db(db).await;
+    for t in ["items", "orders", "fresh"] {
+        create_table(&client, t, 1).await;
+    }
+    let dir = scratch(db);
+    let prefix = run_prefix(db);
+    let topic = |t: &str| format!("{prefix}.public.{t}");
+    create_topic(&topic("items"), 1, false).await;
+    create_topic(&topic("orders"), 3, true).await;
+    let offsets = format!("{prefix}-offsets");
+    create_topic(&offsets, 1, false).await;
+    let tables = ["public.items", "public.orders", "public.fresh"];
+    let check = |extra: &str| {
+        let config = kafka_config(db, &tables, &dir, &prefix, extra);
+        let path = dir.join("check.toml");
+        std::fs::write(&path, &config).unwrap();
+        let (code, out, err) = courier_cmd(&["check", "--config", path.to_str().unwrap()]);
+        let line = |t: &str| {
+            let subject = format!("sink bus topic {t}:");
+            out.lines()
+                .find(|l| l.contains(&subject))
+                .unwrap_or_else(|| panic!("no line for {t}:\n{out}\n{err}"))
+                .to_string()
+        };
+        let lines: Vec<String> = [topic("items"), topic("orders"), topic("fresh")]
+            .iter()
+            .map(|t| line(t))
+            .collect();
+        let positions = out
+            .lines()
+            .find(|l| l.contains(&format!("sink bus topic {offsets}:")))
+            .map(str::to_string);
+        (code, out, lines, positions)
+    };
+
+    let (code, out, lines, _) = check("partitions = 3\ncompact = true");
+    assert_eq!(code, 0, "notes do not fail the check:\n{out}");
+    let [items, orders, fresh] = &lines[..] else {
+        unreachable!()
+    };
+    assert!(items.starts_with("note"), "{items}");
+    for words in [
+        "1 partition(s), not 3 (partitions = 3)",
+        "cleanup.policy=delete, not compact (compact = true)",
+        "uses it as it is",
+    ] {
+        assert!(items.contains(words), "no {words:?} in: {items}");
+    }
+    assert!(
+        orders.starts_with("ok") && orders.contains("3 partition(s)"),
+        "{orders}"
+    );
+    assert!(
+        fresh.starts_with("ok") && fresh.contains("will create it (3 partition(s)"),
+        "{fresh}"
+    );
+    assert!(
+        !topic_exists(&topic("fresh")).await,
+        "check created topic {}",
+        topic("fresh")
+    );
+
+    let (code, out, lines, offsets_line) = check(&format!(
+        "replication_factor = 5\nexactly_once = true\noffsets_topic = {offsets:?}"
+    ));
+    assert_eq!(code, 1, "{out}");
+    let [items, _, fresh] = &lines[..] else {
+        unreachable!()
+    };
+    assert!(
+        items.contains("replication factor 1, not 5 (replication_factor = 5)"),
+        "{items}"
+    );
+    assert!(fresh.starts_with("FAIL"), "{fresh}");
+    assert!(
+        fresh.contains("lower replication_factor to at most 1"),
+        "{fresh}"
+    );
+    let offsets_line = offsets_line.unwrap_or_else(|| panic!("no line for {offsets}:\n{out}"));
+    assert!(offsets_line.starts_with("FAIL"), "{offsets_line}");
+    assert!(
+        offsets_line.contains("cleanup.policy=compact"),
+        "{offsets_line}"
+    );
+
+    let (code, out, lines, _) = check("create_topics = false");
+    assert_eq!(code, 1, "{out}");
+    let fresh = &lines[2];
+    assert!(fresh.starts_with("FAIL"), "{fresh}");
+    assert!(fresh.contains("set create_topics = true"), "{fresh}");
     drop_db(db).await;
 }
 

@@ -88,6 +88,7 @@ mod encode;
 #[cfg(any(test, feature = "compliance"))]
 pub mod readback;
 mod schema;
+
 #[cfg(test)]
 mod tests;
 pub mod types;
@@ -298,6 +299,17 @@ impl ClickHouseSink {
             .with_table(&rel.id)
             .with_lsn(c.version())
         };
+
+        // An update that changed the key moves the row: the old key gets a
+        // deletion at the update's version, just before the update in stream
+        // order (a later change to the old key in the same transaction wins).
+        let moves: Vec<Option<Change>> = run.iter().map(|c| c.key_move()).collect();
+        let expanded: Vec<&Change> = run
+            .iter()
+            .zip(&moves)
+            .flat_map(|(c, m)| m.iter().chain(std::iter::once(*c)))
+            .collect();
+        let run = &expanded[..];
 
         // Per key, the change that wins: the greatest version, later in
         // stream order among equals. A snapshot's rows need no choosing:

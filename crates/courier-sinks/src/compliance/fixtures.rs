@@ -85,6 +85,18 @@ pub fn change(rel: &Arc<Relation>, op: Op, id: i64, name: &str, version: u64) ->
     shaped(rel, op, before, after, version)
 }
 
+/// An update of `rel` that moves the row from key `old` to key `new`
+/// (`before` holds the old key only, as PostgreSQL sends it).
+pub fn moved(rel: &Arc<Relation>, old: i64, new: i64, name: &str, version: u64) -> Change {
+    shaped(
+        rel,
+        Op::Update,
+        Some(key_row(old)),
+        Some(row(new, name)),
+        version,
+    )
+}
+
 /// A change of `rel` at commit LSN `version` whose after row is `row`
 /// (which must have one value per column of `rel`).
 pub fn row_change(rel: &Arc<Relation>, op: Op, row: Row, version: u64) -> Change {
@@ -120,7 +132,7 @@ pub fn truncate(rel: &Arc<Relation>, version: u64) -> Change {
 
 /// A batch of the changes, complete through its greatest version.
 pub fn batch(changes: Vec<Change>) -> Batch {
-    let through = changes.iter().map(|c| c.version()).max();
+    let through = changes.iter().map(|c| c.version().into()).max();
     Batch { changes, through }
 }
 

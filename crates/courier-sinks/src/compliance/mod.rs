@@ -11,6 +11,9 @@
 //!   newer write brings it back;
 //! * **ties** — between changes with the same version, the later one in
 //!   stream order wins (inserts, updates and deletes alike);
+//! * **key change** — an update that changes the key moves the row: the old
+//!   key is gone (at the update's version) and the new key holds the row,
+//!   also when the batch is replayed;
 //! * **restart mid-batch** — a sink dropped after applying part of a batch,
 //!   then rebuilt and given the whole batch, converges to the same rows;
 //! * **truncate** (when [`Options::truncate`]) — rows at or below the
@@ -46,7 +49,7 @@ use std::sync::Arc;
 use courier_core::{Batch, Change, Lsn, Op, Relation, Sink, Value};
 use serde_json::Map;
 
-use fixtures::{batch, change, expected_json, table, truncate};
+use fixtures::{batch, change, expected_json, moved, table, truncate};
 use model::Model;
 
 /// Reads a sink's copy of a row, for the suite to compare.
@@ -100,6 +103,7 @@ where
     ctx.out_of_order(&mut make_sink).await;
     ctx.delete_then_late_write(&mut make_sink).await;
     ctx.ties(&mut make_sink).await;
+    ctx.key_change(&mut make_sink).await;
     ctx.restart_mid_batch(&mut make_sink).await;
     if options.truncate {
         ctx.truncate(&mut make_sink, options.truncate_blocks_older_writes)
@@ -197,6 +201,33 @@ impl<R: Readback> Ctx<'_, R> {
         for (i, b) in steps.iter().enumerate() {
             apply(&mut sink, b, &mut m, "ties").await;
             self.expect(&rel, &m, &format!("ties: step {}", i + 1))
+                .await;
+        }
+    }
+
+    async fn key_change<S: Sink, Fut: Future<Output = S>>(
+        &mut self,
+        make: &mut impl FnMut() -> Fut,
+    ) {
+        let rel = table("courier_compliance", &format!("{}_key_change", self.run));
+        let mut sink = make().await;
+        let mut m = Model::default();
+        let steps = [
+            batch(vec![
+                change(&rel, Op::Insert, 1, "one", 500),
+                change(&rel, Op::Insert, 3, "three", 500),
+            ]),
+            batch(vec![moved(&rel, 1, 2, "moved", 510)]),
+            batch(vec![moved(&rel, 1, 2, "moved", 510)]),
+            // In one transaction: 3 moves to 4, and a new row takes key 3.
+            batch(vec![
+                moved(&rel, 3, 4, "four", 520),
+                change(&rel, Op::Insert, 3, "new three", 520),
+            ]),
+        ];
+        for (i, b) in steps.iter().enumerate() {
+            apply(&mut sink, b, &mut m, "key change").await;
+            self.expect(&rel, &m, &format!("key change: step {}", i + 1))
                 .await;
         }
     }

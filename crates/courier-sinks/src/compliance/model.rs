@@ -45,6 +45,14 @@ impl Model {
             }
             return;
         }
+        // An update that changed the key first deletes the old key.
+        if let (Op::Update, Some(Value::Int(old)), Some(Value::Int(new))) =
+            (c.op(), c.before().map(|r| &r[0]), c.after().map(|r| &r[0]))
+        {
+            if old != new {
+                self.put(*old, c.version(), None);
+            }
+        }
         let Some(Value::Int(id)) = c.key_row().map(|r| &r[0]) else {
             return;
         };
@@ -60,6 +68,17 @@ impl Model {
             _ => c.after().map(<[Value]>::to_vec),
         };
         self.rows.insert(id, (c.version(), row));
+    }
+
+    /// `row` (`None`: deleted) for key `id` at `version`, if it wins.
+    fn put(&mut self, id: i64, version: Lsn, row: Option<Row>) {
+        self.seen.insert(id);
+        if let Some((stored, _)) = self.rows.get(&id) {
+            if !version::incoming_wins(*stored, version) {
+                return;
+            }
+        }
+        self.rows.insert(id, (version, row));
     }
 
     /// Every key seen, with the row a compliant sink returns for it.

@@ -48,12 +48,7 @@ pub struct FileSink {
 impl FileSink {
     /// Opens (creating it and its directory if needed) the file to append
     /// to, first cutting off a torn last line a crash may have left.
-    /// The sink also appends the events of `outbox`, one line each.
-    pub fn new(
-        config: FileConfig,
-        source: &SourceInfo,
-        outbox: Routers,
-    ) -> Result<Self, BuildError> {
+    pub fn new(config: FileConfig, source: &SourceInfo) -> Result<Self, BuildError> {
         if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| BuildError::Io(dir.to_path_buf(), e))?;
         }
@@ -69,9 +64,18 @@ impl FileSink {
         Ok(FileSink {
             file,
             path: config.path,
-            lines: EnvelopeLines::new(source, selection).with_outbox(outbox),
+            lines: EnvelopeLines::new(source, selection),
             cut_back_to: None,
         })
+    }
+}
+
+impl FileSink {
+    /// The sink also appends the events of these outbox routers, one line
+    /// each.
+    pub fn with_outbox(mut self, routers: Routers) -> Self {
+        self.lines = self.lines.with_outbox(routers);
+        self
     }
 }
 

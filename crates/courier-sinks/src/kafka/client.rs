@@ -9,10 +9,16 @@ use courier_core::SinkErrorKind;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::{Producer, ThreadedProducer};
 
 use super::config::Settings;
+use super::deliveries::Deliveries;
+
+/// The sink's producer: librdkafka's, polled on its own thread, reporting
+/// deliveries to a counting context.
+pub(crate) type KafkaProducer = ThreadedProducer<Deliveries>;
 
 /// How long start-up and topic checks wait for the brokers.
 pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,9 +139,37 @@ pub(crate) fn fix_for(code: Option<RDKafkaErrorCode>, topic: &str) -> String {
     }
 }
 
+/// The settings every client of the sink shares: brokers, security, the
+/// partitioner and the pass-through settings.
+fn base_config(settings: &Settings, sink: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", format!("courier-{sink}"))
+        // The Java client's partitioner, so a key lands on the partition
+        // Debezium's and Kafka Connect's producers would choose.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    for (k, v) in &settings.client {
+        config.set(k, v);
+    }
+    config
+}
+
+/// An admin client alone, for looking at topics without producing (and,
+/// with exactly once, without fencing the Courier that runs).
+pub(crate) fn admin(
+    settings: &Settings,
+    sink: &str,
+) -> Result<AdminClient<DefaultClientContext>, Failure> {
+    base_config(settings, sink)
+        .create()
+        .map_err(|e| Failure::from(&e))
+}
+
 /// The producer and admin client of one sink.
 pub(crate) struct Client {
-    pub producer: FutureProducer,
+    pub producer: KafkaProducer,
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist.
     topics: HashSet<String>,
@@ -146,17 +180,7 @@ impl Client {
     /// once, registers the transactional id (fencing an older producer with
     /// the same id, whose open transaction the broker aborts).
     pub async fn connect(settings: &Settings, sink: &str) -> Result<Client, Failure> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.brokers)
-            .set("client.id", format!("courier-{sink}"))
-            // The Java client's partitioner, so a key lands on the partition
-            // Debezium's and Kafka Connect's producers would choose.
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5");
-        for (k, v) in &settings.client {
-            config.set(k, v);
-        }
+        let mut config = base_config(settings, sink);
         let admin: AdminClient<DefaultClientContext> =
             config.create().map_err(|e| Failure::from(&e))?;
         let delivery_ms = settings.delivery_timeout.as_millis().to_string();
@@ -171,7 +195,8 @@ impl Client {
                 .set("transactional.id", id)
                 .set("transaction.timeout.ms", txn_ms.to_string());
         }
-        let producer: FutureProducer = config.create().map_err(|e| Failure::from(&e))?;
+        let producer = KafkaProducer::from_config_and_context(&config, Deliveries::default())
+            .map_err(|e| Failure::from(&e))?;
         let client = Client {
             producer,
             admin,

@@ -71,19 +71,19 @@
 //! | `smallint`, `integer`, `bigint` | `int16`, `int32`, `int64` | number | same |
 //! | `oid` | `int64` | number | same |
 //! | `real`, `double precision` | `float`, `double` | number; `"NaN"`, `"Infinity"`, `"-Infinity"` | same (Jackson's strings) |
-//! | `numeric(p,s)` | `bytes` `org.apache.kafka.connect.data.Decimal`, parameters `scale`, `connect.decimal.precision` | base64 of the unscaled value, big-endian two's complement | same; NaN/Infinity are an error naming the column (use `decimal_handling = "string"`), as in Debezium |
+//! | `numeric(p,s)` | `bytes` `org.apache.kafka.connect.data.Decimal`, parameters `scale`, `connect.decimal.precision` | base64 of the unscaled value, big-endian two's complement | same, but for NaN/Infinity: an error naming the column here (use `decimal_handling = "string"`), where Debezium writes null |
 //! | `numeric` | `struct` `io.debezium.data.VariableScaleDecimal` {`scale` int32, `value` bytes} | `{"scale": 2, "value": "BNI="}`, trailing zeros stripped | same |
 //! | `numeric` with `decimal_handling = "string"` / `"double"` | `string` / `double` | `"12.34"` / `12.34` | same |
 //! | `text`, `varchar`, `char`, `name`, `citext` | `string` | text | same |
 //! | `bytea` | `bytes` | base64 | same |
 //! | `uuid` | `string` `io.debezium.data.Uuid` | text | same |
 //! | `json`, `jsonb` | `string` `io.debezium.data.Json` | the document as a string | same |
-//! | `date` | `int32` `io.debezium.time.Date` | days since 1970-01-01 | same; `±infinity` → i32 max/min |
+//! | `date` | `int32` `io.debezium.time.Date` | days since 1970-01-01 | same, but for `±infinity`: i32 max/min here, other day numbers from Debezium (Courier's Kafka source reads both) |
 //! | `time(0..3)` | `int32` `io.debezium.time.Time` | milliseconds since midnight | same |
 //! | `time`, `time(4..6)` | `int64` `io.debezium.time.MicroTime` | microseconds since midnight | same |
 //! | `timetz` | `string` `io.debezium.time.ZonedTime` | ISO 8601 in UTC, `08:00:00Z` | same |
 //! | `timestamp(0..3)` | `int64` `io.debezium.time.Timestamp` | milliseconds since the epoch | same |
-//! | `timestamp`, `timestamp(4..6)` | `int64` `io.debezium.time.MicroTimestamp` | microseconds since the epoch | same; `±infinity` → i64 max/min |
+//! | `timestamp`, `timestamp(4..6)` | `int64` `io.debezium.time.MicroTimestamp` | microseconds since the epoch | same, but for `±infinity`: i64 max/min here, pgjdbc's infinity constants from Debezium (Courier's Kafka source reads both) |
 //! | `timestamptz` | `string` `io.debezium.time.ZonedTimestamp` | ISO 8601 in UTC, `2024-01-02T03:04:05.5Z` | same instant; Debezium may pad the fraction to the column's precision |
 //! | `interval` | `string` `io.debezium.time.Interval` | ISO 8601 duration | Debezium's `interval.handling.mode=string` (its default is `MicroDuration`, int64) |
 //! | enums | `string` `io.debezium.data.Enum` | the label | Debezium adds the `allowed` labels as a parameter |
@@ -123,8 +123,10 @@
 //! once, across kill -9; snapshot reads (`op = r`) of a resumed snapshot
 //! may repeat.
 
+mod check;
 mod client;
 mod config;
+mod deliveries;
 mod encode;
 mod offsets;
 mod outbox;
@@ -138,13 +140,16 @@ pub use encode::{LSN_HEADER, NEW_KEY_HEADER, OLD_KEY_HEADER, TXID_HEADER};
 pub use offsets::CommittedPosition;
 pub use produce::KafkaSink;
 
+use courier_core::TableId;
+
 use crate::envelope::SourceInfo;
-use crate::outbox::Routers;
+use crate::preflight::Finding;
 use crate::BuildError;
 
 /// Checks the configuration, connects to the brokers and, for exactly
 /// once, registers the transactional id and reads the committed position.
-/// The sink also writes the events of the outbox routers `outbox`.
+/// The sink writes no outbox events until given routers
+/// ([`KafkaSink::with_outbox`]).
 ///
 /// Errors name the setting to fix, or the brokers that could not be
 /// reached (never a password).
@@ -152,10 +157,33 @@ pub async fn build(
     name: &str,
     config: KafkaSinkConfig,
     source: &SourceInfo,
-    outbox: Routers,
 ) -> Result<KafkaSink, BuildError> {
     let settings = validated(name, config, source)?;
-    KafkaSink::start(name, settings, source, outbox).await
+    KafkaSink::start(name, settings, source).await
+}
+
+/// What `courier check` reports for the sink `name`: each topic the
+/// sink would write for `tables` (and the exactly-once positions topic),
+/// as Courier would create it, different (used as it is), missing, or not
+/// accessible. Produces nothing and starts no producer, so it never fences
+/// a running Courier's transactional id.
+///
+/// `Err` when a setting is wrong or no broker answers.
+pub async fn check(
+    name: &str,
+    config: KafkaSinkConfig,
+    source: &SourceInfo,
+    tables: &[TableId],
+) -> Result<Vec<Finding>, BuildError> {
+    let settings = validated(name, config, source)?;
+    check::check(&settings, name, tables)
+        .await
+        .map_err(|f| BuildError::Connect {
+            sink: name.to_string(),
+            kind: f.kind,
+            message: format!("kafka at {} {} ({})", settings.brokers, f.kind, f.message),
+            source: None,
+        })
 }
 
 /// The position the sink `name` (configured by `config`) last committed

@@ -107,7 +107,15 @@ impl Fence {
 
     /// Records that a batch completed every transaction ending at or
     /// before `through`.
+    ///
+    /// The position never moves back: a restarted stream replays from the
+    /// slot, which may lag what Kafka already holds, and its first batches
+    /// complete commits below the committed position. Writing their
+    /// `through` would make the next restart write those changes again.
     pub fn through(&mut self, through: Lsn) {
+        if self.position.through.is_some_and(|t| t >= through) {
+            return;
+        }
         self.position.through = Some(through);
         if self.position.in_progress.is_some_and(|(v, _)| v < through) {
             self.position.in_progress = None;
@@ -219,6 +227,31 @@ mod tests {
         assert_eq!(fence.position.in_progress, None);
         let round = CommittedPosition::from_json(&committed.to_json());
         assert_eq!(round, Some(committed));
+    }
+
+    #[test]
+    fn a_replay_from_behind_the_committed_position_never_commits_a_smaller_one() {
+        let rel = table("public", "t");
+        let committed = CommittedPosition {
+            through: Some(Lsn(50)),
+            in_progress: None,
+        };
+        let mut fence = Fence::new(committed);
+        // The slot lagged: the stream replays commits ending at 20 and 40,
+        // all left out, then a new one.
+        assert!(fence.already_committed(&change(&rel, Op::Insert, 1, "x", 10)));
+        fence.through(Lsn(20));
+        assert!(fence.already_committed(&change(&rel, Op::Insert, 2, "x", 30)));
+        fence.through(Lsn(40));
+        assert_eq!(
+            fence.position, committed,
+            "a group of replayed changes commits the position it found"
+        );
+        assert!(!fence.already_committed(&change(&rel, Op::Insert, 3, "x", 60)));
+        assert_eq!(fence.position.in_progress, Some((Lsn(60), 1)));
+        fence.through(Lsn(70));
+        assert_eq!(fence.position.through, Some(Lsn(70)));
+        assert_eq!(fence.position.in_progress, None);
     }
 
     #[test]

@@ -1,16 +1,20 @@
-//! The `Sink` implementation: a group of batches is enqueued whole, then
-//! its delivery reports are awaited (one transaction with exactly once).
+//! The `Sink` implementation: a group of batches is enqueued whole, its
+//! delivery reports counted as they come back, and the group is applied
+//! once every record is reported delivered (one transaction with exactly
+//! once).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use courier_core::{Batch, Change, Grouping, Sink, SinkError, SinkErrorKind};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 
 use super::client::{self, blocking, Client, Failure};
 use super::config::Settings;
+use super::deliveries::Refused;
 use super::encode::{Encoder, Record, LSN_HEADER, TXID_HEADER};
 use super::offsets::{self, Fence};
 use super::outbox::OutboxRecords;
@@ -31,13 +35,28 @@ pub struct KafkaSink {
     fence: Option<Fence>,
     /// The producer met a fatal error and is rebuilt before the next group.
     broken: bool,
+    /// The current round of records: the number of its first record, the
+    /// next record's number, and the (batch, change) each record came from.
+    round: Round,
 }
 
-/// A record waiting for its delivery report, and the change it came from.
-struct Pending {
-    delivery: DeliveryFuture,
-    batch: usize,
-    change: usize,
+/// The records enqueued for one group, numbered for their delivery reports.
+#[derive(Default)]
+struct Round {
+    first: u64,
+    next: u64,
+    origins: Vec<(usize, usize)>,
+}
+
+impl Round {
+    fn start(&mut self) {
+        self.first = self.next;
+        self.origins.clear();
+    }
+
+    fn enqueued(&self) -> u64 {
+        self.next - self.first
+    }
 }
 
 impl KafkaSink {
@@ -45,7 +64,6 @@ impl KafkaSink {
         name: &str,
         settings: Settings,
         source: &SourceInfo,
-        outbox: Routers,
     ) -> Result<KafkaSink, BuildError> {
         let connect_err = |f: Failure| BuildError::Connect {
             sink: name.to_string(),
@@ -73,15 +91,27 @@ impl KafkaSink {
         Ok(KafkaSink {
             name: name.to_string(),
             encoder: Encoder::new(&settings, source),
-            outbox: OutboxRecords::new(outbox),
+            outbox: OutboxRecords::default(),
             settings,
             client,
             fence,
             broken: false,
+            round: Round::default(),
         })
     }
 
-    /// Produces every record of `batches` and waits for all of them.
+    /// The sink also writes the events of these outbox routers (see
+    /// [`crate::outbox`]), in the same groups and transactions as its
+    /// change records.
+    pub fn with_outbox(mut self, routers: Routers) -> Self {
+        self.outbox = OutboxRecords::new(routers);
+        self
+    }
+
+    /// Enqueues every record of `batches`, then waits until the broker
+    /// acknowledged all of them (with exactly once, the transaction's
+    /// commit follows). Enqueueing never waits for a report, except when
+    /// librdkafka's queue is full.
     async fn produce(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
         let now = now_ms();
         let KafkaSink {
@@ -90,9 +120,12 @@ impl KafkaSink {
             encoder,
             outbox,
             fence,
+            round,
             ..
         } = self;
-        let mut pending = Vec::new();
+        let deliveries = Arc::clone(client.producer.context());
+        round.start();
+        deliveries.begin(round.first);
         for (bi, batch) in batches.iter().enumerate() {
             for (ci, change) in batch.changes.iter().enumerate() {
                 if fence.as_mut().is_some_and(|f| f.already_committed(change)) {
@@ -112,24 +145,25 @@ impl KafkaSink {
                         .await
                         .map_err(|f| record_error(settings, f, change, &record.topic))?;
                     loop {
-                        match try_send(client, record) {
-                            Ok(delivery) => {
-                                pending.push(Pending {
-                                    delivery,
-                                    batch: bi,
-                                    change: ci,
-                                });
+                        match try_send(client, record, round.next) {
+                            Ok(()) => {
+                                round.origins.push((bi, ci));
+                                round.next += 1;
                                 break;
                             }
-                            // librdkafka's queue is full: wait for the
-                            // oldest half of what is pending, then again.
+                            // librdkafka's queue is full: wait until half of
+                            // what is in flight is reported, then again.
                             Err(None) => {
-                                let half = pending.len().div_ceil(2);
-                                if half == 0 {
+                                let sent = round.enqueued();
+                                let in_flight = sent.saturating_sub(deliveries.reported());
+                                if in_flight == 0 {
                                     tokio::time::sleep(Duration::from_millis(5)).await;
+                                } else {
+                                    deliveries
+                                        .wait_for(sent - in_flight / 2)
+                                        .await
+                                        .map_err(|r| refusal(settings, round, batches, r))?;
                                 }
-                                let oldest: Vec<_> = pending.drain(..half).collect();
-                                await_all(settings, oldest, batches).await?;
                             }
                             Err(Some(f)) => {
                                 return Err(record_error(settings, f, change, &record.topic))
@@ -138,11 +172,20 @@ impl KafkaSink {
                     }
                 }
             }
+            // Exactly once is offered only over a PostgreSQL source, whose
+            // positions are LSNs (the configuration refuses it otherwise).
             if let (Some(fence), Some(t)) = (fence.as_mut(), batch.through) {
-                fence.through(t);
+                fence.through(t.as_lsn());
             }
         }
-        await_all(settings, pending, batches).await
+        if fence.is_some() {
+            // commit_transaction sends the rest and waits for every report.
+            return Ok(());
+        }
+        deliveries
+            .wait_for(round.enqueued())
+            .await
+            .map_err(|r| refusal(settings, round, batches, r))
     }
 
     /// One transaction: begin, produce, the position record, commit; on
@@ -158,7 +201,7 @@ impl KafkaSink {
             .map_err(|f| self.txn_error(f, "begin"))?;
         let mut result = self.produce(batches).await;
         if result.is_ok() {
-            result = self.commit(&id, &topic).await;
+            result = self.commit(&id, &topic, batches).await;
         }
         if result.is_err() {
             self.fence = before;
@@ -174,21 +217,25 @@ impl KafkaSink {
         result
     }
 
-    async fn commit(&mut self, id: &str, topic: &str) -> Result<(), SinkError> {
+    /// Writes the position record and commits the transaction; `Ok` once
+    /// the broker committed it, with every record of the round delivered.
+    async fn commit(&mut self, id: &str, topic: &str, batches: &[&Batch]) -> Result<(), SinkError> {
         let position = self.fence.as_ref().map(|f| f.position).unwrap_or_default();
         let value = position.to_json();
-        let record = FutureRecord::to(topic).key(id).payload(&value);
-        let delivery = self
-            .client
+        let record = BaseRecord::with_opaque_to(topic, self.round.next as usize)
+            .key(id)
+            .payload(&value);
+        self.client
             .producer
-            .send_result(record)
+            .send(record)
             .map_err(|(e, _)| self.txn_error(Failure::from(&e), "write the position"))?;
+        self.round.next += 1;
         let p = self.client.producer.clone();
         let timeout = self.settings.delivery_timeout + Duration::from_secs(10);
         // A commit that failed retriably may have completed on the broker:
         // librdkafka lets it be retried, never aborted, so the group cannot
         // be aborted after the broker committed it.
-        blocking(move || {
+        let committed = blocking(move || {
             let mut attempts = 0;
             loop {
                 match p.commit_transaction(timeout) {
@@ -199,16 +246,13 @@ impl KafkaSink {
                 }
             }
         })
-        .await
-        .map_err(|f| self.txn_error(f, "commit"))?;
-        match delivery.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => Err(self.txn_error(Failure::from(&e), "write the position")),
-            Err(_) => Err(SinkError::new(
-                SinkErrorKind::Unavailable,
-                "kafka: the producer stopped",
-            )),
-        }
+        .await;
+        // A refused record names its table and topic, which the commit's
+        // own error (that some record failed) does not.
+        committed.map_err(|f| match self.client.producer.context().take_refused() {
+            Some(refused) => refusal(&self.settings, &self.round, batches, refused),
+            None => self.txn_error(f, "commit"),
+        })
     }
 
     fn txn_error(&self, f: Failure, step: &str) -> SinkError {
@@ -267,8 +311,9 @@ impl KafkaSink {
     }
 }
 
-/// Enqueues `record`: `Err(None)` when librdkafka's queue is full.
-fn try_send(client: &Client, record: &Record) -> Result<DeliveryFuture, Option<Failure>> {
+/// Enqueues `record` as number `seq` of its round: `Err(None)` when
+/// librdkafka's queue is full.
+fn try_send(client: &Client, record: &Record, seq: u64) -> Result<(), Option<Failure>> {
     let mut lsn = itoa::Buffer::new();
     let mut xid = itoa::Buffer::new();
     let mut headers = OwnedHeaders::new_with_capacity(3)
@@ -292,9 +337,10 @@ fn try_send(client: &Client, record: &Record) -> Result<DeliveryFuture, Option<F
             value: value.as_deref(),
         });
     }
-    let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic)
-        .timestamp(record.timestamp_ms)
-        .headers(headers);
+    let mut r: BaseRecord<'_, [u8], [u8], usize> =
+        BaseRecord::with_opaque_to(&record.topic, seq as usize)
+            .timestamp(record.timestamp_ms)
+            .headers(headers);
     if let Some(p) = record.partition {
         r = r.partition(p);
     }
@@ -304,42 +350,34 @@ fn try_send(client: &Client, record: &Record) -> Result<DeliveryFuture, Option<F
     if let Some(v) = &record.value {
         r = r.payload(v.as_slice());
     }
-    match client.producer.send_result(r) {
-        Ok(delivery) => Ok(delivery),
+    match client.producer.send(r) {
+        Ok(()) => Ok(()),
         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(None),
         Err((e, _)) => Err(Some(Failure::from(&e))),
     }
 }
 
-/// Waits for the delivery report of every pending record; the first
-/// failure is the group's error.
-async fn await_all(
-    settings: &Settings,
-    pending: Vec<Pending>,
-    batches: &[&Batch],
-) -> Result<(), SinkError> {
-    for p in pending {
-        let change = &batches[p.batch].changes[p.change];
-        match p.delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, msg))) => {
-                use rdkafka::Message;
-                return Err(record_error(
-                    settings,
-                    Failure::from(&e),
-                    change,
-                    msg.topic(),
-                ));
-            }
-            Err(_) => {
-                return Err(SinkError::new(
-                    SinkErrorKind::Unavailable,
-                    "kafka: the producer stopped before reporting a delivery",
-                ))
-            }
-        }
+/// The error of the round's record the broker refused, with the change it
+/// came from (or none: the exactly-once position).
+fn refusal(settings: &Settings, round: &Round, batches: &[&Batch], refused: Refused) -> SinkError {
+    let origin = usize::try_from(refused.seq - round.first)
+        .ok()
+        .and_then(|i| round.origins.get(i));
+    match origin {
+        Some(&(b, c)) => record_error(
+            settings,
+            refused.failure,
+            &batches[b].changes[c],
+            &refused.topic,
+        ),
+        None => SinkError::new(
+            refused.failure.kind,
+            format!(
+                "kafka at {} {} writing the exactly-once position to topic {} ({})",
+                settings.brokers, refused.failure.kind, refused.topic, refused.failure.message
+            ),
+        ),
     }
-    Ok(())
 }
 
 /// The error of a record of `change`: its kind, and, when retrying cannot

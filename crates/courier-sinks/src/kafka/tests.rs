@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use courier_core::{
-    Batch, Change, Column, Lsn, Op, PgType, Relation, Sink, SinkErrorKind, TableId, Value,
+    Batch, Change, Column, Lsn, Op, PgType, Position, Relation, Sink, SinkErrorKind, TableId, Value,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -73,7 +73,7 @@ fn unique_prefix(test: &str) -> String {
 async fn sink(brokers: &str, extra: &str) -> KafkaSink {
     let config: KafkaSinkConfig = toml::from_str(&format!("brokers = {brokers:?}\n{extra}"))
         .unwrap_or_else(|e| panic!("config: {e}"));
-    build("test", config, &source(), Default::default())
+    build("test", config, &source())
         .await
         .unwrap_or_else(|e| panic!("build: {e}"))
 }
@@ -501,7 +501,7 @@ async fn unreachable_brokers_are_unreachable_at_start() {
     let port = crate::outage::unused_port();
     let config: KafkaSinkConfig =
         toml::from_str(&format!("brokers = \"127.0.0.1:{port}\"")).unwrap();
-    let err = build("test", config, &source(), Default::default())
+    let err = build("test", config, &source())
         .await
         .err()
         .expect("no broker listens");
@@ -525,7 +525,7 @@ fn committed(changes: Vec<Change>) -> Batch {
         .iter()
         .map(|c| c.version())
         .max()
-        .map(|l| Lsn(l.0 + 1));
+        .map(|l| Position(l.0 + 1));
     Batch { changes, through }
 }
 
@@ -558,15 +558,13 @@ async fn exactly_once_commits_each_group_and_a_restart_writes_nothing_twice() {
     // An open transaction is invisible to read_committed consumers.
     let p = s.client.producer.clone();
     rdkafka::producer::Producer::begin_transaction(&p).unwrap();
-    let open = rdkafka::producer::FutureRecord::to(&topic)
+    let deliveries = rdkafka::producer::Producer::context(&p).clone();
+    deliveries.begin(1 << 40);
+    let open = rdkafka::producer::BaseRecord::with_opaque_to(&topic, 1 << 40)
         .key("{\"id\":99}")
         .payload("{}");
-    p.send_result(open)
-        .map_err(|(e, _)| e)
-        .unwrap()
-        .await
-        .unwrap()
-        .unwrap();
+    p.send(open).map_err(|(e, _)| e).unwrap();
+    deliveries.wait_for(1).await.unwrap();
     assert_eq!(read_topic(&brokers, &topic, true).len(), 3);
     assert_eq!(read_topic(&brokers, &topic, false).len(), 4);
     // The process dies with the transaction open (kill -9): a new sink

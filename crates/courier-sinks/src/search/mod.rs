@@ -208,6 +208,14 @@ impl SearchSink {
         if changes.is_empty() {
             return Ok(());
         }
+        // An update that changed the key moves the document: the old `_id`
+        // is deleted at the update's version, just before the update.
+        let moves: Vec<Option<Change>> = changes.iter().map(|c| c.key_move()).collect();
+        let changes: Vec<&Change> = changes
+            .iter()
+            .zip(&moves)
+            .flat_map(|(c, m)| m.iter().chain(std::iter::once(*c)))
+            .collect();
         let mut items = Vec::with_capacity(changes.len());
         let mut unkeyed = Vec::new();
         for c in changes {
@@ -233,7 +241,7 @@ impl SearchSink {
                     .with_table(&c.relation().id)
                     .with_lsn(c.version()))
                 }
-                Err(reason) => unkeyed.push((*c, reason)),
+                Err(reason) => unkeyed.push((c, reason)),
             }
         }
         let items = collapse(items);

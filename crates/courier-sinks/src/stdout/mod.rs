@@ -30,16 +30,18 @@ pub struct StdoutSink {
 }
 
 impl StdoutSink {
-    /// Writes the selected tables' changes and the events of `outbox`.
-    pub fn new(
-        config: StdoutConfig,
-        source: &SourceInfo,
-        outbox: Routers,
-    ) -> Result<Self, BuildError> {
+    pub fn new(config: StdoutConfig, source: &SourceInfo) -> Result<Self, BuildError> {
         let selection = TableSelection::from_setting(config.tables.as_deref())?;
         Ok(StdoutSink {
-            lines: EnvelopeLines::new(source, selection).with_outbox(outbox),
+            lines: EnvelopeLines::new(source, selection),
         })
+    }
+
+    /// The sink also writes the events of these outbox routers, one line
+    /// each.
+    pub fn with_outbox(mut self, routers: Routers) -> Self {
+        self.lines = self.lines.with_outbox(routers);
+        self
     }
 }
 

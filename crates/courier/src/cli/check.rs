@@ -2,34 +2,41 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use courier_core::TableId;
 use courier_postgres::catalog::Catalog;
 use courier_postgres::setup::{resolve_outbox_table, resolve_tables, slot_info};
 use courier_postgres::{PgConfig, ReplicationClient};
 use courier_sinks::envelope::SourceInfo;
-use courier_sinks::outbox::Source;
+use courier_sinks::outbox::{Router, Source as OutboxSource};
+use courier_sinks::preflight::Verdict;
 use tokio_postgres::Client;
 
-use crate::config::Config;
+use crate::config::{Config, Source, SourceConfig};
 use crate::pipeline::error_chain;
 
 /// Prints one line per check and remembers whether any failed.
 #[derive(Default)]
-struct Report {
+pub(super) struct Report {
     failed: usize,
 }
 
 impl Report {
-    fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
+    pub(super) fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
         println!("ok    {what}: {}", detail.as_ref());
     }
 
-    fn fail(&mut self, what: &str, problem: impl AsRef<str>, fix: impl AsRef<str>) {
+    /// Usable as it is, but worth knowing; does not fail the check.
+    fn note(&mut self, what: &str, detail: impl AsRef<str>) {
+        println!("note  {what}: {}", detail.as_ref());
+    }
+
+    pub(super) fn fail(&mut self, what: &str, problem: impl AsRef<str>, fix: impl AsRef<str>) {
         self.failed += 1;
         println!("FAIL  {what}: {} — fix: {}", problem.as_ref(), fix.as_ref());
     }
 }
 
-/// `courier check`: preflight of PostgreSQL and every sink. Exit 1 if any fails.
+/// `courier check`: preflight of the source and every sink. Exit 1 if any fails.
 pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let mut r = Report::default();
     let config = match Config::load(path) {
@@ -49,7 +56,67 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let pg = match PgConfig::from_url(&config.source.url) {
+    // The source's tables, when PostgreSQL answers: sinks check the places
+    // they will write for them (a Kafka worker's tables are not known ahead).
+    let (source, tables) = match &config.source {
+        Source::Postgres(s) => match check_postgres_source(&mut r, s, &config.outbox).await {
+            Some(found) => found,
+            None => return Ok(ExitCode::FAILURE),
+        },
+        #[cfg(feature = "kafka")]
+        Source::Kafka(k) => (
+            super::check_kafka::check_kafka_source(&mut r, k).await,
+            Vec::new(),
+        ),
+        #[cfg(not(feature = "kafka"))]
+        Source::Kafka(_) => {
+            r.fail(
+                "source",
+                "source.type = \"kafka\" needs a Courier built with the kafka feature",
+                "build with --features kafka",
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for (name, (kind, settings)) in &config.sinks {
+        match courier_sinks::check_sink(name, kind, settings.clone(), &source, &tables).await {
+            Ok(findings) => {
+                r.ok(&format!("sink {name}"), format!("{kind} ready"));
+                for f in findings {
+                    let what = format!("sink {name} {}", f.subject);
+                    match f.verdict {
+                        Verdict::Ok(detail) => r.ok(&what, detail),
+                        Verdict::Note(detail) => r.note(&what, detail),
+                        Verdict::Fail { problem, fix } => r.fail(&what, problem, fix),
+                    }
+                }
+            }
+            Err(e) => r.fail(
+                &format!("sink {name}"),
+                error_chain(&e),
+                "fix the sink's settings or start its server",
+            ),
+        }
+    }
+    if r.failed == 0 {
+        println!("all checks passed");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} check(s) failed", r.failed);
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// PostgreSQL: the connection, its settings and privileges, the
+/// replication connection; what sinks write as the source, and the tables
+/// Courier would capture. `None` when the URL itself is unusable.
+async fn check_postgres_source(
+    r: &mut Report,
+    source: &SourceConfig,
+    outbox: &[Router],
+) -> Option<(SourceInfo, Vec<TableId>)> {
+    let mut tables = Vec::new();
+    let pg = match PgConfig::from_url(&source.url) {
         Ok(pg) => pg,
         Err(e) => {
             r.fail(
@@ -57,7 +124,7 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 e.to_string(),
                 "use postgres://USER:PASSWORD@HOST:PORT/DATABASE",
             );
-            return Ok(ExitCode::FAILURE);
+            return None;
         }
     };
     match pg.connect().await {
@@ -69,8 +136,8 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 .map(|r| r.get::<_, String>(0))
                 .unwrap_or_default();
             r.ok("postgres", format!("connected to {} (PostgreSQL {version})", pg.redacted()));
-            check_postgres(&mut r, &config, &client).await;
-            check_outbox(&mut r, &config, &client).await;
+            tables = check_postgres(r, source, outbox, &client).await;
+            check_outbox(r, outbox, &client).await;
         }
         Err(e) => r.fail(
             "postgres",
@@ -91,39 +158,21 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
              is not needed for logical replication; 'all' or the database name must match), and check max_wal_senders",
         ),
     }
-    let source = SourceInfo {
-        name: config.source.slot.clone(),
+    let info = SourceInfo {
+        name: source.slot.clone(),
         database: pg.dbname.clone(),
     };
-    for (name, (kind, settings)) in &config.sinks {
-        let outbox = config
-            .outbox
-            .iter()
-            .filter(|o| o.sink == *name)
-            .cloned()
-            .collect();
-        match courier_sinks::build_sink(name, kind, settings.clone(), &source, outbox).await {
-            Ok(mut sink) => {
-                let _ = sink.close().await;
-                r.ok(&format!("sink {name}"), format!("{kind} ready"));
-            }
-            Err(e) => r.fail(
-                &format!("sink {name}"),
-                error_chain(&e),
-                "fix the sink's settings or start its server",
-            ),
-        }
-    }
-    if r.failed == 0 {
-        println!("all checks passed");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("{} check(s) failed", r.failed);
-        Ok(ExitCode::FAILURE)
-    }
+    Some((info, tables))
 }
 
-async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
+/// Checks PostgreSQL's settings, the role, publication, slot and tables;
+/// returns the tables Courier would capture (not the outbox tables).
+async fn check_postgres(
+    r: &mut Report,
+    source: &SourceConfig,
+    outbox: &[Router],
+    client: &Client,
+) -> Vec<TableId> {
     let setting = |name: &'static str| async move {
         client
             .query_one(&format!("SHOW {name}"), &[])
@@ -165,29 +214,26 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
             let has_pub = client
                 .query_opt(
                     "SELECT 1 FROM pg_publication WHERE pubname = $1",
-                    &[&config.source.publication],
+                    &[&source.publication],
                 )
                 .await
                 .ok()
                 .flatten()
                 .is_some();
             if has_pub {
-                r.ok(
-                    "publication",
-                    format!("{} exists", config.source.publication),
-                );
+                r.ok("publication", format!("{} exists", source.publication));
             } else if create {
                 r.ok(
                     "publication",
-                    format!("{} will be created", config.source.publication),
+                    format!("{} will be created", source.publication),
                 );
             } else {
                 r.fail(
                     "publication",
-                    format!("{} does not exist and {user} may not create it", config.source.publication),
+                    format!("{} does not exist and {user} may not create it", source.publication),
                     format!(
                         "create it as the tables' owner: CREATE PUBLICATION {} FOR TABLE ...; or GRANT CREATE ON DATABASE to {user}",
-                        config.source.publication
+                        source.publication
                     ),
                 );
             }
@@ -203,7 +249,7 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
             &[],
         )
         .await;
-    match (slots, slot_info(client, &config.source.slot).await) {
+    match (slots, slot_info(client, &source.slot).await) {
         (_, Err(e)) => r.fail("slot", e.to_string(), "see the message"),
         (Ok(row), Ok(existing)) => {
             let (max_slots, used, max_senders, senders): (i32, i32, i32, i32) =
@@ -211,12 +257,12 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
             match existing {
                 Some(s) if s.active_pid.is_some() => r.fail(
                     "slot",
-                    format!("{} is in use by backend pid {}", config.source.slot, s.active_pid.unwrap_or(0)),
+                    format!("{} is in use by backend pid {}", source.slot, s.active_pid.unwrap_or(0)),
                     "stop the other Courier using this slot, or choose another source.slot",
                 ),
-                Some(s) => r.ok("slot", format!("{} exists at {}", config.source.slot, s.confirmed_flush)),
+                Some(s) => r.ok("slot", format!("{} exists at {}", source.slot, s.confirmed_flush)),
                 None if used < max_slots - 1 => {
-                    r.ok("slot", format!("{} will be created ({used} of {max_slots} slots used)", config.source.slot))
+                    r.ok("slot", format!("{} will be created ({used} of {max_slots} slots used)", source.slot))
                 }
                 None => r.fail(
                     "slot",
@@ -241,15 +287,15 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
         ),
     }
 
-    match resolve_tables(client, &config.source.tables, &config.source.table_patterns).await {
-        Ok(tables) => {
-            let outbox_table = |t: &courier_core::TableId| {
-                config
-                    .outbox
+    match resolve_tables(client, &source.tables, &source.table_patterns).await {
+        Ok(mut tables) => {
+            tables.retain(|t| {
+                !outbox
                     .iter()
-                    .any(|o| matches!(&o.source, Source::Table(id) if id == t))
-            };
-            for t in tables.into_iter().filter(|t| !outbox_table(&t.id)) {
+                    .any(|o| matches!(&o.source, OutboxSource::Table(id) if *id == t.id))
+            });
+            let ids = tables.iter().map(|t| t.id.clone()).collect();
+            for t in tables {
                 let can_select = client
                     .query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid])
                     .await
@@ -268,19 +314,23 @@ async fn check_postgres(r: &mut Report, config: &Config, client: &Client) {
                     );
                 }
             }
+            ids
         }
-        Err(e) => r.fail("tables", e.to_string(), "see the message"),
+        Err(e) => {
+            r.fail("tables", e.to_string(), "see the message");
+            Vec::new()
+        }
     }
 }
 
 /// One line per outbox router: its table exists, has a key and holds every
 /// column the router reads (or, for messages, what the application emits).
-async fn check_outbox(r: &mut Report, config: &Config, client: &Arc<Client>) {
+async fn check_outbox(r: &mut Report, outbox: &[Router], client: &Arc<Client>) {
     let mut catalog = Catalog::new(Arc::clone(client));
-    for o in &config.outbox {
+    for o in outbox {
         let what = format!("outbox {}", o.name);
         let id = match &o.source {
-            Source::Messages(prefix) => {
+            OutboxSource::Messages(prefix) => {
                 r.ok(
                     &what,
                     format!(
@@ -290,7 +340,7 @@ async fn check_outbox(r: &mut Report, config: &Config, client: &Arc<Client>) {
                 );
                 continue;
             }
-            Source::Table(id) => id,
+            OutboxSource::Table(id) => id,
         };
         let table = match resolve_outbox_table(client, id).await {
             Ok(t) => t,

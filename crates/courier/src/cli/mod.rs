@@ -1,5 +1,7 @@
 //! The subcommands.
 
 pub mod check;
+#[cfg(feature = "kafka")]
+mod check_kafka;
 pub mod run;
 pub mod tail;

@@ -17,36 +17,32 @@ use crate::config::Config;
 /// TEMPORARY slot, so the configured slot is never acknowledged or moved.
 pub async fn tail(path: &Path, only: &[String]) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
+    let source = config.source.postgres("courier tail")?;
     let only = if only.is_empty() {
         None
     } else {
         Some(TableFilter::new(only).context("--table")?)
     };
-    let pg = PgConfig::from_url(&config.source.url).context("source.url")?;
+    let pg = PgConfig::from_url(&source.url).context("source.url")?;
     let client = pg
         .connect()
         .await
         .with_context(|| format!("connect to {}", pg.redacted()))?;
-    let tables = resolve_tables(
-        &client,
-        &config.source.tables,
-        &config.source.table_patterns,
-    )
-    .await?;
-    ensure_publication(&client, &config.source.publication, &tables).await?;
+    let tables = resolve_tables(&client, &source.tables, &source.table_patterns).await?;
+    ensure_publication(&client, &source.publication, &tables).await?;
     let database = pg.dbname.clone();
     let mut decoder = Decoder::new(Catalog::new(Arc::new(client)));
 
     let mut repl = ReplicationClient::connect(&pg)
         .await
         .context("open replication connection")?;
-    let slot = format!("{}_tail_{}", config.source.slot, std::process::id());
+    let slot = format!("{}_tail_{}", source.slot, std::process::id());
     repl.create_logical_slot(&slot, true, false)
         .await
         .context("create a temporary slot")?;
     let options = [
         ("proto_version", "1"),
-        ("publication_names", config.source.publication.as_str()),
+        ("publication_names", source.publication.as_str()),
     ];
     let mut stream = repl
         .start_logical_replication(&slot, Lsn::ZERO, &options)
@@ -55,7 +51,7 @@ pub async fn tail(path: &Path, only: &[String]) -> anyhow::Result<ExitCode> {
     eprintln!("tailing changes from a temporary slot; Ctrl-C to stop");
 
     let encoder = EnvelopeEncoder::new(&SourceInfo {
-        name: config.source.slot.clone(),
+        name: source.slot.clone(),
         database,
     });
     let mut line = Vec::with_capacity(4096);

@@ -5,6 +5,7 @@
 
 mod duration;
 mod interpolate;
+mod kafka;
 mod outbox;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use courier_sinks::outbox::Router;
 use serde::Deserialize;
 
 pub use duration::parse_duration;
+pub use kafka::{KafkaFormat, KafkaSourceConfig, KafkaStart};
 
 /// A configuration that cannot be used, with what to change.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +35,7 @@ pub enum ConfigError {
 
 /// The whole configuration.
 pub struct Config {
-    pub source: SourceConfig,
+    pub source: Source,
     pub api: ApiConfig,
     pub state_dir: PathBuf,
     pub pipeline: PipelineConfig,
@@ -65,7 +67,30 @@ impl fmt::Debug for Config {
     }
 }
 
-/// `[source]`
+/// `[source]`: where changes come from.
+#[derive(Debug)]
+pub enum Source {
+    /// `type = "postgres"` (the default): capture from PostgreSQL's WAL.
+    Postgres(SourceConfig),
+    /// `type = "kafka"`: a worker that applies change topics to its sinks.
+    Kafka(KafkaSourceConfig),
+}
+
+impl Source {
+    /// The PostgreSQL source, or an error saying that `what` needs one.
+    pub fn postgres(&self, what: &str) -> anyhow::Result<&SourceConfig> {
+        match self {
+            Source::Postgres(s) => Ok(s),
+            Source::Kafka(_) => anyhow::bail!(
+                "{what} reads PostgreSQL, but this configuration's source is Kafka (source.type = \"kafka\"): \
+                 run it with the configuration of the Courier that captures PostgreSQL"
+            ),
+        }
+    }
+}
+
+/// `[source]` with `type = "postgres"`.
+#[derive(Clone)]
 pub struct SourceConfig {
     /// The connection URL (may carry a password: never print it; use `redacted_url`).
     pub url: String,
@@ -134,7 +159,7 @@ pub struct PipelineConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    source: RawSource,
+    source: toml::Table,
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
@@ -217,41 +242,33 @@ impl Config {
         let raw: RawConfig =
             toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
 
-        let s = raw.source;
-        check_name("source.slot", &s.slot, 63).map_err(invalid)?;
-        let publication = s.publication.unwrap_or_else(|| s.slot.clone());
-        check_name("source.publication", &publication, 63).map_err(invalid)?;
-        if s.tables.is_empty() && raw.outbox.is_empty() {
-            return Err(invalid(
-                "source.tables is empty: list the tables to capture, e.g. tables = [\"public.products\"] or [\"public.*\"] \
-                 (or route outbox events only, with an [outbox.NAME] table)"
-                    .into(),
-            ));
-        }
-        let tables =
-            TableFilter::new(&s.tables).map_err(|e| invalid(format!("source.tables: {e}")))?;
         let duration = |key: &str, v: Option<String>| -> Result<Option<Duration>, ConfigError> {
             v.map(|v| parse_duration(&v).map_err(|e| invalid(format!("{key}: {e}"))))
                 .transpose()
         };
-        let source = SourceConfig {
-            url: s.url,
-            slot: s.slot,
-            publication,
-            tables,
-            table_patterns: s.tables,
-            snapshot: s.snapshot,
-            snapshot_parallelism: s.snapshot_parallelism.unwrap_or(4).clamp(1, 64),
-            snapshot_chunk_rows: s.snapshot_chunk_rows.unwrap_or(250_000).max(1000),
-            heartbeat: duration("source.heartbeat", s.heartbeat)?,
-            status_interval: duration("source.status_interval", s.status_interval)?
-                .unwrap_or(Duration::from_secs(1)),
+        let mut raw_source = raw.source;
+        let routes_outbox = !raw.outbox.is_empty();
+        let source = match raw_source.remove("type") {
+            None => postgres_source(raw_source, &invalid, &duration, routes_outbox)?,
+            Some(toml::Value::String(t)) if t == "postgres" => {
+                postgres_source(raw_source, &invalid, &duration, routes_outbox)?
+            }
+            Some(toml::Value::String(t)) if t == "kafka" => {
+                Source::Kafka(kafka::parse(raw_source, &duration).map_err(invalid)?)
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "source.type = {other} is not a source type: use \"postgres\" (the default) or \"kafka\""
+                )))
+            }
         };
-        if !(source.url.starts_with("postgres://") || source.url.starts_with("postgresql://")) {
-            return Err(invalid("source.url must be a postgres:// URL, e.g. postgres://courier:${PGPASSWORD}@127.0.0.1:5432/shop".into()));
-        }
+        let state_name = match &source {
+            Source::Postgres(s) => &s.slot,
+            Source::Kafka(k) => &k.group,
+        };
 
         let listen = match raw.api.listen.as_deref() {
+
             None => Some(SocketAddr::from(([127, 0, 0, 1], 7070))),
             Some("" | "off") => None,
             Some(l) => Some(l.parse().map_err(|_| {
@@ -280,7 +297,7 @@ impl Config {
                 .parent()
                 .unwrap_or(Path::new("."))
                 .join(".courier")
-                .join(&source.slot),
+                .join(state_name),
         };
 
         let p = raw.pipeline;
@@ -320,7 +337,10 @@ impl Config {
                     .into(),
             ));
         }
-        let outbox = outbox::routers(raw.outbox, &sinks, &source.tables).map_err(invalid)?;
+        if let Source::Kafka(k) = &source {
+            kafka::check_sinks(k, &sinks).map_err(invalid)?;
+        }
+        let outbox = outbox::routers(raw.outbox, &sinks, &source).map_err(invalid)?;
         Ok(Config {
             source,
             api,
@@ -330,6 +350,48 @@ impl Config {
             outbox,
         })
     }
+}
+
+/// `[source]` of `type = "postgres"`; `source.tables` may be empty when
+/// `routes_outbox` (the configuration only routes outbox events).
+fn postgres_source(
+    table: toml::Table,
+    invalid: &impl Fn(String) -> ConfigError,
+    duration: &impl Fn(&str, Option<String>) -> Result<Option<Duration>, ConfigError>,
+    routes_outbox: bool,
+) -> Result<Source, ConfigError> {
+    let s: RawSource = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(format!("source: {}", e.message())))?;
+    check_name("source.slot", &s.slot, 63).map_err(invalid)?;
+    let publication = s.publication.unwrap_or_else(|| s.slot.clone());
+    check_name("source.publication", &publication, 63).map_err(invalid)?;
+    if s.tables.is_empty() && !routes_outbox {
+        return Err(invalid(
+            "source.tables is empty: list the tables to capture, e.g. tables = [\"public.products\"] or [\"public.*\"] \
+             (or route outbox events only, with an [outbox.NAME] table)"
+                .into(),
+        ));
+    }
+    let tables = TableFilter::new(&s.tables).map_err(|e| invalid(format!("source.tables: {e}")))?;
+    let source = SourceConfig {
+        url: s.url,
+        slot: s.slot,
+        publication,
+        tables,
+        table_patterns: s.tables,
+        snapshot: s.snapshot,
+        snapshot_parallelism: s.snapshot_parallelism.unwrap_or(4).clamp(1, 64),
+        snapshot_chunk_rows: s.snapshot_chunk_rows.unwrap_or(250_000).max(1000),
+        heartbeat: duration("source.heartbeat", s.heartbeat)?,
+        status_interval: duration("source.status_interval", s.status_interval)?
+            .unwrap_or(Duration::from_secs(1)),
+    };
+    if !(source.url.starts_with("postgres://") || source.url.starts_with("postgresql://")) {
+        return Err(invalid("source.url must be a postgres:// URL, e.g. postgres://courier:${PGPASSWORD}@127.0.0.1:5432/shop".into()));
+    }
+
+    Ok(Source::Postgres(source))
 }
 
 pub(crate) fn check_name(key: &str, v: &str, max: usize) -> Result<(), String> {

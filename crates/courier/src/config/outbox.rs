@@ -3,18 +3,28 @@
 
 use std::collections::BTreeMap;
 
-use courier_core::TableFilter;
 use courier_sinks::outbox::{Router, RouterConfig, Source};
 
 use super::check_name;
 
 /// The `[outbox.NAME]` routers, each checked and sent to a sink that can
-/// carry events; an outbox table is never one of `source.tables` too.
+/// carry events; they read PostgreSQL, and an outbox table is never one of
+/// `source.tables` too.
 pub(super) fn routers(
     raw: BTreeMap<String, toml::Table>,
     sinks: &BTreeMap<String, (String, toml::Table)>,
-    source_tables: &TableFilter,
+    source: &super::Source,
 ) -> Result<Vec<Router>, String> {
+    let source_tables = match (source, raw.keys().next()) {
+        (_, None) => return Ok(Vec::new()),
+        (super::Source::Postgres(s), _) => &s.tables,
+        (super::Source::Kafka(_), Some(name)) => {
+            return Err(format!(
+                "outbox.{name}: outbox routers read PostgreSQL's WAL, but this configuration's source is Kafka \
+                 (source.type = \"kafka\"): route the events in the Courier that captures PostgreSQL"
+            ))
+        }
+    };
     let mut routers = Vec::new();
     for (name, table) in raw {
         check_name(&format!("outbox.{name}"), &name, 100)?;

@@ -18,9 +18,10 @@ type = "stdout"
 #[test]
 fn minimal_config_gets_defaults() {
     let c = parse(MINIMAL).unwrap();
-    assert_eq!(c.source.slot, "courier");
-    assert_eq!(c.source.publication, "courier");
-    assert_eq!(c.source.snapshot, SnapshotMode::Initial);
+    let source = c.source.postgres("test").unwrap();
+    assert_eq!(source.slot, "courier");
+    assert_eq!(source.publication, "courier");
+    assert_eq!(source.snapshot, SnapshotMode::Initial);
     assert_eq!(c.api.listen, Some("127.0.0.1:7070".parse().unwrap()));
     assert_eq!(c.state_dir, Path::new("/etc/courier/.courier/courier"));
     assert_eq!(c.sinks["log"].0, "stdout");
@@ -110,6 +111,79 @@ fn shutdown_timeout_has_a_default_and_is_a_duration() {
     assert!(e.contains("pipeline.shutdown_timeout"), "{e}");
 }
 
+const KAFKA: &str = r#"
+[source]
+type = "kafka"
+brokers = ["127.0.0.1:9092", "127.0.0.1:9093"]
+group = "courier-search"
+topics = ["shop.public.products"]
+
+[source.kafka]
+"session.timeout.ms" = 6000
+
+[sinks.log]
+type = "stdout"
+"#;
+
+#[test]
+fn a_kafka_source_gets_defaults() {
+    let c = parse(KAFKA).unwrap();
+    let Source::Kafka(k) = &c.source else {
+        panic!("not a Kafka source: {:?}", c.source);
+    };
+    assert_eq!(k.brokers, "127.0.0.1:9092,127.0.0.1:9093");
+    assert_eq!(
+        (k.start, k.format),
+        (KafkaStart::Committed, KafkaFormat::Auto)
+    );
+    assert_eq!(k.settings["session.timeout.ms"], "6000");
+    assert_eq!(
+        c.state_dir,
+        Path::new("/etc/courier/.courier/courier-search")
+    );
+    let e = c.source.postgres("courier tail").unwrap_err().to_string();
+    assert!(e.contains("courier tail") && e.contains("Kafka"), "{e}");
+}
+
+#[test]
+fn bad_kafka_sources_say_how_to_fix_them() {
+    let e = parse(&KAFKA.replace("topics = [\"shop.public.products\"]", "")).unwrap_err();
+    assert!(
+        e.contains("source.topics") && e.contains("topic_pattern"),
+        "{e}"
+    );
+    let e = parse(&KAFKA.replace("topics =", "topic_pattern = \"^shop\\\\..*\"\ntopics ="))
+        .unwrap_err();
+    assert!(e.contains("both set"), "{e}");
+    let e = parse(&KAFKA.replace(
+        "topics = [\"shop.public.products\"]",
+        "topic_pattern = \"(\"",
+    ))
+    .unwrap_err();
+    assert!(e.contains("not a regular expression"), "{e}");
+    let e =
+        parse(&KAFKA.replace("\"session.timeout.ms\" = 6000", "\"group.id\" = \"x\"")).unwrap_err();
+    assert!(
+        e.contains("source.kafka.group.id") && e.contains("source.group"),
+        "{e}"
+    );
+    let e = parse(&KAFKA.replace("group = \"courier-search\"", "group = \"g\"\nslot = \"s\""))
+        .unwrap_err();
+    assert!(e.contains("slot"), "{e}");
+    let e = parse(&KAFKA.replace("type = \"kafka\"", "type = \"mysql\"")).unwrap_err();
+    assert!(e.contains("mysql") && e.contains("postgres"), "{e}");
+    let e = parse(&KAFKA.replace("group =", "start = \"now\"\ngroup =")).unwrap_err();
+    assert!(e.contains("now"), "{e}");
+    let e = parse(&format!(
+        "{KAFKA}\n[sinks.bus]\ntype = \"kafka\"\nbrokers = \"x:1\"\nexactly_once = true\n"
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("sinks.bus.exactly_once") && e.contains("PostgreSQL source"),
+        "{e}"
+    );
+}
+
 #[test]
 fn outbox_routers_need_a_sink_that_carries_events() {
     let with = |extra: &str| format!("{MINIMAL}\n[sinks.cache]\ntype = \"redis\"\n{extra}\n");
@@ -150,7 +224,22 @@ fn outbox_routers_alone_need_no_source_tables() {
     let text = MINIMAL.replace("tables = [\"public.products\"]", "")
         + "\n[outbox.orders]\nmessages = \"orders\"\nsink = \"log\"\n";
     let c = parse(&text).unwrap();
-    assert!(c.source.table_patterns.is_empty());
+    let Source::Postgres(source) = &c.source else {
+        panic!("a PostgreSQL source")
+    };
+    assert!(source.table_patterns.is_empty());
     let e = parse(&MINIMAL.replace("tables = [\"public.products\"]", "")).unwrap_err();
     assert!(e.contains("source.tables"), "{e}");
+}
+
+#[test]
+fn outbox_routers_need_a_postgresql_source() {
+    let e = parse(&format!(
+        "{KAFKA}\n[outbox.orders]\ntable = \"public.outbox\"\nsink = \"log\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("outbox.orders") && e.contains("source is Kafka"),
+        "{e}"
+    );
 }

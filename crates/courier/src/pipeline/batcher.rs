@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use courier_core::{Batch, Change, Lsn};
+use courier_core::{Batch, Change, Lsn, Position};
 use courier_postgres::pgoutput::ToastGap;
 use tokio::time::Instant;
 
@@ -123,7 +123,7 @@ impl Batcher {
         Pending {
             batch: Batch {
                 changes: std::mem::replace(&mut self.changes, Vec::with_capacity(self.max)),
-                through,
+                through: through.map(Position::from),
             },
             gaps: std::mem::take(&mut self.gaps),
         }
@@ -168,7 +168,7 @@ mod tests {
     }
 
     fn through(p: &Pending) -> Option<u64> {
-        p.batch.through.map(|l| l.0)
+        p.batch.through.map(|p| p.0)
     }
 
     #[test]

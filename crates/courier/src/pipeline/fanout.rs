@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use courier_core::{Batch, Lsn};
+use courier_core::{Batch, Position};
 use tokio::sync::{mpsc, oneshot};
 
 /// What a sink task receives.
@@ -72,8 +72,8 @@ impl Fanout {
 
     /// The newest `through` handed to every sink: once every sink's
     /// watermark reaches it, nothing sent is left unapplied.
-    pub fn sent_through(&self) -> Lsn {
-        Lsn(self.sent_through.load(Ordering::Relaxed))
+    pub fn sent_through(&self) -> Position {
+        Position(self.sent_through.load(Ordering::Relaxed))
     }
 
     /// Reserves a slot in every queue, then fills them all at once.
@@ -99,7 +99,7 @@ mod tests {
     fn batch(through: u64) -> Batch {
         Batch {
             changes: Vec::new(),
-            through: Some(Lsn(through)),
+            through: Some(Position(through)),
         }
     }
 
@@ -123,7 +123,7 @@ mod tests {
         }
         assert_eq!(received(&mut ra), [1, 2, 3]);
         assert_eq!(received(&mut rb), [1, 2, 3]);
-        assert_eq!(f.sent_through(), Lsn(3));
+        assert_eq!(f.sent_through(), Position(3));
     }
 
     #[tokio::test(start_paused = true)]
@@ -141,7 +141,7 @@ mod tests {
             "the first sink must not get batch 2"
         );
         assert_eq!(received(&mut rb), [1]);
-        assert_eq!(f.sent_through(), Lsn(1));
+        assert_eq!(f.sent_through(), Position(1));
         // The reserved slot was released: the next send goes through.
         f.send(batch(3)).await.unwrap();
         assert_eq!(received(&mut ra), [3]);

@@ -224,12 +224,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::pipeline::memory_sink::{MemorySink, Then};
-    use courier_core::{Lsn, SinkErrorKind};
+    use courier_core::{Lsn, Position, SinkErrorKind};
 
     fn batch(through: u64) -> SinkMsg {
         SinkMsg::Batch(Arc::new(Batch {
             changes: Vec::new(),
-            through: Some(Lsn(through)),
+            through: Some(Position(through)),
         }))
     }
 
@@ -260,7 +260,7 @@ mod tests {
         .expect("one value for the one column");
         SinkMsg::Batch(Arc::new(Batch {
             changes: vec![change],
-            through: Some(Lsn(through)),
+            through: Some(Position(through)),
         }))
     }
 
@@ -395,7 +395,7 @@ mod tests {
         drop(tx);
         assert!(matches!(task.await.unwrap(), SinkExit::Drained));
         assert_eq!(*applied.lock().unwrap(), [10, 20]);
-        assert_eq!(st.watermark.min(), Some(Lsn(20)));
+        assert_eq!(st.watermark.min(), Some(Position(20)));
         let report = st.report();
         assert_eq!(
             (report.sinks["m"].errors, report.sinks["m"].state),
@@ -423,7 +423,7 @@ mod tests {
         assert!(applied.lock().unwrap().is_empty());
         assert_eq!(
             st.watermark.min(),
-            Some(Lsn(0)),
+            Some(Position(0)),
             "nothing acknowledged past it"
         );
         assert_eq!(st.report().sinks["m"].state, SinkState::Failed);

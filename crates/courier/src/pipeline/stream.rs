@@ -94,7 +94,8 @@ async fn stream_once(
     tracing::info!(slot = %ctx.slot, server_wal = %system.xlogpos, "streaming changes");
     ctx.status.set_streaming(true);
 
-    let start = ctx.status.watermark.min().unwrap_or(Lsn::ZERO);
+    // A PostgreSQL source's positions are LSNs.
+    let start = ctx.status.watermark.min().map_or(Lsn::ZERO, |p| p.as_lsn());
     let mut b = Batcher::new(start, &ctx.pipeline);
     let mut counter = EventCounter::default();
     let mut report = Reporter::new(ctx.status_interval);
@@ -292,7 +293,8 @@ async fn on_message(
                     commit_time_us,
                 }) => {
                     b.commit(end_lsn);
-                    ctx.status.note_commit_received(commit_lsn, commit_time_us);
+                    ctx.status
+                        .note_commit_received(commit_lsn.into(), commit_time_us);
                     if b.is_full() || b.is_due() {
                         send(ctx, decoder, b, stream, report).await?;
                         counter.flush();
@@ -332,7 +334,7 @@ async fn send_status(
     stream: &mut ReplicationStream,
     reply: bool,
 ) -> anyhow::Result<bool> {
-    let Some(l) = ctx.status.watermark.min() else {
+    let Some(l) = ctx.status.watermark.min().map(|p| p.as_lsn()) else {
         return Ok(false);
     };
     stream

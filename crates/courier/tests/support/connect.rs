@@ -1,14 +1,13 @@
-//! Connectors of a real Kafka Connect worker (`dev/kafka-connect.sh`'s, or
-//! the one at `COURIER_TEST_KAFKA_CONNECT`), created through its REST API
-//! and deleted when the test ends.
+//! The dev Kafka Connect worker (`dev/kafka-connect.sh`, or the one at
+//! `COURIER_TEST_KAFKA_CONNECT`): connectors created and removed through
+//! its REST API.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The Kafka Connect worker's REST URL: `COURIER_TEST_KAFKA_CONNECT`, else
-/// `dev/kafka-connect.sh`'s.
+/// The worker's REST URL.
 pub fn connect_url() -> String {
     std::env::var("COURIER_TEST_KAFKA_CONNECT")
         .unwrap_or_else(|_| "http://127.0.0.1:58083".to_string())
@@ -17,24 +16,24 @@ pub fn connect_url() -> String {
 }
 
 /// Whether the worker answers and has the connector class `plugin`, and
-/// the broker accepts connections; otherwise the reason.
+/// the broker (`COURIER_TEST_KAFKA`, else `dev/kafka.sh`'s) accepts
+/// connections; otherwise the reason.
 pub async fn services_missing(plugin: &str) -> Option<String> {
     let url = connect_url();
-    let plugins = reqwest::get(format!("{url}/connector-plugins")).await;
-    match plugins {
+    match reqwest::get(format!("{url}/connector-plugins")).await {
         Err(e) => return Some(format!("no Kafka Connect worker answers at {url} ({e})")),
         Ok(r) => {
-            let text = r.text().await.unwrap_or_default();
-            if !text.contains(plugin) {
+            if !r.text().await.unwrap_or_default().contains(plugin) {
                 return Some(format!(
                     "the Kafka Connect worker at {url} has no {plugin} plugin"
                 ));
             }
         }
     }
-    let b = std::env::var("COURIER_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:59092".to_string());
-    let first = b.split(',').next().unwrap_or_default().trim().to_string();
-    if std::net::TcpStream::connect(&first).is_err() {
+    let brokers =
+        std::env::var("COURIER_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:59092".to_string());
+    let first = brokers.split(',').next().unwrap_or_default().trim();
+    if std::net::TcpStream::connect(first).is_err() {
         return Some(format!("no Kafka broker at {first}"));
     }
     None
@@ -107,8 +106,8 @@ impl Connector {
         serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or(Value::Null)
     }
 
-    /// Panics with the trace when the connector or a task failed (a
-    /// connector stops its task on a record it cannot handle).
+    /// Panics with the trace when the connector or a task failed: the JDBC
+    /// sink stops its task on a record it cannot write.
     pub fn assert_not_failed(&self, s: &Value) {
         let failed = std::iter::once(&s["connector"])
             .chain(s["tasks"].as_array().into_iter().flatten())

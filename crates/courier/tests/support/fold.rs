@@ -41,6 +41,14 @@ pub fn fold_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Rows {
         }
         let row = if op == "d" { &v["before"] } else { &v["after"] };
         let key = row["id"].to_string();
+        // An update that changed the key moved the row away from its old key.
+        let old = v["before"]["id"].to_string();
+        if op == "u" && old != "null" && old != key {
+            let entry = rows.entry(old).or_insert((0, None));
+            if version >= entry.0 {
+                *entry = (version, None);
+            }
+        }
         let entry = rows.entry(key).or_insert((0, None));
         if version >= entry.0 {
             *entry = (

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -59,6 +61,45 @@ pub fn kafka_config(db: &str, tables: &[&str], dir: &Path, prefix: &str, extra: 
         brokers()
     );
     super::sink_config(db, db, tables, dir, "bus", &sink)
+}
+
+/// Creates `topic` on the test broker as someone other than Courier would:
+/// `partitions`, and `cleanup.policy=compact` when `compact`.
+pub async fn create_topic(topic: &str, partitions: i32, compact: bool) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("create a Kafka admin client");
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    if compact {
+        new = new.set("cleanup.policy", "compact");
+    }
+    let results = admin
+        .create_topics([&new], &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
+    for r in results {
+        r.unwrap_or_else(|(t, code)| panic!("create topic {t}: {code}"));
+    }
+}
+
+/// Whether `topic` exists on the test broker.
+pub async fn topic_exists(topic: &str) -> bool {
+    let (brokers, topic) = (brokers(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .expect("create a Kafka consumer");
+        let md = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("metadata of topic {topic}: {e}"));
+        md.topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    })
+    .await
+    .unwrap()
 }
 
 /// One record Courier wrote, as a consumer reads it.
@@ -393,4 +434,69 @@ pub fn delete_topics(prefix: &str) {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Produces `lines` (one `key|value` record per non-empty line, in order)
+/// to `topic`, waiting until the broker acknowledged every one.
+pub fn produce_lines(topic: &str, lines: &str) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("create a Kafka producer");
+    for line in lines.lines().filter(|l| !l.is_empty()) {
+        let (key, value) = line.split_once('|').expect("a key|value line");
+        producer
+            .send(BaseRecord::to(topic).key(key).payload(value))
+            .map_err(|(e, _)| e)
+            .expect("enqueue a record");
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("the broker acknowledged the records");
+}
+
+/// The offset `group` committed for `topic`'s `partition`, if any.
+pub fn committed_offset(group: &str, topic: &str, partition: i32) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create a Kafka consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("read the group's committed offsets");
+    committed
+        .find_partition(topic, partition)
+        .and_then(|e| e.offset().to_raw())
+        .filter(|o| *o >= 0)
+}
+
+/// Each partition of `topic` with its end offset (the next record's).
+pub fn end_offsets(topic: &str) -> Vec<(i32, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("create a Kafka consumer");
+    let timeout = Duration::from_secs(10);
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .unwrap_or_else(|e| panic!("metadata of topic {topic}: {e}"));
+    md.topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .map(|p| (p, consumer.fetch_watermarks(topic, p, timeout).unwrap().1))
+        .collect()
+}
+
+/// Whether `group` committed the end of every partition of `topic`.
+pub fn group_caught_up(group: &str, topic: &str) -> bool {
+    end_offsets(topic)
+        .into_iter()
+        .all(|(p, end)| end == 0 || committed_offset(group, topic, p) == Some(end))
 }

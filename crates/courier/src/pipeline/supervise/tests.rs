@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use courier_core::{Batch, Change, Op, Relation, SinkError, SinkErrorKind, TableId};
+use courier_core::{Batch, Change, Op, Position, Relation, SinkError, SinkErrorKind, TableId};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -27,7 +27,7 @@ fn batch(version: u64) -> Batch {
     .expect("no values for no columns");
     Batch {
         changes: vec![change],
-        through: Some(Lsn(version)),
+        through: Some(Position(version)),
     }
 }
 
@@ -131,7 +131,7 @@ async fn a_clean_shutdown_drains_every_sink() {
     run.await.unwrap().unwrap();
     assert_eq!(*applied_a.lock().unwrap(), [10, 20, 30]);
     assert_eq!(*applied_b.lock().unwrap(), [10, 20, 30]);
-    assert_eq!(status.watermark.min(), Some(Lsn(30)));
+    assert_eq!(status.watermark.min(), Some(Position(30)));
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,257 @@
+//! The PostgreSQL source: prepare the database (preflight, tables,
+//! publication, state store, the slot's position), then capture: the first
+//! snapshot when the slot is new, then the replication stream beside the
+//! catch-up snapshot. Its positions are LSNs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use courier_core::{LocalStateStore, Lsn, StateStore};
+use courier_postgres::catalog::Catalog;
+use courier_postgres::setup::{
+    ensure_publication, preflight, resolve_tables, slot_info, SourceTable,
+};
+use courier_postgres::snapshot::SnapshotPlan;
+use courier_postgres::{PgConfig, ReplicationClient};
+use courier_sinks::envelope::SourceInfo;
+use tokio::sync::watch;
+
+use super::fanout::Fanout;
+use super::snapshot::{self, Snapshotter};
+use super::{errors, housekeeping, stream};
+use crate::config::{Config, SnapshotMode, SourceConfig};
+use crate::outbox::Outbox;
+use crate::retry::{retry, Backoff};
+use crate::status::Status;
+
+/// A PostgreSQL source checked and ready to capture.
+pub(super) struct PgSource {
+    source: SourceConfig,
+    pg: PgConfig,
+    tables: Vec<SourceTable>,
+    state: Arc<dyn StateStore>,
+    outbox: Outbox,
+}
+
+/// Checks PostgreSQL (privileges, tables, keys), creates the publication if
+/// missing and opens the state store. Errors name what a person must fix.
+pub(super) async fn prepare(
+    config: &Config,
+    sink_kinds: &[(String, String)],
+) -> anyhow::Result<(PgSource, SourceInfo, Status)> {
+    let source = config.source.postgres("courier run")?.clone();
+    let pg = PgConfig::from_url(&source.url).context("source.url")?;
+    let client = Arc::new(
+        pg.connect()
+            .await
+            .with_context(|| format!("connect to {}", pg.redacted()))?,
+    );
+    let database = client
+        .query_one("SELECT current_database()", &[])
+        .await
+        .context("query current database")?
+        .get::<_, String>(0);
+    preflight(&client).await?;
+    let outbox = Outbox::prepare(&mut Catalog::new(Arc::clone(&client)), &config.outbox).await?;
+    let mut tables = resolve_tables(&client, &source.tables, &source.table_patterns).await?;
+    outbox.leave_out(&mut tables);
+    let published = [tables.as_slice(), outbox.tables()].concat();
+    ensure_publication(&client, &source.publication, &published).await?;
+    let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::open(&config.state_dir)?);
+
+    let existing = slot_info(&client, &source.slot).await?;
+    if let Some(pid) = existing.as_ref().and_then(|s| s.active_pid) {
+        bail!(
+            "replication slot {} is in use by PostgreSQL backend pid {pid}: is another Courier running with this slot? \
+             Stop it, or use another source.slot",
+            source.slot
+        );
+    }
+    let start = existing.map(|s| s.confirmed_flush).unwrap_or(Lsn::ZERO);
+    let status = Status::new(&source.slot, &source.publication, sink_kinds, start);
+    let info = SourceInfo {
+        name: source.slot.clone(),
+        database,
+    };
+    Ok((
+        PgSource {
+            source,
+            pg,
+            tables,
+            state,
+            outbox,
+        },
+        info,
+        status,
+    ))
+}
+
+/// The source side of a run: the first snapshot (when the slot is new),
+/// then the replication stream while the catch-up snapshot copies what the
+/// plan still lacks. Ends `Ok` once it stopped for shutdown.
+pub(super) async fn capture(
+    config: &Config,
+    p: &PgSource,
+    fanout: Fanout,
+    status: &Status,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let snapshotter = Snapshotter {
+        pg: p.pg.clone(),
+        tables: p.tables.clone(),
+        parallelism: p.source.snapshot_parallelism,
+        fanout,
+        status: status.clone(),
+        state: p.state.clone(),
+        slot: p.source.slot.clone(),
+    };
+    tokio::select! {
+        r = first_snapshot(p, &snapshotter) => r?,
+        _ = shutdown.changed() => {
+            tracing::info!("shutdown requested during the snapshot; progress is saved");
+            return Ok(());
+        }
+    }
+
+    // Chunks left by an interrupted snapshot, and tables new to the config,
+    // are copied under a temporary slot's snapshot while the stream runs:
+    // their rows carry that snapshot's consistent point as version, so they
+    // and the streamed changes meet in the sinks by version, in any order.
+    // Once the slot exists: its position is what the poller reports.
+    let _housekeeping = housekeeping::spawn(&p.source, &p.pg, status, &shutdown);
+    let source = &p.source;
+    snapshot::update_plan(
+        p.state.as_ref(),
+        &source.slot,
+        &p.tables,
+        source.snapshot_chunk_rows,
+        source.snapshot_parallelism,
+        source.snapshot == SnapshotMode::Initial,
+    )?;
+    let ctx = stream::StreamContext {
+        pg: p.pg.clone(),
+        slot: source.slot.clone(),
+        publication: source.publication.clone(),
+        pipeline: config.pipeline.clone(),
+        status_interval: source.status_interval,
+        fanout: snapshotter.fanout.clone(),
+        status: status.clone(),
+        outbox: p.outbox.sources(),
+    };
+    let mut catch_up_shutdown = shutdown.clone();
+    let catch_up = async {
+        tokio::select! {
+            r = catch_up_until_done(&snapshotter) => r,
+            // Progress is saved per chunk: the next run resumes.
+            _ = catch_up_shutdown.changed() => Ok(()),
+        }
+    };
+    tokio::try_join!(catch_up, stream::stream_until_shutdown(ctx, shutdown))?;
+    Ok(())
+}
+
+/// Snapshot errors are retried from this delay up to the cap.
+fn snapshot_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+fn log_snapshot_retry(e: &anyhow::Error, wait: Duration) {
+    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64,
+        "snapshot interrupted; resuming the remaining chunks under a new snapshot");
+}
+
+/// On the first run, creates the slot and copies every table under its
+/// exported snapshot (the export lives only while the connection that made
+/// it stays idle). Each attempt opens its own connections: PostgreSQL may
+/// have restarted since the last one.
+async fn first_snapshot(p: &PgSource, snapshotter: &Snapshotter) -> anyhow::Result<()> {
+    retry(
+        snapshot_backoff(),
+        errors::snapshot_can_resume,
+        log_snapshot_retry,
+        || async {
+            let catalog = connect_catalog(&p.pg).await?;
+            if slot_info(catalog.client(), &p.source.slot).await?.is_some() {
+                // The slot exists: what is left is copied by the catch-up.
+                return Ok(());
+            }
+            create_slot_and_snapshot(p, snapshotter, &catalog).await
+        },
+    )
+    .await
+}
+
+/// Copies what the snapshot plan still lacks (see `Snapshotter::catch_up`),
+/// retrying after errors a new snapshot can get past, on new connections.
+async fn catch_up_until_done(s: &Snapshotter) -> anyhow::Result<()> {
+    retry(
+        snapshot_backoff(),
+        errors::snapshot_can_resume,
+        log_snapshot_retry,
+        || async {
+            let plan = snapshot::load_plan(s.state.as_ref(), &s.slot)?.unwrap_or_default();
+            if plan.is_complete() {
+                return Ok(());
+            }
+            let catalog = connect_catalog(&s.pg).await?;
+            s.catch_up(&catalog, plan).await
+        },
+    )
+    .await
+}
+
+/// A new connection for catalog look-ups.
+async fn connect_catalog(pg: &PgConfig) -> anyhow::Result<Catalog> {
+    let client = pg
+        .connect()
+        .await
+        .with_context(|| format!("connect to {}", pg.redacted()))?;
+    Ok(Catalog::new(Arc::new(client)))
+}
+
+async fn create_slot_and_snapshot(
+    p: &PgSource,
+    snapshotter: &Snapshotter,
+    catalog: &Catalog,
+) -> anyhow::Result<()> {
+    let source = &p.source;
+    let slot = &source.slot;
+    let mut repl = ReplicationClient::connect(&p.pg)
+        .await
+        .context("open replication connection")?;
+    let export = source.snapshot == SnapshotMode::Initial;
+    // Record the plan before the slot exists: if Courier dies between the two,
+    // the next run finds a slot with a plan and resumes the snapshot.
+    let mut plan = SnapshotPlan::default();
+    if export {
+        for t in &p.tables {
+            plan.add_table(t, source.snapshot_chunk_rows, source.snapshot_parallelism);
+        }
+    } else {
+        plan.done = p.tables.iter().map(|t| t.id.to_string()).collect();
+    }
+    p.state
+        .put_json(&snapshot::plan_key(slot), &plan)
+        .context("save snapshot plan")?;
+    let created = repl
+        .create_logical_slot(slot, false, export)
+        .await
+        .with_context(|| format!("create replication slot {slot}"))?;
+    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created replication slot");
+    snapshotter
+        .status
+        .watermark
+        .advance_all(created.consistent_point.into());
+    if !export {
+        return Ok(());
+    }
+    let snapshot_name = created
+        .snapshot_name
+        .context("the new slot exported no snapshot")?;
+    let result = snapshotter
+        .copy(catalog, &snapshot_name, created.consistent_point, plan)
+        .await;
+    drop(repl);
+    result
+}

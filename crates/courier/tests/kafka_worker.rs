@@ -1,0 +1,635 @@
+//! End to end through Kafka: PostgreSQL → Courier (Kafka sink) → Courier
+//! workers (`source.type = "kafka"`) → Redis and OpenSearch, on the real
+//! broker, Redis and OpenSearch of the `dev/` scripts.
+//!
+//! Each test has its own database, topic prefix, consumer group, Redis key
+//! prefix and index, so they run beside the other tests.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::kafka::{brokers, kafka_config, run_prefix};
+use support::load::{create_table, pg_rows, Load};
+use support::redis::{clear, standalone_url, RedisNodes};
+use support::search::{call, documents, without_nulls, SearchNode};
+use support::*;
+
+const CATCH_UP: Duration = Duration::from_secs(180);
+
+/// A worker reading `topic` in consumer group `group` into Redis (keys
+/// `<prefix><pk>` in logical database `redis_db`) and, when given, into the
+/// search node at `search` (index `<index>`); `start` is `source.start`.
+fn worker_config(
+    dir: &Path,
+    group: &str,
+    topic: &str,
+    start: &str,
+    redis_db: u8,
+    prefix: &str,
+    search: Option<(&str, &str)>,
+) -> String {
+    let search = search.map_or(String::new(), |(url, index)| {
+        format!("\n[sinks.search]\ntype = \"opensearch\"\nurl = \"{url}\"\nindex = \"{index}\"\n")
+    });
+    format!(
+        r#"
+[source]
+type = "kafka"
+brokers = "{brokers}"
+group = "{group}"
+topics = ["{topic}"]
+start = "{start}"
+commit_interval = "200ms"
+
+[source.kafka]
+# Fail over quickly when a worker is killed.
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 1000
+
+[api]
+listen = "off"
+
+[state]
+dir = "{state}"
+
+[sinks.cache]
+type = "redis"
+url = "{redis}"
+key = "{prefix}{{pk}}"
+{search}"#,
+        brokers = brokers(),
+        redis = standalone_url(redis_db),
+        state = dir.join("state").display(),
+    )
+}
+
+/// Rows of `expected` that `got` lacks, holds extra, or holds with other values.
+fn drift(
+    expected: &BTreeMap<String, Value>,
+    got: &BTreeMap<String, Value>,
+) -> (usize, usize, usize) {
+    let missing = expected.keys().filter(|k| !got.contains_key(*k)).count();
+    let extra = got.keys().filter(|k| !expected.contains_key(*k)).count();
+    let differing = expected
+        .iter()
+        .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+        .count();
+    (missing, extra, differing)
+}
+
+/// Waits until Redis under `prefix` holds exactly PostgreSQL's rows of `items`.
+async fn wait_redis_equal(client: &tokio_postgres::Client, nodes: &RedisNodes, prefix: &str) {
+    let expected = pg_rows(client, "items").await;
+    let mut last = (0, 0, 0);
+    let waited = tokio::time::timeout(CATCH_UP, async {
+        loop {
+            last = drift(&expected, &nodes.json_rows(prefix).await);
+            if last == (0, 0, 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "Redis did not reach PostgreSQL's rows within {CATCH_UP:?}: (missing, extra, differing) = {last:?}"
+    );
+}
+
+/// Waits until the index `alias` holds exactly PostgreSQL's rows of `items`.
+async fn wait_search_equal(client: &tokio_postgres::Client, base: &str, alias: &str) {
+    let expected: BTreeMap<String, Value> = pg_rows(client, "items")
+        .await
+        .into_iter()
+        .map(|(k, v)| (k, without_nulls(&v)))
+        .collect();
+    let mut last = (0, 0, 0);
+    let waited = tokio::time::timeout(CATCH_UP, async {
+        loop {
+            last = drift(&expected, &documents(base, alias).await);
+            if last == (0, 0, 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "the index did not reach PostgreSQL's rows within {CATCH_UP:?}: (missing, extra, differing) = {last:?}"
+    );
+}
+
+/// Two workers in one group share a four-partition topic while PostgreSQL
+/// is written to; one is killed with SIGKILL (its partitions move to the
+/// other) and started again later (they move back). Once the capture
+/// caught up, Redis and the search index equal PostgreSQL row for row.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_in_a_group_survive_kill_9_and_rebalances() {
+    let Some(node) = SearchNode::selected("opensearch", 2) else {
+        return;
+    };
+    let base = node.url();
+    let db: &'static str = "e2e_kafka_workers";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 5_000).await;
+    let prefix = run_prefix(db);
+    let topic = format!("{prefix}.public.items");
+    let key_prefix = format!("{db}:");
+    let nodes = RedisNodes::connect(&standalone_url(13), false).await;
+    clear(&nodes, &key_prefix).await;
+    let alias = format!("{db}_items");
+    call(
+        &base,
+        reqwest::Method::DELETE,
+        &format!("/{alias}_v*"),
+        None,
+    )
+    .await;
+
+    let capture_dir = scratch(db);
+    let capture = kafka_config(
+        db,
+        &["public.items"],
+        &capture_dir,
+        &prefix,
+        "partitions = 4",
+    );
+    let mut capture = CourierProc::start(&capture_dir, &capture);
+
+    let group = format!("{prefix}-workers");
+    let index = format!("{db}_{{table}}");
+    let workers: Vec<CourierProc> = ["a", "b"]
+        .iter()
+        .map(|w| {
+            let dir = scratch(&format!("{db}_{w}"));
+            let config = worker_config(
+                &dir,
+                &group,
+                &topic,
+                "committed",
+                13,
+                &key_prefix,
+                Some((&base, &index)),
+            );
+            CourierProc::start(&dir, &config)
+        })
+        .collect();
+    let [mut a, mut b]: [CourierProc; 2] = workers.try_into().ok().unwrap();
+
+    let load = Load::start(db, "items", 2);
+    load.commit_more(300, CATCH_UP).await;
+    wait_until("both workers to own partitions", CATCH_UP, || async {
+        a.log().contains("assigned partitions") && b.log().contains("assigned partitions")
+    })
+    .await;
+    a.kill9();
+    // b takes a's partitions once the group notices a is gone.
+    load.commit_more(300, CATCH_UP).await;
+    wait_until(
+        "the survivor to take the killed worker's partitions",
+        CATCH_UP,
+        || async { b.log().matches("assigned partitions").count() >= 2 },
+    )
+    .await;
+    a.restart();
+    load.commit_more(300, CATCH_UP).await;
+    load.stop().await;
+
+    wait_caught_up(&client, db, CATCH_UP).await;
+    wait_redis_equal(&client, &nodes, &key_prefix).await;
+    wait_search_equal(&client, &base, &alias).await;
+    for (name, w) in [("a", &mut a), ("b", &mut b)] {
+        assert!(w.stop().success(), "worker {name} log:\n{}", w.log());
+    }
+    assert!(capture.stop().success(), "capture log:\n{}", capture.log());
+}
+
+/// Replay: a new group with `start = "earliest"` rebuilds an empty Redis
+/// from the topic alone, with PostgreSQL's current rows (deletes included:
+/// the topic holds their records and tombstones).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_group_from_the_earliest_offset_rebuilds_a_store() {
+    let db: &'static str = "e2e_kafka_replay";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 2_000).await;
+    let prefix = run_prefix(db);
+    let topic = format!("{prefix}.public.items");
+    let capture_dir = scratch(db);
+    let capture = kafka_config(
+        db,
+        &["public.items"],
+        &capture_dir,
+        &prefix,
+        "partitions = 3\nformat = \"json-schema\"",
+    );
+    let mut capture = CourierProc::start(&capture_dir, &capture);
+    let load = Load::start(db, "items", 2);
+    load.commit_more(400, CATCH_UP).await;
+    load.stop().await;
+    wait_caught_up(&client, db, CATCH_UP).await;
+    assert!(capture.stop().success(), "capture log:\n{}", capture.log());
+
+    // The capture is gone: the topic alone rebuilds the store, twice (a
+    // second group replays into the same, already full store: no change).
+    let key_prefix = format!("{db}:");
+    let nodes = RedisNodes::connect(&standalone_url(13), false).await;
+    clear(&nodes, &key_prefix).await;
+    let database = "courier_e2e_kafka_replay";
+    clickhouse(&format!("DROP DATABASE IF EXISTS {database}")).await;
+    clickhouse(&format!("CREATE DATABASE {database}")).await;
+    for round in ["first", "second"] {
+        let dir = scratch(&format!("{db}_{round}"));
+        let group = format!("{prefix}-{round}");
+        let mut config = worker_config(&dir, &group, &topic, "earliest", 13, &key_prefix, None);
+        config.push_str(&format!(
+            "\n[sinks.analytics]\ntype = \"clickhouse\"\nurl = \"{CLICKHOUSE}\"\ndatabase = \"{database}\"\n"
+        ));
+        let mut worker = CourierProc::start(&dir, &config);
+        wait_until(
+            "the group to apply and commit the whole topic",
+            CATCH_UP,
+            || async {
+                let (group, topic) = (group.clone(), topic.clone());
+                tokio::task::spawn_blocking(move || support::kafka::group_caught_up(&group, &topic))
+                    .await
+                    .unwrap()
+            },
+        )
+        .await;
+        wait_redis_equal(&client, &nodes, &key_prefix).await;
+        let expected = pg_rows(&client, "items").await;
+        let got = clickhouse_items(database).await;
+        assert_eq!(
+            drift(&expected, &got),
+            (0, 0, 0),
+            "{round} replay: (missing, extra, differing) rows in ClickHouse"
+        );
+        assert!(worker.stop().success(), "worker log:\n{}", worker.log());
+    }
+}
+
+/// The current rows of `database.items`, in the shape of `pg_rows`.
+async fn clickhouse_items(database: &str) -> BTreeMap<String, Value> {
+    clickhouse(&format!(
+        "SELECT id, val, note, toString(amount) AS amount, isNull(amount) AS amount_null \
+         FROM {database}.items_current FORMAT JSONEachRow"
+    ))
+    .await
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(|l| {
+        let mut r: Value = serde_json::from_str(l).unwrap();
+        let null = r["amount_null"] == serde_json::json!(1);
+        let obj = r.as_object_mut().unwrap();
+        obj.remove("amount_null");
+        if null {
+            obj.insert("amount".into(), Value::Null);
+        }
+        (r["id"].to_string(), r)
+    })
+    .collect()
+}
+
+/// A record that is not a change event stops the worker with an error
+/// naming topic, partition and offset; the records before it are applied
+/// and committed, nothing after it is, and a restart stops at it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_is_not_a_change_stops_the_worker_naming_it() {
+    let db = "e2e_kafka_bad_record";
+    let prefix = run_prefix(db);
+    let topic = format!("{prefix}.public.items");
+    support::kafka::dev_kafka(&["topics", "--create", "--topic", &topic, "--partitions", "1"]);
+    let good = |id: i64| {
+        serde_json::json!({
+            "before": null,
+            "after": {"id": id, "val": id, "note": "n", "amount": null},
+            "source": {"version": "test", "connector": "postgresql", "name": "x", "db": db,
+                        "schema": "public", "table": "items", "lsn": 100 + id, "txId": 1, "ts_ms": 0},
+            "op": "c", "ts_ms": 0
+        })
+        .to_string()
+    };
+    let mut lines = vec![
+        format!("{{\"id\":1}}|{}", good(1)),
+        format!("{{\"id\":2}}|{}", good(2)),
+        "{\"id\":3}|this is not json".to_string(),
+        format!("{{\"id\":4}}|{}", good(4)),
+    ];
+    lines.push(String::new());
+    support::kafka::produce_lines(&topic, &lines.join("\n"));
+
+    let key_prefix = format!("{db}:");
+    let nodes = RedisNodes::connect(&standalone_url(13), false).await;
+    clear(&nodes, &key_prefix).await;
+    let dir = scratch(db);
+    let group = format!("{prefix}-g");
+    let config = worker_config(&dir, &group, &topic, "committed", 13, &key_prefix, None);
+    for attempt in ["first", "restarted"] {
+        let mut worker = CourierProc::start(&dir, &config);
+        let status = worker
+            .wait_exit("the worker to stop at the bad record", CATCH_UP)
+            .await;
+        let log = worker.log();
+        assert!(
+            !status.success(),
+            "{attempt}: the worker went on past a bad record:\n{log}"
+        );
+        assert!(
+            log.contains(&topic) && log.contains("partition 0") && log.contains("offset 2"),
+            "{attempt}: the error does not name topic, partition and offset:\n{log}"
+        );
+        let got = nodes.json_rows(&key_prefix).await;
+        let ids: Vec<&String> = got.keys().collect();
+        assert_eq!(
+            ids,
+            ["1", "2"],
+            "{attempt}: only the records before the bad one are applied"
+        );
+    }
+    assert_eq!(
+        support::kafka::committed_offset(&group, &topic, 0),
+        Some(2),
+        "the group committed past the bad record"
+    );
+}
+
+/// ClickHouse's HTTP interface of `dev/clickhouse.sh`.
+const CLICKHOUSE: &str = "http://127.0.0.1:58123";
+
+async fn clickhouse(sql: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(CLICKHOUSE)
+        .query(&[("output_format_json_quote_64bit_integers", "0")])
+        .body(sql.to_string())
+        .send()
+        .await
+        .expect("ClickHouse answers (dev/clickhouse.sh start)");
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "clickhouse: {sql}: {text}");
+    text
+}
+
+/// Debezium's `VariableScaleDecimal` drops the trailing zeros of an
+/// unconstrained `numeric` (12.50 arrives as 12.5, the same number): the
+/// direct capture's `nu` written the same way, to compare the rest exactly.
+fn unconstrained_numeric_as_debezium(rows: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    rows.into_iter()
+        .map(|(k, mut row)| {
+            if let Some(Value::String(n)) = row.get("nu") {
+                let trimmed = if n.contains('.') {
+                    n.trim_end_matches('0').trim_end_matches('.').to_string()
+                } else {
+                    n.clone()
+                };
+                row["nu"] = Value::String(trimmed);
+            }
+            (k, row)
+        })
+        .collect()
+}
+
+/// The rows of `database.t_current`, one JSON line each, by id (`nu`, an
+/// unconstrained numeric, compared as a number: see
+/// `unconstrained_numeric_as_debezium`).
+async fn clickhouse_rows(database: &str) -> Vec<String> {
+    clickhouse(&format!(
+        "SELECT id, i8, toString(n) AS n, toFloat64OrNull(toString(nu)) AS nu, t, b, f8, toString(d) AS d, toString(ts) AS ts, \
+         toString(tstz) AS tstz, jb, toString(u) AS u, hex(by) AS by, ta \
+         FROM {database}.t_current ORDER BY id FORMAT JSONEachRow"
+    ))
+    .await
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Debezium as the producer: its PostgreSQL connector (pgoutput, Kafka
+/// Connect JSON with schemas) captures a table of many types while a
+/// Courier captures the same table directly; a worker applies Debezium's
+/// topic to Redis and ClickHouse. After Debezium's snapshot, then streamed
+/// inserts, updates, deletes and a primary-key change, the stores fed from
+/// Debezium equal those Courier fed directly, value for value.
+#[tokio::test(flavor = "multi_thread")]
+async fn debezium_topics_feed_stores_equal_to_direct_capture() {
+    let db: &'static str = "e2e_kafka_debezium";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, i8 bigint, n numeric(12,3), nu numeric, t text, b bool,
+               f8 float8, d date, ts timestamp, tstz timestamptz, jb jsonb, u uuid, by bytea, ta text[]);
+             INSERT INTO t SELECT g, g::bigint * 1000000000, g / 7.0, g * 1.25, 'row ' || g, g % 2 = 0,
+               g / 3.0, DATE '1999-12-25' + g, TIMESTAMP '2024-02-29 23:59:59.5' + g * INTERVAL '1 minute',
+               TIMESTAMPTZ '2024-02-29 12:00:00.123456+05:30' + g * INTERVAL '1 hour',
+               jsonb_build_object('g', g, 'tags', jsonb_build_array('a', g)), md5(g::text)::uuid,
+               decode(md5(g::text), 'hex'), ARRAY['x' || g, NULL]
+             FROM generate_series(1, 200) g;
+             INSERT INTO t (id) VALUES (1000);",
+        )
+        .await
+        .unwrap();
+    let prefix = run_prefix(db).replace('-', "_");
+    let topic = format!("{prefix}.public.t");
+    let (direct_redis, worker_redis) = (format!("{db}:direct:"), format!("{db}:worker:"));
+    let (direct_ch, worker_ch) = ("courier_e2e_dbz_direct", "courier_e2e_dbz_worker");
+    let nodes = RedisNodes::connect(&standalone_url(13), false).await;
+    for p in [&direct_redis, &worker_redis] {
+        clear(&nodes, p).await;
+    }
+    for d in [direct_ch, worker_ch] {
+        clickhouse(&format!("DROP DATABASE IF EXISTS {d}")).await;
+        clickhouse(&format!("CREATE DATABASE {d}")).await;
+    }
+
+    // Debezium's connector, with its own slot and publication.
+    let url = url::Url::parse(&pg_url(db)).unwrap();
+    let connector = support::connect::Connector::create(
+        &prefix,
+        serde_json::json!({
+            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+            "tasks.max": "1",
+            "database.hostname": url.host_str().unwrap_or("127.0.0.1"),
+            "database.port": url.port().unwrap_or(5432).to_string(),
+            "database.user": url.username(),
+            "database.password": url.password().unwrap_or_default(),
+            "database.dbname": db,
+            "topic.prefix": prefix,
+            "plugin.name": "pgoutput",
+            "slot.name": format!("{prefix}_dbz"),
+            "publication.name": format!("{prefix}_dbz"),
+            "publication.autocreate.mode": "filtered",
+            "table.include.list": "public.t",
+            "topic.creation.default.replication.factor": "1",
+            "topic.creation.default.partitions": "2",
+        }),
+    )
+    .await;
+
+    // Courier capturing the same table directly into Redis and ClickHouse.
+    let direct_dir = scratch(db);
+    let direct = format!(
+        r#"
+[source]
+url = "{url}"
+slot = "{db}"
+tables = ["public.t"]
+status_interval = "200ms"
+
+[api]
+listen = "off"
+
+[state]
+dir = "{state}"
+
+[sinks.cache]
+type = "redis"
+url = "{redis}"
+key = "{direct_redis}{{pk}}"
+
+[sinks.analytics]
+type = "clickhouse"
+url = "{CLICKHOUSE}"
+database = "{direct_ch}"
+"#,
+        url = pg_url(db),
+        state = direct_dir.join("state").display(),
+        redis = standalone_url(13),
+    );
+    let mut direct = CourierProc::start(&direct_dir, &direct);
+
+    let worker_dir = scratch(&format!("{db}_worker"));
+    let mut worker_config = worker_config(
+        &worker_dir,
+        &format!("{prefix}-g"),
+        &topic,
+        "committed",
+        13,
+        &worker_redis,
+        None,
+    );
+    worker_config.push_str(&format!(
+        "\n[sinks.analytics]\ntype = \"clickhouse\"\nurl = \"{CLICKHOUSE}\"\ndatabase = \"{worker_ch}\"\n"
+    ));
+    let mut worker = CourierProc::start(&worker_dir, &worker_config);
+    wait_caught_up(&client, db, CATCH_UP).await;
+    wait_until(
+        "Debezium's snapshot to reach the worker's Redis",
+        CATCH_UP,
+        || async { nodes.json_rows(&worker_redis).await.len() == 201 },
+    )
+    .await;
+
+    // Streaming: inserts, updates (to and from NULL), deletes, a key change.
+    client
+        .batch_execute(
+            "INSERT INTO t (id, n, t, jb) VALUES (2000, -1.5, 'new', '[1, null]');
+             UPDATE t SET n = n * 2, t = NULL, ta = ARRAY['y'] WHERE id % 10 = 0;
+             UPDATE t SET t = 'was null', tstz = '1999-01-01 00:00:00.000001+00' WHERE id = 1000;
+             DELETE FROM t WHERE id BETWEEN 50 AND 59;
+             UPDATE t SET id = id + 5000 WHERE id = 7;",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&client, db, CATCH_UP).await;
+    let expected = unconstrained_numeric_as_debezium(nodes.json_rows(&direct_redis).await);
+    let mut last = (0, 0, 0);
+    let converged = tokio::time::timeout(CATCH_UP, async {
+        loop {
+            last = drift(&expected, &nodes.json_rows(&worker_redis).await);
+            if last == (0, 0, 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(
+        converged.is_ok(),
+        "Redis fed from Debezium's topic differs from Redis fed directly: (missing, extra, differing) = {last:?}"
+    );
+    assert_eq!(expected.len(), 192, "the direct capture's rows");
+    let want = clickhouse_rows(direct_ch).await;
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = clickhouse_rows(worker_ch).await;
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(want.len(), 192);
+    let first = want.iter().zip(&got).find(|(a, b)| a != b);
+    assert!(
+        got.len() == want.len() && first.is_none(),
+        "ClickHouse fed from Debezium's topic differs from ClickHouse fed directly ({} vs {} rows); first difference:\n{first:?}",
+        got.len(),
+        want.len()
+    );
+
+    connector.delete().await;
+    assert!(worker.stop().success(), "worker log:\n{}", worker.log());
+    assert!(direct.stop().success(), "direct log:\n{}", direct.log());
+}
+
+/// `courier check` on a worker's configuration reaches the brokers, names a
+/// topic that does not exist with the fix, and reports the group; with an
+/// unreachable broker it fails naming the brokers.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_brokers_topics_and_group() {
+    let db = "e2e_kafka_check";
+    let prefix = run_prefix(db);
+    let present = format!("{prefix}.public.present");
+    support::kafka::dev_kafka(&[
+        "topics",
+        "--create",
+        "--topic",
+        &present,
+        "--partitions",
+        "2",
+    ]);
+    let dir = scratch(db);
+    let config = worker_config(
+        &dir,
+        &format!("{prefix}-g"),
+        &present,
+        "committed",
+        13,
+        "x:",
+        None,
+    )
+    .replace(
+        &format!("topics = [\"{present}\"]"),
+        &format!("topics = [\"{present}\", \"{prefix}.public.missing\"]"),
+    );
+    let path = dir.join("worker.toml");
+    std::fs::write(&path, &config).unwrap();
+    let (code, out, err) = courier_cmd(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("ok    kafka: brokers"), "{out}");
+    assert!(
+        out.contains(&format!("ok    topic {present}: 2 partition(s)")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "FAIL  topic {prefix}.public.missing: does not exist"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("ok    group"), "{out}");
+
+    let unreachable = config.replace(&brokers(), &format!("127.0.0.1:{}", free_port()));
+    std::fs::write(&path, unreachable).unwrap();
+    let (code, out, _) = courier_cmd(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  kafka: brokers 127.0.0.1:") && out.contains("did not answer"),
+        "{out}"
+    );
+}
