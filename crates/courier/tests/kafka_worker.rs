@@ -81,13 +81,17 @@ fn drift(
     (missing, extra, differing)
 }
 
-/// Waits until Redis under `prefix` holds exactly PostgreSQL's rows of `items`.
-async fn wait_redis_equal(client: &tokio_postgres::Client, nodes: &RedisNodes, prefix: &str) {
-    let expected = pg_rows(client, "items").await;
+/// Polls `read` until it holds exactly `expected`'s rows, panicking with
+/// the last (missing, extra, differing) counts after `CATCH_UP`.
+async fn wait_rows_equal<F, Fut>(store: &str, expected: &BTreeMap<String, Value>, mut read: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = BTreeMap<String, Value>>,
+{
     let mut last = (0, 0, 0);
     let waited = tokio::time::timeout(CATCH_UP, async {
         loop {
-            last = drift(&expected, &nodes.json_rows(prefix).await);
+            last = drift(expected, &read().await);
             if last == (0, 0, 0) {
                 return;
             }
@@ -97,8 +101,14 @@ async fn wait_redis_equal(client: &tokio_postgres::Client, nodes: &RedisNodes, p
     .await;
     assert!(
         waited.is_ok(),
-        "Redis did not reach PostgreSQL's rows within {CATCH_UP:?}: (missing, extra, differing) = {last:?}"
+        "{store} did not reach the expected rows within {CATCH_UP:?}: (missing, extra, differing) = {last:?}"
     );
+}
+
+/// Waits until Redis under `prefix` holds exactly PostgreSQL's rows of `items`.
+async fn wait_redis_equal(client: &tokio_postgres::Client, nodes: &RedisNodes, prefix: &str) {
+    let expected = pg_rows(client, "items").await;
+    wait_rows_equal("Redis", &expected, || nodes.json_rows(prefix)).await;
 }
 
 /// Waits until the index `alias` holds exactly PostgreSQL's rows of `items`.
@@ -108,21 +118,7 @@ async fn wait_search_equal(client: &tokio_postgres::Client, base: &str, alias: &
         .into_iter()
         .map(|(k, v)| (k, without_nulls(&v)))
         .collect();
-    let mut last = (0, 0, 0);
-    let waited = tokio::time::timeout(CATCH_UP, async {
-        loop {
-            last = drift(&expected, &documents(base, alias).await);
-            if last == (0, 0, 0) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-    .await;
-    assert!(
-        waited.is_ok(),
-        "the index did not reach PostgreSQL's rows within {CATCH_UP:?}: (missing, extra, differing) = {last:?}"
-    );
+    wait_rows_equal("the index", &expected, || documents(base, alias)).await;
 }
 
 /// Two workers in one group share a four-partition topic while PostgreSQL
@@ -538,21 +534,10 @@ database = "{direct_ch}"
         .unwrap();
     wait_caught_up(&client, db, CATCH_UP).await;
     let expected = unconstrained_numeric_as_debezium(nodes.json_rows(&direct_redis).await);
-    let mut last = (0, 0, 0);
-    let converged = tokio::time::timeout(CATCH_UP, async {
-        loop {
-            last = drift(&expected, &nodes.json_rows(&worker_redis).await);
-            if last == (0, 0, 0) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+    wait_rows_equal("Redis fed from Debezium's topic", &expected, || {
+        nodes.json_rows(&worker_redis)
     })
     .await;
-    assert!(
-        converged.is_ok(),
-        "Redis fed from Debezium's topic differs from Redis fed directly: (missing, extra, differing) = {last:?}"
-    );
     assert_eq!(expected.len(), 192, "the direct capture's rows");
     let want = clickhouse_rows(direct_ch).await;
     let mut got = Vec::new();
