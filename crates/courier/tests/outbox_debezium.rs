@@ -137,7 +137,8 @@ impl SideBySide {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_millis();
-        let (courier_prefix, debezium_prefix) = (format!("obx{run}c"), format!("obx{run}d"));
+        let tag = db.trim_start_matches("e2e_");
+        let (courier_prefix, debezium_prefix) = (format!("{tag}{run}c"), format!("{tag}{run}d"));
         let dir = scratch(db);
         // Exactly once: the comparison is record by record, and an
         // at-least-once retry could repeat one.
@@ -182,7 +183,9 @@ impl SideBySide {
         for (k, v) in transform {
             connector[format!("transforms.outbox.{k}")] = json!(v);
         }
-        let connector = Connector::create(&format!("courier-outbox-{run}"), connector).await;
+        // Named after the database too: the tests of this file start in
+        // parallel, often within the same millisecond.
+        let connector = Connector::create(&format!("courier-{db}-{run}"), connector).await;
         Some(SideBySide {
             db,
             client,
