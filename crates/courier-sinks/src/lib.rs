@@ -9,6 +9,7 @@ mod connect;
 pub mod envelope;
 mod failure;
 pub mod file;
+pub mod inspect;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(test)]
@@ -36,7 +37,7 @@ use std::path::PathBuf;
 
 use courier_core::SinkErrorKind;
 
-pub use registry::{build_sink, check_sink, OUTBOX_SINK_TYPES, SINK_TYPES};
+pub use registry::{build_inspector, build_sink, check_sink, OUTBOX_SINK_TYPES, SINK_TYPES};
 pub use selection::{Segment, TableSelection};
 
 /// A sink that cannot be built from its configuration.

@@ -3,6 +3,7 @@
 use courier_core::{Sink, TableId};
 
 use crate::envelope::SourceInfo;
+use crate::inspect::Inspector;
 use crate::outbox::{Router, Routers};
 use crate::preflight::Finding;
 use crate::BuildError;
@@ -121,5 +122,35 @@ pub async fn check_sink(
             let _ = sink.close().await;
             Ok(Vec::new())
         }
+    }
+}
+
+/// A reader of what the sink `name` of type `kind` stored, for `courier
+/// verify`; an error for a sink type that keeps no rows to compare.
+pub async fn build_inspector(
+    name: &str,
+    kind: &str,
+    settings: toml::Table,
+) -> Result<Box<dyn Inspector>, BuildError> {
+    let settings = toml::Value::Table(settings);
+    let parse_err = |e: toml::de::Error| BuildError::Config {
+        sink: name.to_string(),
+        message: e.message().to_string(),
+    };
+    match kind {
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Box::new(
+            crate::redis::inspector(name, settings.try_into().map_err(parse_err)?).await?,
+        )),
+        #[cfg(feature = "search")]
+        "elasticsearch" | "opensearch" => Ok(Box::new(
+            crate::search::inspector(name, settings.try_into().map_err(parse_err)?).await?,
+        )),
+        other => Err(BuildError::Config {
+            sink: name.to_string(),
+            message: format!(
+                "a {other} sink keeps no rows Courier can read back; verify works on redis, elasticsearch and opensearch sinks"
+            ),
+        }),
     }
 }

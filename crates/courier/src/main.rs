@@ -8,6 +8,7 @@ mod pipeline;
 mod retry;
 mod status;
 mod telemetry;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,27 @@ enum Command {
         #[arg(long)]
         table: Vec<String>,
     },
+    /// Compare each store with PostgreSQL while streaming continues: exit 0
+    /// when equal, 1 on drift, 2 when the comparison failed.
+    Verify {
+        #[arg(long, short, env = "COURIER_CONFIG")]
+        config: PathBuf,
+        /// Only this sink (default: every sink that keeps rows).
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only this table (`schema.table` or `table`); repeatable.
+        #[arg(long)]
+        table: Vec<String>,
+        /// Rewrite drifted rows from PostgreSQL, then verify again.
+        #[arg(long)]
+        repair: bool,
+        /// How long to wait for the sinks to catch up with the snapshot.
+        #[arg(long, default_value = "60s", value_parser = config::duration::parse_duration)]
+        timeout: std::time::Duration,
+        /// `text` (default) or `json` (one object per verification).
+        #[arg(long, value_enum, default_value = "text")]
+        format: cli::verify::Format,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +94,22 @@ fn main() -> ExitCode {
             Command::Run { config } => cli::run::run(&config).await,
             Command::Check { config } => cli::check::check(&config).await,
             Command::Tail { config, table } => cli::tail::tail(&config, &table).await,
+            Command::Verify {
+                config,
+                sink,
+                table,
+                repair,
+                timeout,
+                format,
+            } => {
+                let opts = verify::Options {
+                    sink,
+                    tables: table,
+                    repair,
+                    timeout,
+                };
+                cli::verify::verify(&config, opts, format).await
+            }
         }
     });
     let result = runtime

@@ -338,6 +338,40 @@ impl Client {
         Ok(masters(&text))
     }
 
+    /// Every field of each key's hash (empty for an absent key), in order:
+    /// one pipeline on a single server, concurrent reads on a cluster.
+    pub async fn hgetall_many(
+        &self,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>, RedisError> {
+        match &self.conn {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                for k in keys {
+                    pipe.cmd("HGETALL").arg(k);
+                }
+                let mut c = c.clone();
+                pipe.query_async(&mut c).await
+            }
+            Conn::Cluster(c) => {
+                use futures_util::TryStreamExt;
+                let reads: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        let mut c = c.clone();
+                        let mut cmd = redis::cmd("HGETALL");
+                        cmd.arg(k);
+                        async move { cmd.query_async::<Vec<(Vec<u8>, Vec<u8>)>>(&mut c).await }
+                    })
+                    .collect();
+                stream::iter(reads)
+                    .buffered(self.max_in_flight.max(1) * 8)
+                    .try_collect()
+                    .await
+            }
+        }
+    }
+
     /// One `SCAN` step on `node`: the next cursor (0 when done) and keys
     /// matching `pattern` (of type `kind`, when given).
     pub async fn scan_page(

@@ -118,6 +118,7 @@
 mod client;
 mod config;
 mod encode;
+mod inspect;
 mod key;
 #[cfg(any(test, feature = "compliance"))]
 pub mod readback;
@@ -130,6 +131,7 @@ use async_trait::async_trait;
 use courier_core::{Batch, Change, Sink, SinkError, SinkErrorKind};
 
 pub use config::{Format, Mode, RedisSinkConfig};
+pub use inspect::{inspector, RedisInspector};
 pub use key::{KeyTemplate, KeyTemplateError};
 pub use script::{DELETED_FIELD, ROW_FIELD, VERSION_FIELD};
 

@@ -134,6 +134,19 @@ pub(crate) fn collapse<'a>(items: Vec<Item<'a>>) -> Vec<Item<'a>> {
     keep.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
+/// Percent-encodes everything but unreserved characters.
+pub(crate) fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,6 +76,7 @@ mod config;
 mod dead_letter;
 mod encode;
 mod indexes;
+mod inspect;
 pub mod mapping;
 #[cfg(any(test, feature = "compliance"))]
 pub mod readback;
@@ -90,6 +91,7 @@ use std::time::Duration;
 use courier_core::{Batch, Change, Grouping, Sink, SinkError, SinkErrorKind};
 
 pub use config::{OnError, SearchSinkConfig};
+pub use inspect::{inspector, SearchInspector};
 pub use server::{Flavour, Server};
 
 use bulk::{send_items, Limits};

@@ -6,7 +6,7 @@ use serde_json::{Map, Value as Json};
 
 use super::client::Client;
 use super::config::{SearchSinkConfig, Settings};
-use super::encode::doc_id;
+use super::encode::{doc_id, path_segment};
 use crate::compliance::Readback;
 
 /// Reads a table's documents through its alias, in real time (no refresh
@@ -59,17 +59,4 @@ impl Readback for SearchReadback {
     async fn read_row(&mut self, relation: &Relation, key: &[Value]) -> Option<Map<String, Json>> {
         self.document(relation, key).await
     }
-}
-
-/// Percent-encodes everything but unreserved characters.
-pub(crate) fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
