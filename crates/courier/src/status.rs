@@ -43,6 +43,13 @@ pub struct SourceStatus {
     pub confirmed_flush_lsn: Option<String>,
     pub server_wal_lsn: Option<String>,
     pub retained_wal_bytes: Option<u64>,
+    /// The slot's `wal_status` (`reserved`, `extended`, `unreserved`, `lost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_wal_status: Option<String>,
+    /// WAL that may still be written before the slot is in danger of being
+    /// invalidated (`safe_wal_size`; absent when `max_slot_wal_keep_size` is -1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_safe_wal_bytes: Option<i64>,
     pub connected: bool,
     /// The newest position Courier reported to PostgreSQL as applied: a
     /// restart replays from here.
@@ -223,6 +230,14 @@ impl Status {
         });
     }
 
+    /// Records how close PostgreSQL is to invalidating the slot.
+    pub fn set_slot_safety(&self, wal_status: Option<String>, safe_wal_bytes: Option<i64>) {
+        self.with(|i| {
+            i.source.slot_wal_status = wal_status;
+            i.source.slot_safe_wal_bytes = safe_wal_bytes;
+        });
+    }
+
     /// Records the position last reported to PostgreSQL as applied.
     pub fn set_acknowledged(&self, lsn: Lsn) {
         self.with(|i| i.source.acknowledged_lsn = Some(lsn.to_string()));
@@ -378,6 +393,9 @@ impl StatusReport {
         }
         if let Some(b) = self.source.retained_wal_bytes {
             metrics::gauge!("courier_retained_wal_bytes").set(b as f64);
+        }
+        if let Some(b) = self.source.slot_safe_wal_bytes {
+            metrics::gauge!("courier_slot_safe_wal_bytes").set(b as f64);
         }
         for (name, s) in &self.sinks {
             if let Some(l) = s.applied_lsn.as_deref().and_then(|l| l.parse::<Lsn>().ok()) {

@@ -15,6 +15,17 @@ pub enum SetupError {
          once it is published: give it a primary key (the event id), or run ALTER TABLE {1} REPLICA IDENTITY FULL"
     )]
     OutboxNoKey(TableId, String),
+    #[error(
+        "replication slot {slot} was invalidated by PostgreSQL (wal_status = lost): it fell further behind \
+         than max_slot_wal_keep_size allows, so PostgreSQL removed WAL it had not delivered. Changes committed \
+         since the slot's last confirmed position are gone for every store. To recover: stop Courier, drop the \
+         slot (SELECT pg_drop_replication_slot('{slot}')), delete the state directory's snapshot-{slot}.json, \
+         and start Courier again: it creates a new slot and snapshots every table anew; then run \
+         `courier verify --repair` to remove rows deleted in PostgreSQL while the slot was lost. To keep it \
+         from happening again, raise max_slot_wal_keep_size (or set it to -1) and watch \
+         courier_slot_safe_wal_bytes"
+    )]
+    SlotLost { slot: String },
     #[error("source.tables pattern {0:?} matches no table: create one, or fix the pattern")]
     EmptyPattern(String),
     #[error(

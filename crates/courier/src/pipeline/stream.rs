@@ -60,8 +60,23 @@ pub async fn stream_until_shutdown(
                     _ = shutdown.changed() => return Ok(()),
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(explain_slot_lost(&ctx, e).await),
         }
+    }
+}
+
+/// `e`, or the plain account of what happened when the stream failed
+/// because PostgreSQL invalidated the slot (the server's own words say
+/// little about what it means for the stores).
+async fn explain_slot_lost(ctx: &StreamContext, e: anyhow::Error) -> anyhow::Error {
+    let Ok(client) = ctx.pg.connect().await else {
+        return e;
+    };
+    match courier_postgres::setup::slot_info(&client, &ctx.slot).await {
+        Err(lost @ courier_postgres::setup::SetupError::SlotLost { .. }) => {
+            anyhow::anyhow!("{lost} (PostgreSQL said: {e:#})")
+        }
+        _ => e,
     }
 }
 
