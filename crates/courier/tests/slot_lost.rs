@@ -52,7 +52,10 @@ async fn a_slot_postgresql_invalidated_stops_courier_with_the_recovery() {
 
     // While Courier is stopped: a small limit, and more WAL than it allows.
     let _reset = KeepSize;
-    for sql in ["ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'", "SELECT pg_reload_conf()"] {
+    for sql in [
+        "ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'",
+        "SELECT pg_reload_conf()",
+    ] {
         client.batch_execute(sql).await.unwrap();
     }
     client

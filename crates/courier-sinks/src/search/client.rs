@@ -202,6 +202,28 @@ impl Client {
             .await
     }
 
+    /// Starts a scroll over what `index` (an index or an alias) holds, with
+    /// the search `body` (its `size` is the page size); `None` when the
+    /// index does not exist. Sees what the last refresh made searchable.
+    pub async fn scroll(&self, index: &str, body: &Json) -> Result<Option<Scroll<'_>>, HttpError> {
+        let (status, first) = self
+            .json(
+                Method::POST,
+                &format!("/{index}/_search?scroll={SCROLL_KEEP}"),
+                body,
+                &[404],
+            )
+            .await?;
+        if status.as_u16() == 404 {
+            return Ok(None);
+        }
+        Ok(Some(Scroll {
+            client: self,
+            id: None,
+            next: Some(first),
+        }))
+    }
+
     /// `POST /_bulk` with an NDJSON body; the response lists every item.
     pub async fn bulk(&self, body: Vec<u8>) -> Result<Json, HttpError> {
         let (_, json) = self
@@ -237,6 +259,55 @@ impl Client {
             true => Server::parse_nodes(&nodes),
             false => None,
         })
+    }
+}
+
+/// How long the server keeps a scroll's context between pages.
+const SCROLL_KEEP: &str = "2m";
+
+/// A scroll in progress ([`Client::scroll`]).
+pub(crate) struct Scroll<'a> {
+    client: &'a Client,
+    id: Option<String>,
+    /// The response not yet handed out.
+    next: Option<Json>,
+}
+
+impl Scroll<'_> {
+    /// The next page of hits; empty once every document was seen.
+    pub async fn page(&mut self) -> Result<Vec<Json>, HttpError> {
+        let resp = match self.next.take() {
+            Some(r) => r,
+            None => {
+                let Some(id) = &self.id else {
+                    return Ok(Vec::new());
+                };
+                let body = serde_json::json!({"scroll": SCROLL_KEEP, "scroll_id": id});
+                self.client
+                    .json(Method::POST, "/_search/scroll", &body, &[])
+                    .await?
+                    .1
+            }
+        };
+        if let Some(id) = resp.get("_scroll_id").and_then(Json::as_str) {
+            self.id = Some(id.to_string());
+        }
+        Ok(resp
+            .pointer("/hits/hits")
+            .and_then(Json::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Frees the server's scroll context early; it would expire anyway.
+    pub async fn close(self) {
+        if let Some(id) = self.id {
+            let body = serde_json::json!({"scroll_id": [id]});
+            let _ = self
+                .client
+                .json(Method::DELETE, "/_search/scroll", &body, &[404])
+                .await;
+        }
     }
 }
 

@@ -16,8 +16,6 @@ use crate::BuildError;
 
 /// Documents per page of a scan or a multi-get.
 const PAGE: usize = 1000;
-/// How long the server keeps a scan's context between pages.
-const SCROLL: &str = "2m";
 
 /// Reads the documents a search sink with these settings writes.
 pub struct SearchInspector {
@@ -85,57 +83,38 @@ impl Inspector for SearchInspector {
     async fn scan(&mut self, relation: &Relation, page: Page<'_>) -> Result<(), SinkError> {
         let table = &relation.id;
         let alias = self.alias(table)?;
-        let body =
-            json!({"size": PAGE, "version": true, "sort": ["_doc"], "query": {"match_all": {}}});
-        let (status, mut resp) = self
-            .client
-            .json(
+        // What the stream wrote before the snapshot must be searchable.
+        self.client
+            .send(
                 Method::POST,
-                &format!("/{}/_search?scroll={SCROLL}", path_segment(&alias)),
-                &body,
+                &format!("/{}/_refresh", path_segment(&alias)),
+                None,
                 &[404],
             )
             .await
+            .map_err(|e| Self::error(table, "refresh the index", e))?;
+        let body =
+            json!({"size": PAGE, "version": true, "sort": ["_doc"], "query": {"match_all": {}}});
+        let scroll = self
+            .client
+            .scroll(&path_segment(&alias), &body)
+            .await
             .map_err(|e| Self::error(table, "search the documents", e))?;
-        if status.as_u16() == 404 {
-            // No index yet: the sink holds nothing of this table.
+        // No index yet: the sink holds nothing of this table.
+        let Some(mut scroll) = scroll else {
             return Ok(());
-        }
-        let mut scroll_id = None;
+        };
         loop {
-            if let Some(id) = resp.get("_scroll_id").and_then(Json::as_str) {
-                scroll_id = Some(id.to_string());
-            }
-            let hits = resp
-                .pointer("/hits/hits")
-                .and_then(Json::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let hits = scroll
+                .page()
+                .await
+                .map_err(|e| Self::error(table, "read a page of documents", e))?;
             if hits.is_empty() {
                 break;
             }
             page(hits.iter().filter_map(|h| stored(relation, h)).collect());
-            let Some(id) = &scroll_id else { break };
-            let next = json!({"scroll": SCROLL, "scroll_id": id});
-            resp = self
-                .client
-                .json(Method::POST, "/_search/scroll", &next, &[])
-                .await
-                .map_err(|e| Self::error(table, "read the next page of documents", e))?
-                .1;
         }
-        if let Some(id) = scroll_id {
-            // The context would expire by itself; freeing it is a courtesy.
-            let _ = self
-                .client
-                .json(
-                    Method::DELETE,
-                    "/_search/scroll",
-                    &json!({"scroll_id": [id]}),
-                    &[404],
-                )
-                .await;
-        }
+        scroll.close().await;
         Ok(())
     }
 

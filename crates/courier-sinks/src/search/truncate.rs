@@ -28,31 +28,18 @@ pub(crate) async fn truncate(
         .send(Method::POST, &format!("/{alias}/_refresh"), None, &[])
         .await
         .map_err(err)?;
-    let (_, mut page) = client
-        .json(
-            Method::POST,
-            &format!("/{alias}/_search?scroll=2m"),
-            &json!({"size": limits.batch_size.min(10_000), "_source": false, "sort": ["_doc"]}),
-            &[],
-        )
-        .await
-        .map_err(err)?;
-    let mut scroll_id = None;
+    let body = json!({"size": limits.batch_size.min(10_000), "_source": false, "sort": ["_doc"]});
+    let Some(mut scroll) = client.scroll(alias, &body).await.map_err(err)? else {
+        return Ok(());
+    };
     loop {
-        scroll_id = page
-            .get("_scroll_id")
-            .and_then(Json::as_str)
-            .map(str::to_string)
-            .or(scroll_id);
-        let ids: Vec<String> = page
-            .pointer("/hits/hits")
-            .and_then(Json::as_array)
-            .map(|hits| {
-                hits.iter()
-                    .filter_map(|h| h.get("_id").and_then(Json::as_str).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ids: Vec<String> = scroll
+            .page()
+            .await
+            .map_err(err)?
+            .iter()
+            .filter_map(|h| h.get("_id").and_then(Json::as_str).map(str::to_string))
+            .collect();
         if ids.is_empty() {
             break;
         }
@@ -73,28 +60,7 @@ pub(crate) async fn truncate(
             .with_table(&c.relation().id)
             .with_lsn(c.version()));
         }
-        let Some(id) = &scroll_id else { break };
-        page = client
-            .json(
-                Method::POST,
-                "/_search/scroll",
-                &json!({"scroll": "2m", "scroll_id": id}),
-                &[],
-            )
-            .await
-            .map_err(err)?
-            .1;
     }
-    if let Some(id) = scroll_id {
-        // Frees the server's scroll context early; it expires anyway.
-        let _ = client
-            .json(
-                Method::DELETE,
-                "/_search/scroll",
-                &json!({"scroll_id": [id]}),
-                &[404],
-            )
-            .await;
-    }
+    scroll.close().await;
     Ok(())
 }
