@@ -52,6 +52,12 @@ pub trait Inspector: Send + Sync {
     /// Whether the sink receives this table (its `tables` setting).
     fn includes(&self, table: &TableId) -> bool;
 
+    /// Whether the store keeps the rows it is sent (an invalidating cache
+    /// deletes them instead), so that they can be rewritten by a rebuild.
+    fn keeps_rows(&self) -> bool {
+        true
+    }
+
     /// Why verifying this sink's contents would mean nothing, when it would
     /// (an invalidating cache holds only what applications put back).
     fn unverifiable(&self) -> Option<String> {

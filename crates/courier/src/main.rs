@@ -71,6 +71,21 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: cli::verify::Format,
     },
+    /// Reprint a store from an exact snapshot of PostgreSQL while it keeps
+    /// serving and the stream keeps writing (Redis sinks, in place).
+    Rebuild {
+        #[arg(long, short, env = "COURIER_CONFIG")]
+        config: PathBuf,
+        /// The sink to rebuild.
+        #[arg(long)]
+        sink: String,
+        /// Only this table (`schema.table` or `table`); repeatable.
+        #[arg(long)]
+        table: Vec<String>,
+        /// `text` (default) or `json`.
+        #[arg(long, value_enum, default_value = "text")]
+        format: cli::verify::Format,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,6 +125,12 @@ fn main() -> ExitCode {
                 };
                 cli::verify::verify(&config, opts, format).await
             }
+            Command::Rebuild {
+                config,
+                sink,
+                table,
+                format,
+            } => cli::rebuild::rebuild(&config, &sink, &table, format).await,
         }
     });
     let result = runtime

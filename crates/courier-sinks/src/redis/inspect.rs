@@ -120,6 +120,10 @@ impl Inspector for RedisInspector {
         self.settings.selection.includes(table)
     }
 
+    fn keeps_rows(&self) -> bool {
+        self.settings.mode == Mode::Upsert
+    }
+
     fn unverifiable(&self) -> Option<String> {
         match (self.settings.mode, self.settings.ttl) {
             (Mode::Invalidate, _) => Some(

@@ -3,6 +3,7 @@
 pub mod check;
 #[cfg(feature = "kafka")]
 mod check_kafka;
+pub mod rebuild;
 pub mod run;
 pub mod tail;
 pub mod verify;

@@ -17,6 +17,7 @@
 
 pub mod compare;
 mod keys;
+pub mod rebuild;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,16 +101,7 @@ pub async fn verify(config: &Config, opts: &Options) -> anyhow::Result<Report> {
         bail!("no sink to verify: verify reads back redis, elasticsearch and opensearch sinks");
     }
     let client = Arc::new(pg.connect().await.context("connect to PostgreSQL")?);
-    let tables = tables(config, source, &client, &opts.tables).await?;
-    let mut catalog = Catalog::new(client.clone());
-    let mut relations = Vec::new();
-    for t in &tables {
-        let rel = relation_from_catalog(&mut catalog, t.oid)
-            .await
-            .with_context(|| format!("read the columns of {}", t.id))?
-            .with_context(|| format!("table {} no longer exists", t.id))?;
-        relations.push((t.clone(), rel));
-    }
+    let relations = relations(config, source, &client, &opts.tables).await?;
 
     let first = compare_all(&pg, &client, source, &relations, &mut targets, None, opts).await?;
     let candidates: usize = first.iter().map(|r| r.findings.len()).sum();
@@ -241,6 +233,56 @@ async fn tables(
     Ok(out)
 }
 
+/// The captured tables narrowed to `only`, with their columns.
+pub(crate) async fn relations(
+    config: &Config,
+    source: &SourceConfig,
+    client: &Arc<tokio_postgres::Client>,
+    only: &[String],
+) -> anyhow::Result<Vec<(SourceTable, Arc<Relation>)>> {
+    let tables = tables(config, source, client, only).await?;
+    let mut catalog = Catalog::new(client.clone());
+    let mut relations = Vec::new();
+    for t in tables {
+        let rel = relation_from_catalog(&mut catalog, t.oid)
+            .await
+            .with_context(|| format!("read the columns of {}", t.id))?
+            .with_context(|| format!("table {} no longer exists", t.id))?;
+        relations.push((t, rel));
+    }
+    Ok(relations)
+}
+
+/// An exported snapshot of PostgreSQL at `at`, valid while `repl` stays
+/// open and idle (its TEMPORARY slot goes with it).
+pub(crate) struct Snapshot {
+    pub repl: ReplicationClient,
+    pub name: String,
+    pub at: Lsn,
+}
+
+impl Snapshot {
+    /// Takes one, under a slot named after Courier's slot and `purpose`.
+    pub async fn take(pg: &PgConfig, slot: &str, purpose: &str) -> anyhow::Result<Snapshot> {
+        let mut repl = ReplicationClient::connect(pg)
+            .await
+            .context("open a replication connection for the snapshot")?;
+        let slot_name = format!("{slot}_{purpose}_{}", std::process::id());
+        let created = repl
+            .create_logical_slot(&slot_name, true, true)
+            .await
+            .context("create a temporary slot for the snapshot")?;
+        let name = created
+            .snapshot_name
+            .context("the temporary slot exported no snapshot")?;
+        Ok(Snapshot {
+            repl,
+            name,
+            at: created.consistent_point,
+        })
+    }
+}
+
 /// One table of one target after a comparison.
 struct Compared {
     target: usize,
@@ -264,18 +306,8 @@ async fn compare_all(
     earlier: Option<&[Compared]>,
     opts: &Options,
 ) -> anyhow::Result<Vec<Compared>> {
-    let mut repl = ReplicationClient::connect(pg)
-        .await
-        .context("open a replication connection for the snapshot")?;
-    let slot_name = format!("{}_verify_{}", source.slot, std::process::id());
-    let created = repl
-        .create_logical_slot(&slot_name, true, true)
-        .await
-        .context("create a temporary slot for the snapshot")?;
-    let snapshot = created
-        .snapshot_name
-        .context("the temporary slot exported no snapshot")?;
-    let at = created.consistent_point;
+    let snap = Snapshot::take(pg, &source.slot, "verify").await?;
+    let (snapshot, at) = (snap.name.clone(), snap.at);
     wait_applied(client, &source.slot, at, opts.timeout).await?;
 
     let mut out = Vec::new();
@@ -397,13 +429,13 @@ async fn compare_all(
         out.sort_by_key(|c| (c.target, c.table));
     }
     // The export lived while this connection stayed open and idle.
-    repl.close().await;
+    snap.repl.close().await;
     Ok(out)
 }
 
 /// Waits until Courier's slot confirmed `at`: every sink applied everything
 /// committed before the snapshot.
-async fn wait_applied(
+pub(crate) async fn wait_applied(
     client: &tokio_postgres::Client,
     slot: &str,
     at: Lsn,
@@ -465,9 +497,40 @@ impl SnapshotOutput for Forward {
     fn rows_read(&self, _: &Relation, _: u64) {}
 }
 
+/// Copies `table` under `snapshot` in a task of its own: its batches of
+/// rows (versioned `at`) arrive on the receiver, and the task's result says
+/// whether the copy completed.
+pub(crate) fn copy_table(
+    pg: &PgConfig,
+    snapshot: &str,
+    at: Lsn,
+    table: &SourceTable,
+    rel: &Arc<Relation>,
+    parallelism: usize,
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    mpsc::Receiver<Batch>,
+) {
+    let mut plan = SnapshotPlan::default();
+    plan.add_table(table, 100_000, parallelism);
+    let work: Vec<(Arc<Relation>, Chunk)> = plan
+        .tables
+        .values()
+        .flat_map(|tp| tp.pending.iter().map(|c| (rel.clone(), *c)))
+        .collect();
+    let (tx, rx) = mpsc::channel(4);
+    let (pg, snapshot, id) = (pg.clone(), snapshot.to_string(), table.id.clone());
+    let copy = tokio::spawn(async move {
+        copy_chunks(&pg, &snapshot, at, work, parallelism, Arc::new(Forward(tx)))
+            .await
+            .with_context(|| format!("read {id} under the snapshot"))
+    });
+    (copy, rx)
+}
+
 /// Reads every row of `table` under `snapshot`, handing each to `row`;
 /// returns how many were read.
-async fn read_table(
+pub(crate) async fn read_table(
     pg: &PgConfig,
     snapshot: &str,
     at: Lsn,
@@ -476,48 +539,21 @@ async fn read_table(
     parallelism: usize,
     mut row: impl FnMut(&[courier_core::Value]) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    let mut plan = SnapshotPlan::default();
-    plan.add_table(table, 100_000, parallelism);
-    let work: Vec<(Arc<Relation>, Chunk)> = plan
-        .tables
-        .values()
-        .flat_map(|tp| tp.pending.iter().map(|c| (rel.clone(), *c)))
-        .collect();
-    let (tx, mut rx) = mpsc::channel(4);
-    let copy = copy_chunks(pg, snapshot, at, work, parallelism, Arc::new(Forward(tx)));
-    tokio::pin!(copy);
-    let mut done = false;
+    let (copy, mut rx) = copy_table(pg, snapshot, at, table, rel, parallelism);
     let mut n = 0u64;
-    let mut failure = None;
-    loop {
-        tokio::select! {
-            res = &mut copy, if !done => {
-                done = true;
-                res.with_context(|| format!("read {} under the snapshot", table.id))?;
-            }
-            batch = rx.recv() => match batch {
-                Some(batch) => {
-                    if failure.is_some() {
-                        continue;
-                    }
-                    for c in &batch.changes {
-                        if let Some(after) = c.after() {
-                            n += 1;
-                            if let Err(e) = row(after) {
-                                failure = Some(e);
-                                break;
-                            }
-                        }
-                    }
+    while let Some(batch) = rx.recv().await {
+        for c in &batch.changes {
+            if let Some(after) = c.after() {
+                n += 1;
+                if let Err(e) = row(after) {
+                    copy.abort();
+                    return Err(e);
                 }
-                None => break,
             }
         }
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(n),
-    }
+    copy.await.context("the snapshot copy ended abnormally")??;
+    Ok(n)
 }
 
 /// Rewrites what the second look still found, at its snapshot's version,
