@@ -72,7 +72,8 @@ enum Command {
         format: cli::verify::Format,
     },
     /// Reprint a store from an exact snapshot of PostgreSQL while it keeps
-    /// serving and the stream keeps writing (Redis sinks, in place).
+    /// serving and the stream keeps writing (a Redis cache in place, a
+    /// search index into a new index behind its alias).
     Rebuild {
         #[arg(long, short, env = "COURIER_CONFIG")]
         config: PathBuf,
@@ -82,6 +83,10 @@ enum Command {
         /// Only this table (`schema.table` or `table`); repeatable.
         #[arg(long)]
         table: Vec<String>,
+        /// How long a search index stays after its alias moved, for
+        /// readers still using it.
+        #[arg(long, default_value = "30s", value_parser = config::duration::parse_duration)]
+        grace: std::time::Duration,
         /// `text` (default) or `json`.
         #[arg(long, value_enum, default_value = "text")]
         format: cli::verify::Format,
@@ -129,8 +134,9 @@ fn main() -> ExitCode {
                 config,
                 sink,
                 table,
+                grace,
                 format,
-            } => cli::rebuild::rebuild(&config, &sink, &table, format).await,
+            } => cli::rebuild::rebuild(&config, &sink, &table, grace, format).await,
         }
     });
     let result = runtime

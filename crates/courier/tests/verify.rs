@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use support::load::{create_table, pg_rows, Load};
 use support::redis::{clear, standalone_url, RedisNodes};
-use support::search::{call, documents, SearchNode};
+use support::search::{assert_same_documents, call, documents, SearchNode};
 use support::*;
 
 const CATCH_UP: Duration = Duration::from_secs(180);
@@ -441,5 +441,124 @@ async fn rebuild_reprints_a_damaged_cache_in_place_while_it_serves() {
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("no sink \"nope\""), "{err}");
+    drop(courier);
+}
+
+/// `courier rebuild` of a search index someone damaged by hand, while
+/// writers commit and a reader counts documents every 50 ms: the alias
+/// moves to a new index filled from a snapshot and by the running sink,
+/// readers never see it shrink below what writers' deletes explain nor
+/// fail, and afterwards the alias holds exactly PostgreSQL's rows and the
+/// old index is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn rebuild_moves_a_search_alias_to_a_new_index_while_it_serves() {
+    let Some(node) = SearchNode::selected("opensearch", 2) else {
+        return;
+    };
+    let search = node.url();
+    let db = "e2e_rebuild_search";
+    const ALIAS: &str = "e2e_rbs_items";
+    let alias = ALIAS;
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 3000).await;
+    call(&search, Method::DELETE, &format!("/{alias}*"), None).await;
+    let dir = scratch(db);
+    let sink = format!("type = \"opensearch\"\nurl = {search:?}\nindex = \"e2e_rbs_{{table}}\"\n");
+    let config = sink_config(db, db, &["public.items"], &dir, "search", &sink);
+    let courier = CourierProc::start(&dir, &config);
+    wait_caught_up(&client, db, CATCH_UP).await;
+    for id in 1..=100 {
+        call(
+            &search,
+            Method::DELETE,
+            &format!("/{alias}/_doc/{id}"),
+            None,
+        )
+        .await;
+    }
+
+    let load = std::sync::Arc::new(Load::start(db, "items", 2));
+    load.commit_more(100, CATCH_UP).await;
+    let count = move |search: String| async move {
+        let (status, body) = call(&search, Method::GET, &format!("/{ALIAS}/_count"), None).await;
+        assert_eq!(
+            status, 200,
+            "a reader's count failed during the rebuild: {body}"
+        );
+        body["count"].as_u64().unwrap() as usize
+    };
+    let before = count(search.clone()).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, load, search) = (stop.clone(), load.clone(), search.clone());
+        tokio::spawn(async move {
+            let start = load.committed();
+            let mut polls = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let seen = count(search.clone()).await;
+                let floor = before.saturating_sub(20 + (load.committed() - start) as usize);
+                assert!(
+                    seen >= floor,
+                    "a reader counted {seen} documents during the rebuild, fewer than {floor}"
+                );
+                polls += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            polls
+        })
+    };
+    let config_path = courier.config.to_str().unwrap().to_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        courier_cmd(&[
+            "rebuild",
+            "--config",
+            &config_path,
+            "--sink",
+            "search",
+            "--grace",
+            "1s",
+            "--format",
+            "json",
+        ])
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let polls = reader.await.expect("the reader failed");
+    assert_eq!(code, 0, "courier rebuild: {out}\n{err}");
+    assert!(
+        polls > 10,
+        "the reader read only {polls} times during the rebuild"
+    );
+    let report: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(report["tables"][0]["index"], "e2e_rbs_items_v2", "{report}");
+    let load = std::sync::Arc::try_unwrap(load)
+        .ok()
+        .expect("the reader holds the load");
+    let committed = load.stop().await;
+    assert!(committed > 100);
+
+    wait_caught_up(&client, db, CATCH_UP).await;
+    let expected = pg_rows(&client, "items").await;
+    assert_same_documents(
+        &expected,
+        &documents(&search, alias).await,
+        "after the rebuild",
+    );
+    let (status, _) = call(&search, Method::GET, "/e2e_rbs_items_v1", None).await;
+    assert_eq!(status, 404, "the old index is still there");
+    let (status, _) = call(
+        &search,
+        Method::GET,
+        "/_alias/e2e_rbs_items-courier-rebuild",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "the rebuild's marker is still there");
+    assert!(
+        courier.log().contains("writing to it too"),
+        "the running sink never wrote to the new index:\n{}",
+        courier.log()
+    );
     drop(courier);
 }

@@ -144,7 +144,7 @@ async fn prepare(
 /// The index the alias writes to, or `None` when the alias does not exist.
 /// An index (not an alias) of that name is an error: Courier writes through
 /// aliases so that indexes can be rebuilt without downtime.
-async fn write_index(client: &Client, alias: &str) -> Result<Option<String>, HttpError> {
+pub(crate) async fn write_index(client: &Client, alias: &str) -> Result<Option<String>, HttpError> {
     let (status, body) = client.get(&format!("/_alias/{alias}"), &[404]).await?;
     if status.as_u16() == 404 {
         let (status, _) = client.get(&format!("/{alias}"), &[404]).await?;
@@ -197,6 +197,32 @@ async fn create(
     wanted: &Map<String, Json>,
 ) -> Result<String, HttpError> {
     let concrete = first_index(alias);
+    tracing::info!(index = %concrete, alias, "creating the search index");
+    let aliases = json!({ alias: { "is_write_index": true } });
+    if create_index(client, settings, &concrete, wanted, aliases).await? {
+        return Ok(concrete);
+    }
+    // Made by a concurrent start, or left without its alias: point it.
+    client
+        .json(
+            Method::POST,
+            "/_aliases",
+            &json!({"actions": [{"add": {"index": concrete, "alias": alias, "is_write_index": true}}]}),
+            &[],
+        )
+        .await?;
+    Ok(concrete)
+}
+
+/// Creates the index `concrete` with the sink's index settings, the
+/// mapping `wanted` and `aliases`; `false` when it exists already.
+pub(crate) async fn create_index(
+    client: &Client,
+    settings: &Settings,
+    concrete: &str,
+    wanted: &Map<String, Json>,
+    aliases: Json,
+) -> Result<bool, HttpError> {
     let mut index_settings = json!({
         "number_of_shards": settings.number_of_shards,
         "gc_deletes": settings.gc_deletes,
@@ -207,9 +233,8 @@ async fn create(
     let body = json!({
         "settings": { "index": index_settings },
         "mappings": { "dynamic": false, "properties": wanted },
-        "aliases": { alias: { "is_write_index": true } },
+        "aliases": aliases,
     });
-    tracing::info!(index = %concrete, alias, "creating the search index");
     let (status, resp) = client
         .json(Method::PUT, &format!("/{concrete}"), &body, &[400])
         .await?;
@@ -227,15 +252,7 @@ async fn create(
                     .unwrap_or_default(),
             });
         }
-        // Made by a concurrent start, or left without its alias: point it.
-        client
-            .json(
-                Method::POST,
-                "/_aliases",
-                &json!({"actions": [{"add": {"index": concrete, "alias": alias, "is_write_index": true}}]}),
-                &[],
-            )
-            .await?;
+        return Ok(false);
     }
-    Ok(concrete)
+    Ok(true)
 }

@@ -80,6 +80,7 @@ mod inspect;
 pub mod mapping;
 #[cfg(any(test, feature = "compliance"))]
 pub mod readback;
+pub mod rebuild;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -147,6 +148,7 @@ pub async fn build(name: &str, config: SearchSinkConfig) -> Result<SearchSink, B
         server,
         indexes: Indexes::default(),
         dead_letter_ready: false,
+        shadows: rebuild::Shadows::default(),
     })
 }
 
@@ -158,6 +160,9 @@ pub struct SearchSink {
     server: Server,
     indexes: Indexes,
     dead_letter_ready: bool,
+    /// The indexes `courier rebuild` is filling behind each alias, which
+    /// every write also goes to.
+    shadows: rebuild::Shadows,
 }
 
 impl SearchSink {
@@ -246,6 +251,7 @@ impl SearchSink {
                 Err(reason) => unkeyed.push((c, reason)),
             }
         }
+        self.shadows.add_writes(&self.client, &mut items).await?;
         let items = collapse(items);
         let rejected = send_items(&self.client, &items, &self.limits()).await?;
         if rejected.is_empty() && unkeyed.is_empty() {
@@ -289,6 +295,10 @@ impl SearchSink {
             .indexes
             .ensure(&self.client, &self.settings, &self.server, c.relation())
             .await?;
-        truncate::truncate(&self.client, &alias, c, &self.limits()).await
+        truncate::truncate(&self.client, &alias, c, &self.limits()).await?;
+        if let Some(shadow) = self.shadows.of(&self.client, &alias).await? {
+            truncate::truncate(&self.client, &shadow, c, &self.limits()).await?;
+        }
+        Ok(())
     }
 }

@@ -12,11 +12,12 @@ pub async fn rebuild(
     path: &Path,
     sink: &str,
     tables: &[String],
+    grace: std::time::Duration,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
     let run = async {
         let config = Config::load(path)?;
-        rebuild::rebuild(&config, sink, tables).await
+        rebuild::rebuild(&config, sink, tables, grace).await
     };
     let report = match run.await {
         Ok(r) => r,
@@ -35,9 +36,13 @@ pub async fn rebuild(
             );
             for t in &report.tables {
                 println!(
-                    "  {}: {} rows written, {} rows PostgreSQL no longer has removed{} in {:.1}s",
+                    "  {}: {} rows written{}, {} rows PostgreSQL no longer has removed{} in {:.1}s",
                     t.table,
                     t.written,
+                    t.index
+                        .as_ref()
+                        .map(|i| format!(" into {i}, now behind the alias"))
+                        .unwrap_or_default(),
                     t.removed,
                     if t.unremovable > 0 {
                         format!(

@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use courier_core::{Batch, Change, Op};
@@ -31,6 +31,9 @@ pub struct TableRebuild {
     pub removed: u64,
     /// Such keys whose key columns could not be read back (left as they are).
     pub unremovable: u64,
+    /// The index now behind the table's alias (search sinks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
     pub seconds: f64,
 }
 
@@ -46,11 +49,13 @@ pub struct RebuildReport {
 /// Changes deleted per apply.
 const DELETES_PER_BATCH: usize = 1000;
 
-/// Rebuilds the sink `name` (its tables, or only `only`).
+/// Rebuilds the sink `name` (its tables, or only `only`); a search sink's
+/// old indexes are deleted `grace` after the alias moved.
 pub async fn rebuild(
     config: &Config,
     name: &str,
     only: &[String],
+    grace: Duration,
 ) -> anyhow::Result<RebuildReport> {
     let source = config.source.postgres("courier rebuild")?;
     let Some((kind, settings)) = config.sinks.get(name) else {
@@ -62,7 +67,10 @@ pub async fn rebuild(
     };
     match kind.as_str() {
         "redis" => {}
-        "elasticsearch" | "opensearch" | "clickhouse" => bail!(
+        "elasticsearch" | "opensearch" => {
+            return rebuild_search(config, source, name, settings.clone(), only, grace).await
+        }
+        "clickhouse" => bail!(
             "sink {name}: rebuilding a {kind} sink is not supported yet; `courier verify --sink {name} --repair` \
              rewrites what differs from PostgreSQL"
         ),
@@ -163,11 +171,96 @@ pub async fn rebuild(
             written: written.len() as u64,
             removed,
             unremovable,
+            index: None,
             seconds,
         });
     }
     snap.repl.close().await;
     let _ = sink.close().await;
+    Ok(RebuildReport {
+        sink: name.to_string(),
+        snapshot: at.to_string(),
+        tables,
+    })
+}
+
+/// A search sink: each table's alias moves to a new index filled from the
+/// snapshot while the running sink writes to both
+/// (`courier_sinks::search::rebuild`).
+async fn rebuild_search(
+    config: &Config,
+    source: &crate::config::SourceConfig,
+    name: &str,
+    settings: toml::Table,
+    only: &[String],
+    grace: Duration,
+) -> anyhow::Result<RebuildReport> {
+    use courier_sinks::search::rebuild::{rebuilder, MARKER_TTL};
+    let settings = toml::Value::Table(settings)
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("sink {name}: {}", e.message()))?;
+    let mut rb = rebuilder(name, settings)
+        .await
+        .with_context(|| format!("sink {name}"))?;
+    let pg = PgConfig::from_url(&source.url).context("source.url")?;
+    let client = Arc::new(pg.connect().await.context("connect to PostgreSQL")?);
+    let mut relations = relations(config, source, &client, only).await?;
+    relations.retain(|(t, _)| rb.includes(&t.id));
+    let mut shadows = Vec::new();
+    for (_, rel) in &relations {
+        shadows.push(
+            rb.begin(rel)
+                .await
+                .with_context(|| format!("sink {name}"))?,
+        );
+    }
+    // A running sink reads the markers at most MARKER_TTL late: past this,
+    // everything it applies goes to the new indexes as well, so a snapshot
+    // taken now leaves nothing out.
+    tokio::time::sleep(MARKER_TTL * 2 + Duration::from_millis(500)).await;
+    let snap = Snapshot::take(&pg, &source.slot, "rebuild").await?;
+    let at = snap.at;
+    tracing::info!(sink = name, snapshot = %at, tables = relations.len(), "rebuild started");
+    let mut tables = Vec::new();
+    for ((table, rel), shadow) in relations.iter().zip(&mut shadows) {
+        let started = Instant::now();
+        let (copy, mut rx) =
+            copy_table(&pg, &snap.name, at, table, rel, source.snapshot_parallelism);
+        let mut written = 0u64;
+        while let Some(batch) = rx.recv().await {
+            written += batch.changes.len() as u64;
+            rb.write(shadow, &batch)
+                .await
+                .with_context(|| format!("sink {name}"))?;
+        }
+        copy.await.context("the snapshot copy ended abnormally")??;
+        rb.swap(shadow)
+            .await
+            .with_context(|| format!("sink {name}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(sink = name, table = %rel.id, written, index = %shadow.new, seconds, "table rebuilt");
+        tables.push(TableRebuild {
+            table: rel.id.to_string(),
+            written,
+            removed: 0,
+            unremovable: 0,
+            index: Some(shadow.new.clone()),
+            seconds,
+        });
+    }
+    snap.repl.close().await;
+    if shadows.iter().any(|s| s.old.is_some()) {
+        tracing::info!(
+            seconds = grace.as_secs_f64(),
+            "old indexes are deleted after the grace period"
+        );
+        tokio::time::sleep(grace).await;
+        for shadow in &shadows {
+            rb.drop_old(shadow)
+                .await
+                .with_context(|| format!("sink {name}"))?;
+        }
+    }
     Ok(RebuildReport {
         sink: name.to_string(),
         snapshot: at.to_string(),
