@@ -107,6 +107,21 @@ pub struct SourceConfig {
     pub heartbeat: Option<Duration>,
     /// How often Courier reports its position to PostgreSQL.
     pub status_interval: Duration,
+    /// What a run does when PostgreSQL invalidated the slot.
+    pub on_slot_lost: OnSlotLost,
+}
+
+/// What `courier run` does with a slot PostgreSQL invalidated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSlotLost {
+    /// Stop, saying what happened and how to recover.
+    #[default]
+    Stop,
+    /// Recover by itself: a new slot and a new snapshot of every table
+    /// into the stores as they are, then `verify --repair` of every store
+    /// it can read back (rows deleted while the slot was lost go).
+    Rebuild,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -187,6 +202,8 @@ struct RawSource {
     snapshot_chunk_rows: Option<u64>,
     heartbeat: Option<String>,
     status_interval: Option<String>,
+    #[serde(default)]
+    on_slot_lost: OnSlotLost,
 }
 
 #[derive(Deserialize, Default)]
@@ -386,6 +403,7 @@ fn postgres_source(
         heartbeat: duration("source.heartbeat", s.heartbeat)?,
         status_interval: duration("source.status_interval", s.status_interval)?
             .unwrap_or(Duration::from_secs(1)),
+        on_slot_lost: s.on_slot_lost,
     };
     if !(source.url.starts_with("postgres://") || source.url.starts_with("postgresql://")) {
         return Err(invalid("source.url must be a postgres:// URL, e.g. postgres://courier:${PGPASSWORD}@127.0.0.1:5432/shop".into()));

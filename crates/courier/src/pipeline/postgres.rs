@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use courier_core::{LocalStateStore, Lsn, StateStore};
 use courier_postgres::catalog::Catalog;
 use courier_postgres::setup::{
-    ensure_publication, preflight, resolve_tables, slot_info, SourceTable,
+    drop_slot, ensure_publication, preflight, resolve_tables, slot_info, SetupError, SourceTable,
 };
 use courier_postgres::snapshot::SnapshotPlan;
 use courier_postgres::{PgConfig, ReplicationClient};
@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::fanout::Fanout;
 use super::snapshot::{self, Snapshotter};
 use super::{errors, housekeeping, stream};
-use crate::config::{Config, SnapshotMode, SourceConfig};
+use crate::config::{Config, OnSlotLost, SnapshotMode, SourceConfig};
 use crate::outbox::Outbox;
 use crate::retry::{retry, Backoff};
 use crate::status::Status;
@@ -32,6 +32,9 @@ pub(super) struct PgSource {
     tables: Vec<SourceTable>,
     state: Arc<dyn StateStore>,
     outbox: Outbox,
+    /// PostgreSQL had invalidated the slot and `on_slot_lost = "rebuild"`
+    /// made a new one: the stores are repaired after the snapshot.
+    slot_was_lost: bool,
 }
 
 /// Checks PostgreSQL (privileges, tables, keys), creates the publication if
@@ -60,7 +63,22 @@ pub(super) async fn prepare(
     ensure_publication(&client, &source.publication, &published).await?;
     let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::open(&config.state_dir)?);
 
-    let existing = slot_info(&client, &source.slot).await?;
+    let mut slot_was_lost = false;
+    let existing = match slot_info(&client, &source.slot).await {
+        Err(lost @ SetupError::SlotLost { .. }) if source.on_slot_lost == OnSlotLost::Rebuild => {
+            tracing::error!(slot = %source.slot, "{lost}");
+            tracing::warn!(slot = %source.slot,
+                "on_slot_lost = \"rebuild\": dropping the lost slot, snapshotting every table under a new one, \
+                 then repairing every store that can be read back");
+            drop_slot(&client, &source.slot).await?;
+            state
+                .delete(&snapshot::plan_key(&source.slot))
+                .context("forget the lost slot's snapshot progress")?;
+            slot_was_lost = true;
+            None
+        }
+        other => other?,
+    };
     if let Some(pid) = existing.as_ref().and_then(|s| s.active_pid) {
         bail!(
             "replication slot {} is in use by PostgreSQL backend pid {pid}: is another Courier running with this slot? \
@@ -81,6 +99,7 @@ pub(super) async fn prepare(
             tables,
             state,
             outbox,
+            slot_was_lost,
         },
         info,
         status,
@@ -147,7 +166,21 @@ pub(super) async fn capture(
             _ = catch_up_shutdown.changed() => Ok(()),
         }
     };
-    tokio::try_join!(catch_up, stream::stream_until_shutdown(ctx, shutdown))?;
+    let mut repair_shutdown = shutdown.clone();
+    let repair = async {
+        if p.slot_was_lost {
+            tokio::select! {
+                _ = repair_after_lost_slot(config) => {}
+                _ = repair_shutdown.changed() => {}
+            }
+        }
+        Ok(())
+    };
+    tokio::try_join!(
+        catch_up,
+        stream::stream_until_shutdown(ctx, shutdown),
+        repair
+    )?;
     Ok(())
 }
 
@@ -254,4 +287,30 @@ async fn create_slot_and_snapshot(
         .await;
     drop(repl);
     result
+}
+
+/// After a new slot replaced a lost one and its snapshot rewrote every row:
+/// rows deleted in PostgreSQL while the slot was lost are still in the
+/// stores; `verify --repair` removes them from every store it can read back.
+async fn repair_after_lost_slot(config: &Config) {
+    let opts = crate::verify::Options {
+        sink: None,
+        tables: Vec::new(),
+        repair: true,
+        timeout: Duration::from_secs(600),
+    };
+    match crate::verify::verify(config, &opts).await {
+        Ok(report) => {
+            for t in &report.tables {
+                tracing::info!(sink = %t.sink, table = %t.table, repaired = t.repaired,
+                    "store repaired after the lost slot");
+            }
+            for (sink, why) in &report.skipped {
+                tracing::warn!(sink = %sink, reason = %why,
+                    "this store was not repaired after the lost slot: rows deleted meanwhile may remain");
+            }
+        }
+        Err(e) => tracing::error!(error = %format!("{e:#}"),
+            "repairing the stores after the lost slot failed; run `courier verify --repair`"),
+    }
 }
