@@ -562,3 +562,113 @@ async fn rebuild_moves_a_search_alias_to_a_new_index_while_it_serves() {
     );
     drop(courier);
 }
+
+/// A search rebuild killed with -9 half way: readers keep the old index,
+/// and the next rebuild removes what the first left and completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_rebuild_killed_half_way_is_cleaned_up_by_the_next() {
+    let Some(node) = SearchNode::selected("opensearch", 2) else {
+        return;
+    };
+    let search = node.url();
+    let db = "e2e_rebuild_kill";
+    let alias = "e2e_rbk_items";
+    let client = fresh_db(db).await;
+    create_table(&client, "items", 60_000).await;
+    call(&search, Method::DELETE, &format!("/{alias}*"), None).await;
+    let dir = scratch(db);
+    let sink = format!("type = \"opensearch\"\nurl = {search:?}\nindex = \"e2e_rbk_{{table}}\"\n");
+    let courier = CourierProc::start(
+        &dir,
+        &sink_config(db, db, &["public.items"], &dir, "search", &sink),
+    );
+    wait_caught_up(&client, db, CATCH_UP).await;
+
+    let log = dir.join("rebuild.log");
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args([
+            "rebuild",
+            "--config",
+            courier.config.to_str().unwrap(),
+            "--sink",
+            "search",
+            "--grace",
+            "1s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the first rebuild to start copying",
+        Duration::from_secs(60),
+        || async {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("rebuild started")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (status, _) = call(
+        &search,
+        Method::GET,
+        &format!("/_alias/{alias}-courier-rebuild"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the killed rebuild finished before it was killed; make the table bigger"
+    );
+    let (_, count) = call(&search, Method::GET, &format!("/{alias}/_count"), None).await;
+    assert_eq!(
+        count["count"], 60_000,
+        "readers lost rows to a killed rebuild"
+    );
+
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let config = courier.config.to_str().unwrap().to_string();
+        move || {
+            courier_cmd(&[
+                "rebuild", "--config", &config, "--sink", "search", "--grace", "1s", "--format",
+                "json",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "the second rebuild: {out}\n{err}");
+    assert!(err.contains("interrupted rebuild left"), "{err}");
+    let (_, indexes) = call(
+        &search,
+        Method::GET,
+        &format!("/_cat/indices/{alias}*?format=json"),
+        None,
+    )
+    .await;
+    let names: Vec<&str> = indexes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["index"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["e2e_rbk_items_v2"], "indexes left behind");
+    let (status, _) = call(
+        &search,
+        Method::GET,
+        &format!("/_alias/{alias}-courier-rebuild"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "the marker is still there");
+    let expected = pg_rows(&client, "items").await;
+    assert_same_documents(
+        &expected,
+        &documents(&search, alias).await,
+        "after the second rebuild",
+    );
+    drop(courier);
+}
