@@ -308,6 +308,70 @@ async fn verify_says_what_is_wrong_and_exits_2() {
     assert!(err.contains("public.missing"), "{err}");
 }
 
+/// `courier rebuild --sink sink` (and `extra` arguments) while `load`
+/// commits and a reader counts the table's rows with `count` every 50 ms:
+/// no count may fall below the count before the rebuild by more than
+/// `slack` plus the writers' transactions since (each deletes at most one
+/// row). Returns the rebuild's JSON report and how often the reader read.
+async fn rebuild_while_reading<F, Fut>(
+    config: &std::path::Path,
+    sink: &str,
+    extra: &[&str],
+    load: &std::sync::Arc<Load>,
+    slack: usize,
+    count: F,
+) -> (Value, usize)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = usize> + Send,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let before = count().await;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, load) = (stop.clone(), load.clone());
+        tokio::spawn(async move {
+            let start = load.committed();
+            let mut polls = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let seen = count().await;
+                let floor = before.saturating_sub(slack + (load.committed() - start) as usize);
+                assert!(
+                    seen >= floor,
+                    "a reader counted {seen} rows during the rebuild, fewer than {floor}"
+                );
+                polls += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            polls
+        })
+    };
+    let args: Vec<String> = [
+        "rebuild",
+        "--config",
+        config.to_str().unwrap(),
+        "--sink",
+        sink,
+        "--format",
+        "json",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        courier_cmd(&args)
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let polls = reader.await.expect("the reader failed");
+    assert_eq!(code, 0, "courier rebuild: {out}\n{err}");
+    let report = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    (report, polls)
+}
+
 /// `courier rebuild` of a cache someone damaged by hand (keys deleted,
 /// rows altered, stray rows added), while writers commit and a reader
 /// counts the rows every 50 ms: the reader never sees the cache shrink
@@ -362,42 +426,14 @@ async fn rebuild_reprints_a_damaged_cache_in_place_while_it_serves() {
 
     let load = std::sync::Arc::new(Load::start(db, "items", 2));
     load.commit_more(100, CATCH_UP).await;
-    let before = cache.json_rows(prefix).await.len();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
-        let (stop, load) = (stop.clone(), load.clone());
-        let reader_cache = RedisNodes::connect(&standalone_url(14), false).await;
-        tokio::spawn(async move {
-            let start = load.committed();
-            let mut polls = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let seen = reader_cache.json_rows(prefix).await.len();
-                // Each writer transaction deletes at most one row; the rebuild
-                // removes the 5 stray rows and rows deleted before its snapshot.
-                let floor = before.saturating_sub(5 + 20 + (load.committed() - start) as usize);
-                assert!(
-                    seen >= floor,
-                    "a reader saw {seen} rows during the rebuild, fewer than {floor}"
-                );
-                polls += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            polls
-        })
+    let reader_cache = std::sync::Arc::new(RedisNodes::connect(&standalone_url(14), false).await);
+    let count = move || {
+        let c = reader_cache.clone();
+        async move { c.json_rows(prefix).await.len() }
     };
-    let (code, out, err) = courier_cmd(&[
-        "rebuild",
-        "--config",
-        courier.config.to_str().unwrap(),
-        "--sink",
-        "cache",
-        "--format",
-        "json",
-    ]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let polls = reader.await.expect("the reader failed");
-    assert_eq!(code, 0, "courier rebuild: {out}\n{err}");
-    let report: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    // The rebuild removes the 5 stray rows and rows deleted before its snapshot.
+    let (report, polls) =
+        rebuild_while_reading(&courier.config, "cache", &[], &load, 5 + 20, count).await;
     let t = &report["tables"][0];
     assert!(t["written"].as_u64().unwrap() >= 4000, "{report}");
     assert!(t["removed"].as_u64().unwrap() >= 5, "{report}");
@@ -479,58 +515,34 @@ async fn rebuild_moves_a_search_alias_to_a_new_index_while_it_serves() {
 
     let load = std::sync::Arc::new(Load::start(db, "items", 2));
     load.commit_more(100, CATCH_UP).await;
-    let count = move |search: String| async move {
-        let (status, body) = call(&search, Method::GET, &format!("/{ALIAS}/_count"), None).await;
-        assert_eq!(
-            status, 200,
-            "a reader's count failed during the rebuild: {body}"
-        );
-        body["count"].as_u64().unwrap() as usize
-    };
-    let before = count(search.clone()).await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
-        let (stop, load, search) = (stop.clone(), load.clone(), search.clone());
-        tokio::spawn(async move {
-            let start = load.committed();
-            let mut polls = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let seen = count(search.clone()).await;
-                let floor = before.saturating_sub(20 + (load.committed() - start) as usize);
-                assert!(
-                    seen >= floor,
-                    "a reader counted {seen} documents during the rebuild, fewer than {floor}"
+    let count = {
+        let search = search.clone();
+        move || {
+            let search = search.clone();
+            async move {
+                let (status, body) =
+                    call(&search, Method::GET, &format!("/{ALIAS}/_count"), None).await;
+                assert_eq!(
+                    status, 200,
+                    "a reader's count failed during the rebuild: {body}"
                 );
-                polls += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                body["count"].as_u64().unwrap() as usize
             }
-            polls
-        })
+        }
     };
-    let config_path = courier.config.to_str().unwrap().to_string();
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        courier_cmd(&[
-            "rebuild",
-            "--config",
-            &config_path,
-            "--sink",
-            "search",
-            "--grace",
-            "1s",
-            "--format",
-            "json",
-        ])
-    })
-    .await
-    .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let polls = reader.await.expect("the reader failed");
-    assert_eq!(code, 0, "courier rebuild: {out}\n{err}");
+    let (report, polls) = rebuild_while_reading(
+        &courier.config,
+        "search",
+        &["--grace", "1s"],
+        &load,
+        20,
+        count,
+    )
+    .await;
     assert!(
         polls > 10,
         "the reader read only {polls} times during the rebuild"
     );
-    let report: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(report["tables"][0]["index"], "e2e_rbs_items_v2", "{report}");
     let load = std::sync::Arc::try_unwrap(load)
         .ok()
