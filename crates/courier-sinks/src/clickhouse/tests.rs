@@ -363,8 +363,8 @@ async fn stores_floats_dates_and_timestamps_exactly(server: Server) {
         1e-308,
         9_007_199_254_740_993_i64 as f64, // 2^53 + 1, as PostgreSQL's float8 holds it
         1.777_777_777_777_778,
-        5e-324,                       // the smallest subnormal
-        2.225_073_858_507_200_9e-308, // the largest subnormal
+        5e-324,                                // the smallest subnormal
+        f64::from_bits(0x000f_ffff_ffff_ffff), // the largest subnormal
         f64::MIN_POSITIVE,
         f64::MAX,
         -f64::MAX,
