@@ -216,12 +216,14 @@ impl ClickHouseSink {
     /// Swaps the tables `a` and `b` of the sink's database in one atomic
     /// step (`EXCHANGE TABLES`): readers see either the old pair or the
     /// swapped one, never a missing table. Views that name a table (such as
-    /// `<table>_current`) show the other table's rows from then on.
+    /// `<table>_current`) show the other table's rows from then on. The
+    /// sink forgets what it knew of both tables, so its next write to
+    /// either reads its columns again.
     ///
     /// A database of another engine than `Atomic` (18.16 has only
     /// `Ordinary`) is a configuration error saying so; a table that does
     /// not exist is rejected by the server.
-    pub async fn exchange_tables(&self, a: &str, b: &str) -> Result<(), SinkError> {
+    pub async fn exchange_tables(&mut self, a: &str, b: &str) -> Result<(), SinkError> {
         let db = &self.settings.database;
         if !self.can_exchange_tables() {
             return Err(SinkError::new(
@@ -236,14 +238,20 @@ impl ClickHouseSink {
             format!("{}.{}", quote(db), quote(a)),
             format!("{}.{}", quote(db), quote(b)),
         );
-        self.client
+        let swapped = self
+            .client
             .query(&format!("EXCHANGE TABLES {qa} AND {qb}"))
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                let message = format!("clickhouse: exchange tables {qa} and {qb}: {e}");
-                SinkError::new(e.kind(), message).with_source(e)
-            })
+            .await;
+        // Forget both tables even on an error: the swap may have happened.
+        for name in [a, b] {
+            if let Some(id) = self.names.get(name) {
+                self.tables.remove(id);
+            }
+        }
+        swapped.map(|_| ()).map_err(|e| {
+            let message = format!("clickhouse: exchange tables {qa} and {qb}: {e}");
+            SinkError::new(e.kind(), message).with_source(e)
+        })
     }
 }
 

@@ -212,6 +212,31 @@ async fn follows_added_dropped_and_widened_columns(server: Server) {
         .await;
     assert_eq!(rows, "1\t5\tx\t\\N\n2\t1099511627776\t\\N\tn\n");
 
+    // qty back to a NOT NULL int4: the table keeps Nullable(Int64), and
+    // rows are written in that type.
+    let v2b = rel(
+        &name,
+        vec![
+            col("id", PgType::Int4, "integer", true, false),
+            col("qty", PgType::Int4, "integer", false, false),
+            col("note", PgType::Text, "text", false, true),
+        ],
+    );
+    s.apply(&batch(vec![row_change(
+        &v2b,
+        Op::Insert,
+        vec![Value::Int(9), Value::Int(-7), Value::Text("m".into())],
+        25,
+    )]))
+    .await
+    .unwrap();
+    let row = rb
+        .query(&format!(
+            "SELECT id, qty, note FROM {db}.{name}_current WHERE id = 9 FORMAT TabSeparated"
+        ))
+        .await;
+    assert_eq!(row, "9\t-7\tm\n");
+
     // text → integer cannot be followed: a fatal error naming both types.
     let v3 = rel(
         &name,
@@ -500,4 +525,9 @@ async fn exchanges_tables_where_the_database_is_atomic(server: Server) {
         |t: &str| format!("SELECT name FROM {db}.{t}_current ORDER BY id FORMAT TabSeparated");
     assert_eq!(rb.query(&names(&live)).await, "rebuilt\nrebuilt\n");
     assert_eq!(rb.query(&names(&shadow)).await, "old\n");
+    // Writes go on into the swapped tables.
+    s.apply(&batch(vec![change(&live_rel, Op::Insert, 3, "new", 30)]))
+        .await
+        .unwrap();
+    assert_eq!(rb.query(&names(&live)).await, "rebuilt\nrebuilt\nnew\n");
 }
