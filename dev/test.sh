@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Courier's whole test suite against real local services:
-# starts PostgreSQL, Redis (standalone and cluster), ClickHouse, OpenSearch (the main node, the
+# starts PostgreSQL, Redis (standalone and cluster), ClickHouse (18.16 and 26.9), OpenSearch (the main node, the
 # deliberately overloaded one, and 1.x and 3.x nodes), Elasticsearch (8.x, 7.x and 9.x), and Kafka
 # with a Kafka Connect worker (Debezium's JDBC sink and PostgreSQL connector) with the dev/ scripts,
 # checks formatting and lints, then runs every unit and end-to-end test (the Kafka decoder's tests,
@@ -33,6 +33,8 @@ start_in_background env COURIER_OPENSEARCH_INSTANCE=overload bash dev/opensearch
 # The Kafka broker, then the Kafka Connect worker on it (kafka-connect.sh starts the broker first).
 start_in_background bash dev/kafka-connect.sh start
 start_in_background bash dev/elasticsearch.sh start
+# ClickHouse 26.9 beside the 18.16 server (its first start installs it with pip).
+start_in_background env COURIER_CLICKHOUSE_INSTANCE=26 bash dev/clickhouse.sh start
 for node in opensearch-1 opensearch-3 elasticsearch-7 elasticsearch-9; do
     case " ${COURIER_TEST_SEARCH_NODES:-$node} " in
         *" $node "*) ;;

@@ -107,11 +107,13 @@ class ClickHouseProbe:
         return lat
 
 
-def pipe_copy(ctx, port, database, table, rows):
+def pipe_copy(ctx, port, database, table, rows, settings=""):
     """The floor of any PostgreSQL -> ClickHouse copy on this machine: psql's
     COPY text of the table piped unchanged into one ClickHouse INSERT
     (FORMAT TabSeparated, every column as String, so nothing is converted),
-    timed from start to the INSERT's answer."""
+    timed from start to the INSERT's answer. `settings` are further URL
+    parameters of the INSERT (`&name=value...`). The body streams as a
+    chunked POST (26.x answers a PUT with 501)."""
     cols = pg.psql(ctx.db_url, f"""
         SELECT string_agg(quote_ident(attname) || CASE WHEN attnotnull THEN ' String'
                                                       ELSE ' Nullable(String)' END, ', '
@@ -126,7 +128,7 @@ def pipe_copy(ctx, port, database, table, rows):
     copy = "\\copy " + table + " TO STDOUT"
     script = (f"set -o pipefail; {shlex.quote(pg.PSQL)} -X -q -v ON_ERROR_STOP=1 "
               f"-d {shlex.quote(ctx.db_url)} -c {shlex.quote(copy)} | "
-              f"curl -sS --fail -T - 'http://127.0.0.1:{port}/?query={insert}'")
+              f"curl -sS --fail -X POST -T - 'http://127.0.0.1:{port}/?query={insert}{settings}'")
     try:
         t0 = time.perf_counter()
         subprocess.run(["bash", "-c", script], check=True, stdout=subprocess.DEVNULL)

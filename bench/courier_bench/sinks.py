@@ -119,6 +119,27 @@ class ClickHouseSink(SinkSpec):
         return clickhouse_probe.pipe_copy(ctx, self.port, self.database, table, rows)
 
 
+class ClickHouse26Sink(ClickHouseSink):
+    """ClickHouse 26.9, the engine of PyPI's chdb-core
+    (`COURIER_CLICKHOUSE_INSTANCE=26 dev/clickhouse.sh`), beside 18.16."""
+
+    name = "clickhouse26"
+    type = "clickhouse"
+    port = int(os.environ.get("COURIER_CLICKHOUSE_26_PORT", "58124"))
+
+    def setup(self, ctx):
+        subprocess.run([os.path.join(ctx.repo, "dev", "clickhouse.sh"), "start"], check=True,
+                       stdout=subprocess.DEVNULL,
+                       env={**os.environ, "COURIER_CLICKHOUSE_INSTANCE": "26"})
+        self.clear(None, None)
+
+    def native_snapshot(self, ctx, table, rows):
+        # Stored when answered, as Courier's INSERTs (this engine defaults
+        # to asynchronous inserts and runs no queue for them).
+        return clickhouse_probe.pipe_copy(ctx, self.port, self.database, table, rows,
+                                          settings="&async_insert=0")
+
+
 class OpenSearchSink(SinkSpec):
     """The dev node (`dev/opensearch.sh`); Courier's aliases and indexes are
     named `courier_bench_<table>` (`_v1` behind the alias) and deleted
@@ -188,7 +209,7 @@ class KafkaExactlyOnceSink(KafkaSink):
     exactly_once = True
 
 
-SINKS = [FileSink(), RedisSink(), ClickHouseSink(), OpenSearchSink(), KafkaSink(),
+SINKS = [FileSink(), RedisSink(), ClickHouseSink(), ClickHouse26Sink(), OpenSearchSink(), KafkaSink(),
          KafkaExactlyOnceSink()]
 
 

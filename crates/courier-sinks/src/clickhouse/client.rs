@@ -125,7 +125,7 @@ impl Client {
         self.send(req).await
     }
 
-    /// Runs `INSERT ... FORMAT TabSeparated` with `body` as its data, with
+    /// Runs an `INSERT ... FORMAT ...` statement with `body` as its data, with
     /// the given settings as URL parameters.
     pub async fn insert(
         &self,

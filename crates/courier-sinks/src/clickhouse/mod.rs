@@ -48,15 +48,26 @@
 //! with `insert_deduplication_token` (22.2) a retried INSERT carries the same
 //! token, so it is not stored twice.
 //!
-//! # Why TabSeparated over plain HTTP
+//! # Why RowBinary over plain HTTP
 //!
 //! The oldest server Courier supports, 18.16, has no
 //! `RowBinaryWithNamesAndTypes`, `DateTime64` or query parameters, and the
-//! `clickhouse` crate only talks to it with validation turned off. HTTP with
-//! `FORMAT TabSeparated` works the same on every version; ClickHouse parses
-//! it at hundreds of MB/s, and writing it is cheaper for Courier than
-//! converting values to RowBinary's fixed-width forms. Values are checked
-//! against their column type first, so ClickHouse never guesses.
+//! `clickhouse` crate only talks to it with validation turned off. Plain
+//! `FORMAT RowBinary` over HTTP works the same on every version: each value
+//! in its column's binary form, the column list and types taken from the
+//! table Courier created. Nothing is parsed from text on the server, so
+//! every value arrives exact (18.16 parses some float texts a unit in the
+//! last place off), and the body is smaller and cheaper to write than
+//! text. Values are checked against their column type first, so ClickHouse
+//! never guesses. Where the server has `async_insert` (21.11), INSERTs set
+//! it to 0: a batch is applied when its rows are stored, not queued.
+//!
+//! # Swapping tables
+//!
+//! [`ClickHouseSink::exchange_tables`] swaps two tables atomically
+//! (`EXCHANGE TABLES`), as a rebuild into a shadow table ends; it needs a
+//! database of the `Atomic` engine (the default from 20.10), which
+//! [`ClickHouseSink::can_exchange_tables`] tells.
 //!
 //! # Schema changes
 //!
@@ -148,6 +159,20 @@ pub async fn build(name: &str, config: ClickHouseSinkConfig) -> Result<ClickHous
         ))
         .await
         .map_err(|e| connect_err(&format!("create database {}", settings.database), e))?;
+    let engine = client
+        .query(&format!(
+            "SELECT engine FROM system.databases WHERE name = {}",
+            schema::literal(&settings.database)
+        ))
+        .await
+        .map_err(|e| {
+            connect_err(
+                &format!("read the engine of database {}", settings.database),
+                e,
+            )
+        })?
+        .trim()
+        .to_string();
     tracing::info!(
         sink = name,
         version = version.trim(),
@@ -157,6 +182,7 @@ pub async fn build(name: &str, config: ClickHouseSinkConfig) -> Result<ClickHous
         settings,
         client,
         features,
+        database_engine: engine,
         tables: HashMap::new(),
         names: HashMap::new(),
     })
@@ -168,6 +194,8 @@ pub struct ClickHouseSink {
     settings: Settings,
     client: Client,
     features: Features,
+    /// The engine of the sink's database (`Atomic`, `Ordinary`, ...).
+    database_engine: String,
     tables: HashMap<TableId, TableState>,
     /// ClickHouse table name → the source table it belongs to.
     names: HashMap<String, TableId>,
@@ -177,6 +205,53 @@ impl ClickHouseSink {
     /// The server features this sink detected.
     pub fn features(&self) -> Features {
         self.features
+    }
+
+    /// Whether [`exchange_tables`](Self::exchange_tables) can work here:
+    /// the sink's database has the `Atomic` engine.
+    pub fn can_exchange_tables(&self) -> bool {
+        self.database_engine == "Atomic"
+    }
+
+    /// Swaps the tables `a` and `b` of the sink's database in one atomic
+    /// step (`EXCHANGE TABLES`): readers see either the old pair or the
+    /// swapped one, never a missing table. Views that name a table (such as
+    /// `<table>_current`) show the other table's rows from then on. The
+    /// sink forgets what it knew of both tables, so its next write to
+    /// either reads its columns again.
+    ///
+    /// A database of another engine than `Atomic` (18.16 has only
+    /// `Ordinary`) is a configuration error saying so; a table that does
+    /// not exist is rejected by the server.
+    pub async fn exchange_tables(&mut self, a: &str, b: &str) -> Result<(), SinkError> {
+        let db = &self.settings.database;
+        if !self.can_exchange_tables() {
+            return Err(SinkError::new(
+                SinkErrorKind::Config,
+                format!(
+                    "clickhouse: cannot swap tables {a} and {b}: database {db} has the {} engine, and EXCHANGE TABLES needs Atomic (ClickHouse 20.10 or later creates databases Atomic by default; recreate {db} there)",
+                    self.database_engine
+                ),
+            ));
+        }
+        let (qa, qb) = (
+            format!("{}.{}", quote(db), quote(a)),
+            format!("{}.{}", quote(db), quote(b)),
+        );
+        let swapped = self
+            .client
+            .query(&format!("EXCHANGE TABLES {qa} AND {qb}"))
+            .await;
+        // Forget both tables even on an error: the swap may have happened.
+        for name in [a, b] {
+            if let Some(id) = self.names.get(name) {
+                self.tables.remove(id);
+            }
+        }
+        swapped.map(|_| ()).map_err(|e| {
+            let message = format!("clickhouse: exchange tables {qa} and {qb}: {e}");
+            SinkError::new(e.kind(), message).with_source(e)
+        })
     }
 }
 
@@ -323,9 +398,9 @@ impl ClickHouseSink {
                 let Some(row) = c.key_row() else { continue };
                 key_buf.clear();
                 for &k in &keys {
+                    // RowBinary fields delimit themselves: the bytes name one key.
                     write_field(&mut key_buf, &state.types[k], &row[k], &rel.columns[k].name)
                         .map_err(|e| fatal_at(c, &e.column, &e.reason))?;
-                    key_buf.push(b'\t');
                 }
                 winners.offer(&key_buf, c);
             }
@@ -346,26 +421,23 @@ impl ClickHouseSink {
         let mut rows = 0;
         for c in winners {
             let (row, deleted) = match (c.after(), c.op()) {
-                (Some(r), Op::Insert | Op::Update | Op::Read) => (r, b'0'),
+                (Some(r), Op::Insert | Op::Update | Op::Read) => (r, false),
                 _ => match c.before() {
-                    Some(r) => (r, b'1'),
+                    Some(r) => (r, true),
                     None => continue,
                 },
             };
             for (i, (col, t)) in rel.columns.iter().zip(&state.types).enumerate() {
-                let v = if deleted == b'1' && !col.is_key {
+                let v = if deleted && !col.is_key {
                     &Value::Null
                 } else {
                     row.get(i).unwrap_or(&Value::Null)
                 };
                 write_field(&mut body, t, v, &col.name)
                     .map_err(|e| fatal_at(c, &e.column, &e.reason))?;
-                body.push(b'\t');
             }
-            body.extend_from_slice(itoa::Buffer::new().format(c.version().as_u64()).as_bytes());
-            body.push(b'\t');
-            body.push(deleted);
-            body.push(b'\n');
+            body.extend_from_slice(&c.version().as_u64().to_le_bytes());
+            body.push(u8::from(deleted));
             rows += 1;
             if rows >= per_insert || body.len() >= self.settings.max_bytes {
                 if inserts.len() >= in_flight {
@@ -398,6 +470,11 @@ impl ClickHouseSink {
             return;
         };
         let mut settings = Vec::new();
+        if self.features.async_insert {
+            // Never queued: applied means stored (and clickhouse-local,
+            // which defaults to 1, runs no queue at all).
+            settings.push(("async_insert", "0".to_string()));
+        }
         if self.features.dedup_token {
             settings.push((
                 "insert_deduplication_token",

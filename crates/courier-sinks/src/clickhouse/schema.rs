@@ -19,7 +19,8 @@ pub const VIEW_SUFFIX: &str = "_current";
 pub(crate) struct TableState {
     /// The relation the table was last brought in line with.
     pub relation: Arc<Relation>,
-    /// The ClickHouse type of each relation column, in relation order.
+    /// The ClickHouse type of each relation column, in relation order, as
+    /// the table has it (what its rows are encoded as).
     pub types: Vec<ChType>,
     /// `database`.`table`, quoted.
     pub qualified: String,
@@ -177,11 +178,21 @@ pub(crate) async fn sync_table(
         .await
         .map_err(|e| fail("create the view of", e))?;
 
+    // RowBinary carries no types: rows are encoded as the table's columns
+    // are, which may be wider than the relation's (kept after a narrowing).
+    let types = if changed {
+        let now = columns(client, database, name)
+            .await
+            .map_err(|e| fail("read the columns of", e))?;
+        table_types(rel, &now, &types)
+    } else {
+        table_types(rel, &existing, &types)
+    };
     let mut insert_cols: Vec<String> = rel.columns.iter().map(|c| quote(&c.name)).collect();
     insert_cols.push(quote(VERSION_COLUMN));
     insert_cols.push(quote(DELETED_COLUMN));
     let insert = format!(
-        "INSERT INTO {qualified} ({}) FORMAT TabSeparated",
+        "INSERT INTO {qualified} ({}) FORMAT RowBinary",
         insert_cols.join(", ")
     );
     Ok(TableState {
@@ -190,6 +201,21 @@ pub(crate) async fn sync_table(
         qualified,
         insert,
     })
+}
+
+/// Each relation column's type as the table has it; the mapped type where
+/// the table lacks the column (which does not happen once it is aligned).
+fn table_types(rel: &Relation, table: &[(String, ChType)], mapped: &[ChType]) -> Vec<ChType> {
+    rel.columns
+        .iter()
+        .zip(mapped)
+        .map(|(c, want)| {
+            table
+                .iter()
+                .find(|(n, _)| n == &c.name)
+                .map_or_else(|| want.clone(), |(_, have)| have.clone())
+        })
+        .collect()
 }
 
 fn create_table(

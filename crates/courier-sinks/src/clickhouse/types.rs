@@ -18,6 +18,9 @@ pub struct Features {
     pub is_deleted: bool,
     /// `insert_deduplication_token` with `non_replicated_deduplication_window` (22.2).
     pub dedup_token: bool,
+    /// The `async_insert` setting (21.11), which Courier sets to 0: an
+    /// INSERT is answered once its rows are stored, never queued.
+    pub async_insert: bool,
 }
 
 impl Features {
@@ -34,6 +37,7 @@ impl Features {
             date32: v >= (21, 9),
             is_deleted: v >= (23, 2),
             dedup_token: v >= (22, 2),
+            async_insert: v >= (21, 11),
         }
     }
 }
@@ -287,7 +291,9 @@ mod unit {
     fn gates_types_on_the_server_version() {
         let old = Features::of_version("18.16.1");
         assert!(!old.datetime64 && !old.date32 && !old.is_deleted && !old.dedup_token);
-        let new = Features::of_version("24.3.2.23");
+        assert!(!old.async_insert);
+        let new = Features::of_version("26.9.2.1");
         assert!(new.datetime64 && new.date32 && new.is_deleted && new.dedup_token);
+        assert!(new.async_insert);
     }
 }
