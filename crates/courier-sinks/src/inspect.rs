@@ -13,7 +13,7 @@
 use std::hash::{Hash, Hasher};
 
 use async_trait::async_trait;
-use courier_core::{Lsn, Relation, SinkError, TableId, Value};
+use courier_core::{Batch, Lsn, Relation, SinkError, TableId, Value};
 use serde_json::Value as Json;
 
 /// A 64-bit digest of a row's stored form; equal rows have equal digests.
@@ -45,6 +45,9 @@ pub struct ExpectedRow {
 /// A page of stored rows handed to a scan's caller.
 pub type Page<'a> = &'a mut (dyn FnMut(Vec<StoredRow>) + Send);
 
+/// A page of expected rows handed to [`Inspector::staged`]'s caller.
+pub type ExpectedPage<'a> = &'a mut (dyn FnMut(Vec<ExpectedRow>) + Send);
+
 /// A store read back for verification. Implemented next to each sink that
 /// keeps rows (not by the sinks that only pass changes on).
 #[async_trait]
@@ -64,8 +67,42 @@ pub trait Inspector: Send + Sync {
         None
     }
 
-    /// Where and how the sink would store `row` of `relation`.
+    /// Where and how the sink would store `row` of `relation`. A store that
+    /// can only tell by storing it ([`Inspector::stages`]) gives the
+    /// address, and a digest that means nothing.
     fn expect(&self, relation: &Relation, row: &[Value]) -> Result<ExpectedRow, String>;
+
+    /// Whether what the store would hold is learnt by writing the snapshot
+    /// into a scratch copy of the store ([`Inspector::stage`]) and reading it
+    /// back the way the store itself is read ([`Inspector::staged`]): for a
+    /// store whose own rendering of a value (a server's column types) is not
+    /// Courier's to reproduce.
+    fn stages(&self) -> bool {
+        false
+    }
+
+    /// Writes snapshot rows of `relation` into the scratch copy (the first
+    /// call after [`Inspector::unstage`] starts it empty).
+    async fn stage(&mut self, relation: &Relation, batch: &Batch) -> Result<(), SinkError> {
+        let _ = (relation, batch);
+        Ok(())
+    }
+
+    /// What the scratch copy holds for `relation`, a page at a time.
+    async fn staged(
+        &mut self,
+        relation: &Relation,
+        page: ExpectedPage<'_>,
+    ) -> Result<(), SinkError> {
+        let _ = (relation, page);
+        Ok(())
+    }
+
+    /// Removes the scratch copy of `relation`.
+    async fn unstage(&mut self, relation: &Relation) -> Result<(), SinkError> {
+        let _ = relation;
+        Ok(())
+    }
 
     /// Every row the store holds for `relation`, tombstones included where
     /// the store keeps them, handed to `page` a page at a time.

@@ -142,6 +142,10 @@ pub async fn build_inspector(
         "redis" => Ok(Box::new(
             crate::redis::inspector(name, settings.try_into().map_err(parse_err)?).await?,
         )),
+        #[cfg(feature = "clickhouse")]
+        "clickhouse" => Ok(Box::new(
+            crate::clickhouse::inspector(name, settings.try_into().map_err(parse_err)?).await?,
+        )),
         #[cfg(feature = "search")]
         "elasticsearch" | "opensearch" => Ok(Box::new(
             crate::search::inspector(name, settings.try_into().map_err(parse_err)?).await?,
@@ -149,7 +153,7 @@ pub async fn build_inspector(
         other => Err(BuildError::Config {
             sink: name.to_string(),
             message: format!(
-                "a {other} sink keeps no rows Courier can read back; verify works on redis, elasticsearch and opensearch sinks"
+                "a {other} sink keeps no rows Courier can read back; verify works on redis, clickhouse, elasticsearch and opensearch sinks"
             ),
         }),
     }

@@ -96,6 +96,7 @@
 mod client;
 mod config;
 mod encode;
+mod inspect;
 #[cfg(any(test, feature = "compliance"))]
 pub mod readback;
 mod schema;
@@ -115,6 +116,7 @@ use courier_core::{
 use tokio::task::JoinSet;
 
 pub use config::ClickHouseSinkConfig;
+pub use inspect::{inspector, ClickHouseInspector, STAGING_SUFFIX};
 pub use schema::{DELETED_COLUMN, SYNCED_AT_COLUMN, VERSION_COLUMN, VIEW_SUFFIX};
 
 use client::{ChError, Client};

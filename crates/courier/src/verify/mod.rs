@@ -98,7 +98,7 @@ pub async fn verify(config: &Config, opts: &Options) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut targets = targets(config, opts, &mut report).await?;
     if targets.is_empty() {
-        bail!("no sink to verify: verify reads back redis, elasticsearch and opensearch sinks");
+        bail!("no sink to verify: verify reads back redis, clickhouse, elasticsearch and opensearch sinks");
     }
     let client = Arc::new(pg.connect().await.context("connect to PostgreSQL")?);
     let relations = relations(config, source, &client, &opts.tables).await?;
@@ -172,9 +172,12 @@ async fn targets(
         if opts.sink.as_ref().is_some_and(|s| s != name) {
             continue;
         }
-        if !matches!(kind.as_str(), "redis" | "elasticsearch" | "opensearch") {
+        if !matches!(
+            kind.as_str(),
+            "redis" | "clickhouse" | "elasticsearch" | "opensearch"
+        ) {
             if opts.sink.is_some() {
-                bail!("sink {name}: a {kind} sink keeps no rows Courier can read back; verify works on redis, elasticsearch and opensearch sinks");
+                bail!("sink {name}: a {kind} sink keeps no rows Courier can read back; verify works on redis, clickhouse, elasticsearch and opensearch sinks");
             }
             report.skipped.push((
                 name.clone(),
@@ -337,28 +340,54 @@ async fn compare_all(
         let started = Instant::now();
         let mut rows: Vec<HashMap<Vec<u8>, Row>> = vec![HashMap::new(); comparisons.len()];
         let keep_rows = earlier.is_some();
-        let read = read_table(
-            pg,
-            &snapshot,
-            at,
-            table,
-            rel,
-            source.snapshot_parallelism,
-            |row| {
-                for (j, (i, c)) in comparisons.iter_mut().enumerate() {
-                    let expected = targets[*i]
+        let (copy, mut batches) =
+            copy_table(pg, &snapshot, at, table, rel, source.snapshot_parallelism);
+        let mut read = 0u64;
+        while let Some(batch) = batches.recv().await {
+            for (j, (i, c)) in comparisons.iter_mut().enumerate() {
+                let target = &mut targets[*i];
+                if target.inspector.stages() {
+                    target.inspector.stage(rel, &batch).await.with_context(|| {
+                        format!(
+                            "sink {}: write the snapshot into a scratch table",
+                            target.name
+                        )
+                    })?;
+                }
+                for change in &batch.changes {
+                    let Some(row) = change.after() else { continue };
+                    let expected = target
                         .inspector
                         .expect(rel, row)
-                        .map_err(|e| anyhow::anyhow!("sink {}: {e}", targets[*i].name))?;
+                        .map_err(|e| anyhow::anyhow!("sink {}: {e}", target.name))?;
                     if keep_rows && c.wants(&expected.address) {
                         rows[j].insert(expected.address.clone(), row.to_vec());
                     }
-                    c.expect(expected);
+                    if !target.inspector.stages() {
+                        c.expect(expected);
+                    }
                 }
-                Ok(())
-            },
-        )
-        .await?;
+            }
+            read += batch.changes.len() as u64;
+        }
+        copy.await.context("the snapshot copy ended abnormally")??;
+        for (i, c) in comparisons.iter_mut() {
+            let target = &mut targets[*i];
+            if target.inspector.stages() {
+                let mut pages = |page: Vec<courier_sinks::inspect::ExpectedRow>| {
+                    for e in page {
+                        c.expect(e);
+                    }
+                };
+                let staged = target.inspector.staged(rel, &mut pages).await;
+                target
+                    .inspector
+                    .unstage(rel)
+                    .await
+                    .with_context(|| format!("sink {}: drop the scratch table", target.name))?;
+                staged.with_context(|| format!("sink {}: read the scratch table", target.name))?;
+            }
+        }
         for (j, (i, mut c)) in comparisons.into_iter().enumerate() {
             let target = &mut targets[i];
             match earlier {
@@ -529,34 +558,6 @@ pub(crate) fn copy_table(
             .with_context(|| format!("read {id} under the snapshot"))
     });
     (copy, rx)
-}
-
-/// Reads every row of `table` under `snapshot`, handing each to `row`;
-/// returns how many were read.
-pub(crate) async fn read_table(
-    pg: &PgConfig,
-    snapshot: &str,
-    at: Lsn,
-    table: &SourceTable,
-    rel: &Arc<Relation>,
-    parallelism: usize,
-    mut row: impl FnMut(&[courier_core::Value]) -> anyhow::Result<()>,
-) -> anyhow::Result<u64> {
-    let (copy, mut rx) = copy_table(pg, snapshot, at, table, rel, parallelism);
-    let mut n = 0u64;
-    while let Some(batch) = rx.recv().await {
-        for c in &batch.changes {
-            if let Some(after) = c.after() {
-                n += 1;
-                if let Err(e) = row(after) {
-                    copy.abort();
-                    return Err(e);
-                }
-            }
-        }
-    }
-    copy.await.context("the snapshot copy ended abnormally")??;
-    Ok(n)
 }
 
 /// Rewrites what the second look still found, at its snapshot's version,
