@@ -1,4 +1,4 @@
-//! The `courier` command: `run`, `check` and `tail`.
+//! The `courier` command: `run`, `check`, `tail` and `wait`.
 
 mod api;
 mod cli;
@@ -8,6 +8,7 @@ mod pipeline;
 mod retry;
 mod status;
 mod telemetry;
+mod window;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,21 @@ enum Command {
         #[arg(long)]
         table: Vec<String>,
     },
+    /// Wait until the sinks of a running Courier show everything through
+    /// an LSN (read-your-writes for scripts); exit 1 on timeout.
+    Wait {
+        #[arg(long, short, env = "COURIER_CONFIG")]
+        config: PathBuf,
+        /// The WAL position, as PostgreSQL prints it (`0/16B3748`).
+        #[arg(long)]
+        lsn: String,
+        /// Only this sink; repeatable (default: every sink).
+        #[arg(long)]
+        sink: Vec<String>,
+        /// How long to wait (`500ms`, `2s`; default 10s, at most 5m).
+        #[arg(long)]
+        timeout: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +88,12 @@ fn main() -> ExitCode {
             Command::Run { config } => cli::run::run(&config).await,
             Command::Check { config } => cli::check::check(&config).await,
             Command::Tail { config, table } => cli::tail::tail(&config, &table).await,
+            Command::Wait {
+                config,
+                lsn,
+                sink,
+                timeout,
+            } => cli::wait::wait(&config, &lsn, &sink, timeout.as_deref()).await,
         }
     });
     let result = runtime

@@ -9,12 +9,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use courier_core::{Lsn, Position, Watermark};
 use serde::Serialize;
 
+use crate::window::{WindowReport, Windows};
+
 /// Shared, cheap-to-clone pipeline status.
 #[derive(Clone)]
 pub struct Status {
     inner: Arc<Mutex<Inner>>,
     /// Per-sink applied positions (the ack watermark).
     pub watermark: Watermark,
+    /// Per-sink applied and visible positions, for the wait API, and the
+    /// commit → applied / visible latencies.
+    pub windows: Windows,
 }
 
 #[derive(Default)]
@@ -125,6 +130,21 @@ pub struct SinkStatus {
     pub errors: u64,
     pub state: SinkState,
     pub last_error: Option<String>,
+    /// PostgreSQL source: the LSN through which the sink's readers see
+    /// everything (a search index: refreshed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visible_lsn: Option<String>,
+    /// Commit → applied and commit → visible over the last minute.
+    pub window: WindowMs,
+}
+
+/// Latencies of the last minute, in ms (`null` without transactions).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WindowMs {
+    pub applied_p50_ms: Option<f64>,
+    pub applied_p99_ms: Option<f64>,
+    pub visible_p50_ms: Option<f64>,
+    pub visible_p99_ms: Option<f64>,
 }
 
 /// Snapshot progress of one table.
@@ -194,7 +214,20 @@ impl Status {
         Status {
             inner: Arc::new(Mutex::new(inner)),
             watermark: Watermark::new(sinks.iter().map(|(n, _)| n.clone()), start),
+            windows: Windows::new(sinks.iter().map(|(n, _)| n.as_str()), start),
         }
+    }
+
+    /// Whether positions are WAL positions (a PostgreSQL source), so that
+    /// an application can wait for its own commit.
+    pub fn positions_are_lsns(&self) -> bool {
+        self.with(|i| i.positions_are_lsns)
+    }
+
+    /// Moves every sink to at least `position` (a new slot's consistent point).
+    pub fn advance_all(&self, position: Position) {
+        self.watermark.advance_all(position);
+        self.windows.advance_all(position);
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
@@ -345,6 +378,7 @@ impl Status {
                         (true, 0) => since(i.newest_commit.1),
                         (true, t) => since(t),
                     };
+                    let window = self.windows.get(&name).map(|w| w.report());
                     let status = SinkStatus {
                         kind: s.kind.clone(),
                         applied_lsn: lsn.map(|l| l.to_string()),
@@ -355,6 +389,11 @@ impl Status {
                         errors: s.errors,
                         state: s.state,
                         last_error: s.last_error.clone(),
+                        visible_lsn: window
+                            .as_ref()
+                            .filter(|_| i.positions_are_lsns)
+                            .map(|w| w.visible.as_lsn().to_string()),
+                        window: window.map(WindowMs::from).unwrap_or_default(),
                     };
                     Some((name, status))
                 })
@@ -366,6 +405,17 @@ impl Status {
                 snapshot: i.snapshot.clone(),
             }
         })
+    }
+}
+
+impl From<WindowReport> for WindowMs {
+    fn from(w: WindowReport) -> Self {
+        WindowMs {
+            applied_p50_ms: w.applied_p50_ms,
+            applied_p99_ms: w.applied_p99_ms,
+            visible_p50_ms: w.visible_p50_ms,
+            visible_p99_ms: w.visible_p99_ms,
+        }
     }
 }
 

@@ -79,6 +79,7 @@ mod indexes;
 pub mod mapping;
 #[cfg(any(test, feature = "compliance"))]
 pub mod readback;
+mod refresh;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -87,7 +88,7 @@ mod truncate;
 use async_trait::async_trait;
 use std::time::Duration;
 
-use courier_core::{Batch, Change, Grouping, Sink, SinkError, SinkErrorKind};
+use courier_core::{Batch, Change, Grouping, Sink, SinkError, SinkErrorKind, Visibility};
 
 pub use config::{OnError, SearchSinkConfig};
 pub use server::{Flavour, Server};
@@ -190,6 +191,15 @@ impl Sink for SearchSink {
             }
         }
         Ok(())
+    }
+
+    /// A document is searchable after a refresh: Courier refreshes the
+    /// sink's indexes when someone waits for them (see `refresh.rs`).
+    fn visibility(&self) -> Visibility {
+        Visibility::AfterRefresh(std::sync::Arc::new(refresh::Refresher::new(
+            self.client.clone(),
+            self.indexes.written(),
+        )))
     }
 }
 

@@ -5,3 +5,4 @@ pub mod check;
 mod check_kafka;
 pub mod run;
 pub mod tail;
+pub mod wait;

@@ -3,7 +3,7 @@
 //! strings is replaced by the environment variable before parsing; unknown
 //! keys are errors that name the key.
 
-mod duration;
+pub mod duration;
 mod interpolate;
 mod kafka;
 mod outbox;
