@@ -138,12 +138,15 @@ pub struct SinkStatus {
     pub window: WindowMs,
 }
 
-/// Latencies of the last minute, in ms (`null` without transactions).
+/// Latencies of the last minute, in ms (`null` without transactions):
+/// within 10% (log-scale buckets).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct WindowMs {
     pub applied_p50_ms: Option<f64>,
+    pub applied_p95_ms: Option<f64>,
     pub applied_p99_ms: Option<f64>,
     pub visible_p50_ms: Option<f64>,
+    pub visible_p95_ms: Option<f64>,
     pub visible_p99_ms: Option<f64>,
 }
 
@@ -410,11 +413,15 @@ impl Status {
 
 impl From<WindowReport> for WindowMs {
     fn from(w: WindowReport) -> Self {
+        let [a50, a95, a99] = w.applied_ms.map_or([None; 3], |q| q.map(Some));
+        let [v50, v95, v99] = w.visible_ms.map_or([None; 3], |q| q.map(Some));
         WindowMs {
-            applied_p50_ms: w.applied_p50_ms,
-            applied_p99_ms: w.applied_p99_ms,
-            visible_p50_ms: w.visible_p50_ms,
-            visible_p99_ms: w.visible_p99_ms,
+            applied_p50_ms: a50,
+            applied_p95_ms: a95,
+            applied_p99_ms: a99,
+            visible_p50_ms: v50,
+            visible_p95_ms: v95,
+            visible_p99_ms: v99,
         }
     }
 }

@@ -77,12 +77,10 @@ pub struct Windows {
 pub struct WindowReport {
     /// Readable by the store's readers through this position.
     pub visible: Position,
-    /// Commit → applied over the last minute, p50 and p99, in ms.
-    pub applied_p50_ms: Option<f64>,
-    pub applied_p99_ms: Option<f64>,
-    /// Commit → visible over the last minute, p50 and p99, in ms.
-    pub visible_p50_ms: Option<f64>,
-    pub visible_p99_ms: Option<f64>,
+    /// Commit → applied over the last minute, p50, p95 and p99, in ms.
+    pub applied_ms: Option<[f64; 3]>,
+    /// Commit → visible over the last minute, p50, p95 and p99, in ms.
+    pub visible_ms: Option<[f64; 3]>,
 }
 
 fn now_us() -> i64 {
@@ -231,20 +229,11 @@ impl SinkWindow {
     /// The positions and last-minute latencies now.
     pub fn report(&self) -> WindowReport {
         let now_s = (now_us() / 1_000_000) as u64;
-        let ms = |q: Option<[f64; 2]>| match q {
-            Some([a, b]) => (Some(round_ms(a)), Some(round_ms(b))),
-            None => (None, None),
-        };
-        let (applied_p50_ms, applied_p99_ms) =
-            ms(self.applied_last_minute.quantiles(now_s, [0.5, 0.99]));
-        let (visible_p50_ms, visible_p99_ms) =
-            ms(self.visible_last_minute.quantiles(now_s, [0.5, 0.99]));
+        let qs = [0.5, 0.95, 0.99];
         WindowReport {
             visible: self.visible.position(),
-            applied_p50_ms,
-            applied_p99_ms,
-            visible_p50_ms,
-            visible_p99_ms,
+            applied_ms: (self.applied_last_minute.quantiles(now_s, qs)).map(|q| q.map(round_ms)),
+            visible_ms: (self.visible_last_minute.quantiles(now_s, qs)).map(|q| q.map(round_ms)),
         }
     }
 }
@@ -266,7 +255,7 @@ mod tests {
         wait.await.unwrap();
         let r = cache.report();
         assert_eq!(r.visible, Position(20));
-        let p50 = r.visible_p50_ms.unwrap();
+        let p50 = r.visible_ms.unwrap()[0];
         assert!((2.5..4.0).contains(&p50), "{p50}");
     }
 
@@ -286,7 +275,7 @@ mod tests {
         assert_eq!(s.visible_position(), Position(10));
         s.refreshed_through(Position(30));
         assert_eq!(s.visible_position(), Position(30));
-        assert!(s.report().visible_p99_ms.is_some());
+        assert!(s.report().visible_ms.is_some());
         // Once shown, keepalives move visible at once.
         s.applied(Some(Position(40)), &[], false);
         assert_eq!(s.visible_position(), Position(40));
