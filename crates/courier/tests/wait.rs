@@ -482,9 +482,11 @@ async fn a_thousand_waiters_wake_together() {
         wakeups[999],
         (last - first).as_secs_f64() * 1e3
     );
-    // The promise is for a release build (bench/run.sh measures it); a
-    // debug build on a busy machine gets twenty times the room.
-    let bound = if cfg!(debug_assertions) { 200.0 } else { 10.0 };
+    // The promise (10 ms) holds for a release build
+    // (`cargo test --release -p courier --test wait`); an unoptimised build
+    // on a shared two-core machine answers a thousand requests much more
+    // slowly, so it only checks that nobody waits for a poll or a timeout.
+    let bound = if cfg!(debug_assertions) { 1000.0 } else { 10.0 };
     assert!(
         wakeups[999] <= bound,
         "a waiter answered {} ms after the apply",
