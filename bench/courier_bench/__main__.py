@@ -229,7 +229,9 @@ def main():
                         runs.append(r)
                     agg = {"sink": s.name, "target_tps": rate, "runs": runs,
                            "measured_from": runs[0]["measured_from"]}
-                    for k in ("achieved_tps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rss_kb"):
+                    for k in ("achieved_tps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rss_kb",
+                              "visible_p50_ms", "visible_p95_ms", "visible_p99_ms",
+                              "wakeup_p50_ms", "wakeup_p99_ms"):
                         agg[k] = stats.summary([r[k] for r in runs])
                     doc["latency"].append(agg)
 

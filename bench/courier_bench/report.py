@@ -98,6 +98,23 @@ def markdown(doc):
                 f"{l['sink']} | {_spread(l['p50_ms'], f1)} | {_spread(l['p95_ms'], f1)} | "
                 f"{_spread(l['p99_ms'], f1)} | {_spread(l['max_ms'], f1)} | "
                 f"{_spread(l['rss_kb'], _mb)} | {l.get('measured_from', '')} |")
+    if any(l.get("visible_p99_ms") for l in doc["latency"]):
+        out += [
+            "",
+            "The consistency window as Courier measures it (commit → visible to the store's readers, "
+            "from `/v1/status`, within 10%), and the wait API's wake-up (from the acknowledgement "
+            "that reached a waiter's position to its answer; one reader waiting on its own position "
+            "again and again during the run), ms:",
+            "",
+            "| target tx/s | sink | visible p50 | p95 | p99 | wake-up p50 | wake-up p99 |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        f2 = lambda v: "–" if v is None else f"{v:.2f}"
+        for l in doc["latency"]:
+            out.append(
+                f"| {l['target_tps']:,} | {l['sink']} | {_spread(l['visible_p50_ms'], f2)} | "
+                f"{_spread(l['visible_p95_ms'], f2)} | {_spread(l['visible_p99_ms'], f2)} | "
+                f"{_spread(l['wakeup_p50_ms'], f2)} | {_spread(l['wakeup_p99_ms'], f2)} |")
     if doc.get("elapsed"):
         out += ["", f"Run time: {timing.describe(doc['elapsed'])}."]
     out += ["", "Workloads:", ""]

@@ -24,7 +24,7 @@ pub use filter::{TableFilter, TablePatternError};
 pub use lsn::{Lsn, ParseLsnError};
 pub use position::Position;
 pub use relation::{quote_ident, Column, PgType, Relation, TableId, MESSAGE_SCHEMA};
-pub use sink::{Grouping, Sink, SinkError, SinkErrorKind};
+pub use sink::{Grouping, Refresh, Sink, SinkError, SinkErrorKind, Visibility};
 pub use state::{LocalStateStore, StateError, StateStore};
 pub use value::{write_json_string, Value};
 pub use watermark::Watermark;

@@ -60,6 +60,40 @@ pub trait Sink: Send {
     async fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// When what `apply` made durable can be read from the store. The
+    /// default: at once (a key-value store, a database table).
+    fn visibility(&self) -> Visibility {
+        Visibility::OnApply
+    }
+}
+
+/// When a sink's applied changes become readable (what the wait API waits
+/// for).
+#[derive(Clone)]
+pub enum Visibility {
+    /// Readable as soon as `apply` returned.
+    OnApply,
+    /// Readable only after a refresh that started once `apply` returned
+    /// (a search index): Courier calls it when someone waits.
+    AfterRefresh(std::sync::Arc<dyn Refresh>),
+}
+
+impl fmt::Debug for Visibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Visibility::OnApply => "OnApply",
+            Visibility::AfterRefresh(_) => "AfterRefresh",
+        })
+    }
+}
+
+/// Makes everything a sink applied before the call readable.
+#[async_trait]
+pub trait Refresh: Send + Sync {
+    /// Returns `Ok` once every change applied before the call began is
+    /// readable; safe to call concurrently with `apply`.
+    async fn refresh(&self) -> Result<(), SinkError>;
 }
 
 /// How many changes a sink wants per call and how long a queued change may

@@ -1,4 +1,4 @@
-//! The `courier` command: `run`, `check` and `tail`.
+//! The `courier` command: `run`, `check`, `tail` and `wait`.
 
 mod api;
 mod cli;
@@ -9,6 +9,7 @@ mod retry;
 mod status;
 mod telemetry;
 mod verify;
+mod window;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,6 +92,21 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: cli::verify::Format,
     },
+    /// Wait until the sinks of a running Courier show everything through
+    /// an LSN (read-your-writes for scripts); exit 1 on timeout.
+    Wait {
+        #[arg(long, short, env = "COURIER_CONFIG")]
+        config: PathBuf,
+        /// The WAL position, as PostgreSQL prints it (`0/16B3748`).
+        #[arg(long)]
+        lsn: String,
+        /// Only this sink; repeatable (default: every sink).
+        #[arg(long)]
+        sink: Vec<String>,
+        /// How long to wait (`500ms`, `2s`; default 10s, at most 5m).
+        #[arg(long)]
+        timeout: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -137,6 +153,12 @@ fn main() -> ExitCode {
                 grace,
                 format,
             } => cli::rebuild::rebuild(&config, &sink, &table, grace, format).await,
+            Command::Wait {
+                config,
+                lsn,
+                sink,
+                timeout,
+            } => cli::wait::wait(&config, &lsn, &sink, timeout.as_deref()).await,
         }
     });
     let result = runtime

@@ -9,12 +9,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use courier_core::{Lsn, Position, Watermark};
 use serde::Serialize;
 
+use crate::window::{WindowReport, Windows};
+
 /// Shared, cheap-to-clone pipeline status.
 #[derive(Clone)]
 pub struct Status {
     inner: Arc<Mutex<Inner>>,
     /// Per-sink applied positions (the ack watermark).
     pub watermark: Watermark,
+    /// Per-sink applied and visible positions, for the wait API, and the
+    /// commit → applied / visible latencies.
+    pub windows: Windows,
 }
 
 #[derive(Default)]
@@ -132,6 +137,24 @@ pub struct SinkStatus {
     pub errors: u64,
     pub state: SinkState,
     pub last_error: Option<String>,
+    /// PostgreSQL source: the LSN through which the sink's readers see
+    /// everything (a search index: refreshed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visible_lsn: Option<String>,
+    /// Commit → applied and commit → visible over the last minute.
+    pub window: WindowMs,
+}
+
+/// Latencies of the last minute, in ms (`null` without transactions):
+/// within 10% (log-scale buckets).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WindowMs {
+    pub applied_p50_ms: Option<f64>,
+    pub applied_p95_ms: Option<f64>,
+    pub applied_p99_ms: Option<f64>,
+    pub visible_p50_ms: Option<f64>,
+    pub visible_p95_ms: Option<f64>,
+    pub visible_p99_ms: Option<f64>,
 }
 
 /// Snapshot progress of one table.
@@ -201,7 +224,20 @@ impl Status {
         Status {
             inner: Arc::new(Mutex::new(inner)),
             watermark: Watermark::new(sinks.iter().map(|(n, _)| n.clone()), start),
+            windows: Windows::new(sinks.iter().map(|(n, _)| n.as_str()), start),
         }
+    }
+
+    /// Whether positions are WAL positions (a PostgreSQL source), so that
+    /// an application can wait for its own commit.
+    pub fn positions_are_lsns(&self) -> bool {
+        self.with(|i| i.positions_are_lsns)
+    }
+
+    /// Moves every sink to at least `position` (a new slot's consistent point).
+    pub fn advance_all(&self, position: Position) {
+        self.watermark.advance_all(position);
+        self.windows.advance_all(position);
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
@@ -360,6 +396,7 @@ impl Status {
                         (true, 0) => since(i.newest_commit.1),
                         (true, t) => since(t),
                     };
+                    let window = self.windows.get(&name).map(|w| w.report());
                     let status = SinkStatus {
                         kind: s.kind.clone(),
                         applied_lsn: lsn.map(|l| l.to_string()),
@@ -370,6 +407,11 @@ impl Status {
                         errors: s.errors,
                         state: s.state,
                         last_error: s.last_error.clone(),
+                        visible_lsn: window
+                            .as_ref()
+                            .filter(|_| i.positions_are_lsns)
+                            .map(|w| w.visible.as_lsn().to_string()),
+                        window: window.map(WindowMs::from).unwrap_or_default(),
                     };
                     Some((name, status))
                 })
@@ -381,6 +423,21 @@ impl Status {
                 snapshot: i.snapshot.clone(),
             }
         })
+    }
+}
+
+impl From<WindowReport> for WindowMs {
+    fn from(w: WindowReport) -> Self {
+        let [a50, a95, a99] = w.applied_ms.map_or([None; 3], |q| q.map(Some));
+        let [v50, v95, v99] = w.visible_ms.map_or([None; 3], |q| q.map(Some));
+        WindowMs {
+            applied_p50_ms: a50,
+            applied_p95_ms: a95,
+            applied_p99_ms: a99,
+            visible_p50_ms: v50,
+            visible_p95_ms: v95,
+            visible_p99_ms: v99,
+        }
     }
 }
 

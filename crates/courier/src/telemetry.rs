@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -29,9 +29,27 @@ pub fn init_logging() {
     }
 }
 
-/// The Prometheus recorder, installed on first use.
+/// The Prometheus recorder, installed on first use. The consistency
+/// window's latencies are histograms (`_bucket`, `_sum`, `_count`).
 pub fn prometheus() -> Option<PrometheusHandle> {
     PROMETHEUS
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new();
+            for name in [
+                crate::window::APPLIED_SECONDS,
+                crate::window::VISIBLE_SECONDS,
+            ] {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.to_string()), crate::window::BUCKETS)
+                    .ok()?;
+            }
+            builder = builder
+                .set_buckets_for_metric(
+                    Matcher::Full(crate::window::WAKEUP_SECONDS.to_string()),
+                    crate::window::WAKEUP_BUCKETS,
+                )
+                .ok()?;
+            builder.install_recorder().ok()
+        })
         .clone()
 }

@@ -1,7 +1,8 @@
 //! Each table's alias and the versioned index behind it: created with the
 //! derived mapping on first use, and kept in step with new columns.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use courier_core::{Column, Relation, SinkError, SinkErrorKind, TableId};
 use reqwest::Method;
@@ -27,6 +28,8 @@ pub(crate) struct Indexes {
     /// cluster without the module that provides it): from then on JSON
     /// columns map as unindexed objects.
     no_flat_json: bool,
+    /// Every alias made ready so far, shared with the refresher.
+    written: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// Why an index could not be made ready.
@@ -92,9 +95,18 @@ impl Indexes {
                 )))
             }
         }
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(alias.clone());
         self.ready
             .insert(rel.id.clone(), (alias.clone(), rel.columns.clone()));
         Ok(alias)
+    }
+
+    /// The aliases this sink writes, as they become ready.
+    pub fn written(&self) -> Arc<Mutex<BTreeSet<String>>> {
+        self.written.clone()
     }
 }
 

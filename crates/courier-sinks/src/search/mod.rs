@@ -81,6 +81,7 @@ pub mod mapping;
 #[cfg(any(test, feature = "compliance"))]
 pub mod readback;
 pub mod rebuild;
+mod refresh;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -89,7 +90,7 @@ mod truncate;
 use async_trait::async_trait;
 use std::time::Duration;
 
-use courier_core::{Batch, Change, Grouping, Sink, SinkError, SinkErrorKind};
+use courier_core::{Batch, Change, Grouping, Sink, SinkError, SinkErrorKind, Visibility};
 
 pub use config::{OnError, SearchSinkConfig};
 pub use inspect::{inspector, SearchInspector};
@@ -197,6 +198,15 @@ impl Sink for SearchSink {
             }
         }
         Ok(())
+    }
+
+    /// A document is searchable after a refresh: Courier refreshes the
+    /// sink's indexes when someone waits for them (see `refresh.rs`).
+    fn visibility(&self) -> Visibility {
+        Visibility::AfterRefresh(std::sync::Arc::new(refresh::Refresher::new(
+            self.client.clone(),
+            self.indexes.written(),
+        )))
     }
 }
 

@@ -7,3 +7,4 @@ pub mod rebuild;
 pub mod run;
 pub mod tail;
 pub mod verify;
+pub mod wait;

@@ -162,7 +162,8 @@ pub struct PipelineConfig {
     /// batch ends at whichever of the two limits it reaches first, so a sink
     /// queue holds about `queue_batches × batch_bytes` whatever the rows' width.
     pub batch_bytes: usize,
-    /// The longest a change waits for its batch to fill.
+    /// The longest a change waits for its batch to fill (a batch closes
+    /// sooner when the stream goes quiet after a commit).
     pub batch_delay: Duration,
     /// Batches queued per sink before backpressure reaches PostgreSQL.
     pub queue_batches: usize,

@@ -106,6 +106,12 @@ impl Batcher {
         self.started.is_some_and(|s| s.elapsed() >= self.delay)
     }
 
+    /// Between transactions, with a commit not yet handed out: a batch
+    /// closed now carries whole transactions.
+    pub fn has_unsent_commit(&self) -> bool {
+        !self.in_transaction && self.complete_through > self.sent_through
+    }
+
     /// There are changes, or a position, not yet handed out.
     pub fn has_unsent(&self) -> bool {
         !self.changes.is_empty() || self.complete_through > self.sent_through
@@ -215,6 +221,23 @@ mod tests {
         assert!(!b.keepalive(Lsn(500)));
         let p = b.take();
         assert_eq!((p.batch.len(), through(&p)), (1, Some(500)));
+    }
+
+    #[test]
+    fn only_whole_transactions_close_a_batch_early() {
+        let mut b = Batcher::new(Lsn(100), &config(100, 1 << 20));
+        assert!(!b.has_unsent_commit());
+        b.begin();
+        b.push(change(200, "a"));
+        assert!(!b.has_unsent_commit(), "inside a transaction");
+        b.commit(Lsn(210));
+        assert!(b.has_unsent_commit());
+        b.begin();
+        assert!(!b.has_unsent_commit(), "the next one began");
+        b.push(change(220, "b"));
+        b.commit(Lsn(230));
+        assert_eq!(through(&b.take()), Some(230));
+        assert!(!b.has_unsent_commit());
     }
 
     #[test]

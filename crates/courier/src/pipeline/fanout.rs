@@ -45,9 +45,30 @@ impl Fanout {
     /// enters any, so a cancelled call leaves no sink with a batch the others
     /// lack (a sink that received a `through` the others never saw could
     /// otherwise acknowledge past a batch it never applied).
+    ///
+    /// A batch that only carries a position (an idle keepalive's) goes to
+    /// every queue with room and skips the full ones without waiting: each
+    /// sink that gets it has every change before it, and a sink that
+    /// misses it learns a later position with its next batch. So a stopped
+    /// sink's queue fills with changes only, and the other sinks' positions
+    /// (what the wait API waits on) keep up with an idle source meanwhile.
     pub async fn send(&self, batch: Batch) -> Result<(), SinkGone> {
         let through = batch.through;
         let batch = Arc::new(batch);
+        if batch.is_empty() && through.is_some() {
+            let mut everywhere = true;
+            for q in &self.queues {
+                match q.try_send(SinkMsg::Batch(batch.clone())) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => everywhere = false,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(SinkGone),
+                }
+            }
+            if let (true, Some(t)) = (everywhere, through) {
+                self.sent_through.fetch_max(t.0, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
         self.send_to_all(|| SinkMsg::Batch(batch.clone())).await?;
         if let Some(t) = through {
             self.sent_through.fetch_max(t.0, Ordering::Relaxed);
@@ -96,7 +117,39 @@ mod tests {
 
     use super::*;
 
+    /// A batch of one change through `through`.
     fn batch(through: u64) -> Batch {
+        let relation = Arc::new(courier_core::Relation {
+            oid: 1,
+            id: courier_core::TableId::new("public", "t"),
+            columns: vec![courier_core::Column {
+                name: "id".into(),
+                type_oid: 20,
+                type_modifier: -1,
+                type_name: "int8".into(),
+                pg_type: courier_core::PgType::Int8,
+                nullable: false,
+                is_key: true,
+            }],
+        });
+        let change = courier_core::Change::new(
+            relation,
+            courier_core::Op::Insert,
+            None,
+            Some(vec![courier_core::Value::Int(1)]),
+            courier_core::Lsn(through),
+            1,
+            0,
+        )
+        .expect("one value for the one column");
+        Batch {
+            changes: vec![change],
+            through: Some(Position(through)),
+        }
+    }
+
+    /// A batch that only carries a position (an idle keepalive's).
+    fn position(through: u64) -> Batch {
         Batch {
             changes: Vec::new(),
             through: Some(Position(through)),
@@ -145,6 +198,21 @@ mod tests {
         // The reserved slot was released: the next send goes through.
         f.send(batch(3)).await.unwrap();
         assert_eq!(received(&mut ra), [3]);
+        assert_eq!(received(&mut rb), [3]);
+    }
+
+    #[tokio::test]
+    async fn a_position_skips_full_queues_without_waiting() {
+        let (a, mut ra) = mpsc::channel(4);
+        let (b, mut rb) = mpsc::channel(1);
+        let f = Fanout::new(vec![a, b]);
+        f.send(batch(1)).await.unwrap();
+        f.send(position(2)).await.unwrap();
+        assert_eq!(f.sent_through(), Position(1), "not every sink has 2");
+        assert_eq!(received(&mut ra), [1, 2]);
+        assert_eq!(received(&mut rb), [1]);
+        f.send(position(3)).await.unwrap();
+        assert_eq!(f.sent_through(), Position(3));
         assert_eq!(received(&mut rb), [3]);
     }
 

@@ -274,7 +274,6 @@ async fn create_slot_and_snapshot(
     tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created replication slot");
     snapshotter
         .status
-        .watermark
         .advance_all(created.consistent_point.into());
     if !export {
         return Ok(());

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_core::{Batch, Grouping, Op, Sink, SinkError};
+use courier_core::{Batch, Grouping, Op, Sink, SinkError, Visibility};
 use courier_sinks::BuildError;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
@@ -66,6 +66,20 @@ where
         }
     };
     status.sink_applied(&name, None, 0, None);
+    let window = status.windows.get(&name).cloned();
+    // Ends with this task: nobody waits on a sink that stopped.
+    let _refresher = match (sink.visibility(), &window) {
+        (Visibility::AfterRefresh(refresh), Some(w)) => {
+            w.needs_refresh();
+            let task = tokio::spawn(crate::window::refresh_on_demand(
+                name.clone(),
+                w.clone(),
+                refresh,
+            ));
+            Some(AbortOnDrop(task))
+        }
+        _ => None,
+    };
     let grouping = sink.grouping();
     while let Some(group) = next_group(&mut rx, grouping).await {
         let batches: Vec<&Batch> = group
@@ -89,6 +103,9 @@ where
             .find(|c| c.op() != Op::Read)
             .map(|c| c.commit_time_us());
         status.sink_applied(&name, through, events, last_commit_time);
+        if let Some(w) = &window {
+            w.applied(through, &commit_times(&group.batches), !batches.is_empty());
+        }
         if let Some(done) = group.barrier {
             let _ = done.send(());
         }
@@ -97,6 +114,30 @@ where
         tracing::warn!(sink = %name, error = %error_chain(&e), "closing sink");
     }
     SinkExit::Drained
+}
+
+/// The commit time of each streamed transaction in the batches, once each
+/// (a transaction's changes are consecutive and share its version).
+fn commit_times(batches: &[Arc<Batch>]) -> Vec<i64> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for c in batches.iter().flat_map(|b| b.changes.iter()) {
+        if c.op() == Op::Read || last == Some(c.version()) {
+            continue;
+        }
+        last = Some(c.version());
+        times.push(c.commit_time_us());
+    }
+    times
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Builds the sink, trying again while its store cannot be reached: a store

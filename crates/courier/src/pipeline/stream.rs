@@ -141,10 +141,22 @@ async fn stream_once(
                 // reporting progress on time however long the burst lasts:
                 // under load the socket always has data, so the status tick
                 // below would never win.
+                let mut quiet = false;
                 for _ in 0..4096 {
                     report.if_due(ctx, &mut stream).await?;
-                    let Some(msg) = stream.try_next().context("read replication stream")? else { break };
+                    let Some(msg) = stream.try_next().context("read replication stream")? else {
+                        quiet = true;
+                        break;
+                    };
                     on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, &mut report, msg).await?;
+                }
+                // The stream went quiet after a commit: nothing more is on
+                // its way right now, so waiting out batch_delay would only
+                // widen the consistency window. Under load the socket
+                // always has data and batches still fill.
+                if quiet && b.has_unsent_commit() {
+                    send(ctx, &mut decoder, &mut b, &mut stream, &mut report).await?;
+                    counter.flush();
                 }
                 report.if_due(ctx, &mut stream).await?;
             }

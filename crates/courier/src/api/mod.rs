@@ -1,4 +1,4 @@
-//! The admin API: `/healthz`, `/v1/status`, `/metrics`. Loopback by
+//! The admin API: `/healthz`, `/v1/status`, `/v1/wait`, `/metrics`. Loopback by
 //! default; when a token is configured, every route but `/healthz` needs
 //! `Authorization: Bearer <token>`.
 
@@ -15,8 +15,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::status::Status;
 
+mod wait;
+
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     status: Status,
     metrics: Option<PrometheusHandle>,
     token: Option<String>,
@@ -44,6 +46,7 @@ pub async fn serve(
     };
     let app = Router::new()
         .route("/v1/status", get(status_doc))
+        .route("/v1/wait", get(wait::wait))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(healthz))
