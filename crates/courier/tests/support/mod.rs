@@ -229,19 +229,12 @@ impl CourierProc {
         *self = Self::spawn(&self.dir.clone(), &self.config.clone());
     }
 
-    fn spawn(dir: &Path, config: &Path) -> CourierProc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("courier.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_courier"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("COURIER_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+    /// Starts `courier run` on an existing `config` in `dir`, logging to
+    /// `<dir>/<log>` and with the extra environment `env` (two processes on
+    /// one configuration, each with its own log and variables).
+    pub fn start_with(dir: &Path, config: &Path, log: &str, env: &[(&str, String)]) -> CourierProc {
+        let child = Self::command(dir, config, log)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .spawn()
             .expect("start courier");
         CourierProc {
@@ -249,6 +242,27 @@ impl CourierProc {
             dir: dir.to_path_buf(),
             config: config.to_path_buf(),
         }
+    }
+
+    fn command(dir: &Path, config: &Path, log: &str) -> Command {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(log))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("COURIER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        command
+    }
+
+    fn spawn(dir: &Path, config: &Path) -> CourierProc {
+        Self::start_with(dir, config, "courier.log", &[])
     }
 
     /// `kill -9`.
