@@ -107,6 +107,9 @@ pub struct SourceConfig {
     pub heartbeat: Option<Duration>,
     /// How often Courier reports its position to PostgreSQL.
     pub status_interval: Duration,
+    /// Whether the slot is a failover slot (PostgreSQL 17+), which a
+    /// standby keeps in step so that Courier resumes after a promotion.
+    pub failover: bool,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -187,6 +190,8 @@ struct RawSource {
     snapshot_chunk_rows: Option<u64>,
     heartbeat: Option<String>,
     status_interval: Option<String>,
+    #[serde(default)]
+    failover: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -386,6 +391,7 @@ fn postgres_source(
         heartbeat: duration("source.heartbeat", s.heartbeat)?,
         status_interval: duration("source.status_interval", s.status_interval)?
             .unwrap_or(Duration::from_secs(1)),
+        failover: s.failover,
     };
     if !(source.url.starts_with("postgres://") || source.url.starts_with("postgresql://")) {
         return Err(invalid("source.url must be a postgres:// URL, e.g. postgres://courier:${PGPASSWORD}@127.0.0.1:5432/shop".into()));

@@ -68,6 +68,9 @@ pub(super) async fn prepare(
             source.slot
         );
     }
+    if source.failover {
+        prepare_failover(&client, &pg, &source.slot, existing.is_some()).await?;
+    }
     let start = existing.map(|s| s.confirmed_flush).unwrap_or(Lsn::ZERO);
     let status = Status::new(&source.slot, &source.publication, sink_kinds, start);
     let info = SourceInfo {
@@ -85,6 +88,48 @@ pub(super) async fn prepare(
         info,
         status,
     ))
+}
+
+/// `source.failover`: checks that the server has failover slots
+/// (PostgreSQL 17+) and makes an existing slot one; a new slot is created as
+/// one.
+async fn prepare_failover(
+    client: &tokio_postgres::Client,
+    pg: &PgConfig,
+    slot: &str,
+    exists: bool,
+) -> anyhow::Result<()> {
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .context("query server_version_num")?
+        .get(0);
+    if version.parse::<u32>().unwrap_or(0) < 170_000 {
+        bail!(
+            "source.failover = true needs PostgreSQL 17 or later (failover slots); this server's version is {version}:              remove source.failover, or upgrade"
+        );
+    }
+    if !exists {
+        return Ok(());
+    }
+    let failover: bool = client
+        .query_one(
+            "SELECT failover FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .with_context(|| format!("look up replication slot {slot}"))?
+        .get(0);
+    if !failover {
+        let mut repl = ReplicationClient::connect(pg)
+            .await
+            .context("open replication connection")?;
+        repl.make_failover_slot(slot)
+            .await
+            .with_context(|| format!("make replication slot {slot} a failover slot"))?;
+        tracing::info!(slot, "made the replication slot a failover slot");
+    }
+    Ok(())
 }
 
 /// The source side of a run: the first snapshot (when the slot is new),
@@ -234,11 +279,13 @@ async fn create_slot_and_snapshot(
     p.state
         .put_json(&snapshot::plan_key(slot), &plan)
         .context("save snapshot plan")?;
-    let created = repl
-        .create_logical_slot(slot, false, export)
-        .await
-        .with_context(|| format!("create replication slot {slot}"))?;
-    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created replication slot");
+    let created = if source.failover {
+        repl.create_failover_slot(slot, export).await
+    } else {
+        repl.create_logical_slot(slot, false, export).await
+    }
+    .with_context(|| format!("create replication slot {slot}"))?;
+    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, failover = source.failover, "created replication slot");
     snapshotter
         .status
         .watermark
