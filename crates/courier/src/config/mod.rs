@@ -110,6 +110,21 @@ pub struct SourceConfig {
     /// Whether the slot is a failover slot (PostgreSQL 17+), which a
     /// standby keeps in step so that Courier resumes after a promotion.
     pub failover: bool,
+    /// Which changes to stream by origin (PostgreSQL 16+ for `none`).
+    pub origin: Origin,
+}
+
+/// `source.origin`: whether changes that logical replication applied (those
+/// with a replication origin) are streamed too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Every change (PostgreSQL's default).
+    #[default]
+    Any,
+    /// Only changes made locally, not those replication applied: for
+    /// bidirectional setups (PostgreSQL 16+).
+    None,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -192,6 +207,8 @@ struct RawSource {
     status_interval: Option<String>,
     #[serde(default)]
     failover: bool,
+    #[serde(default)]
+    origin: Origin,
 }
 
 #[derive(Deserialize, Default)]
@@ -392,6 +409,7 @@ fn postgres_source(
         status_interval: duration("source.status_interval", s.status_interval)?
             .unwrap_or(Duration::from_secs(1)),
         failover: s.failover,
+        origin: s.origin,
     };
     if !(source.url.starts_with("postgres://") || source.url.starts_with("postgresql://")) {
         return Err(invalid("source.url must be a postgres:// URL, e.g. postgres://courier:${PGPASSWORD}@127.0.0.1:5432/shop".into()));

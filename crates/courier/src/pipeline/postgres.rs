@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::fanout::Fanout;
 use super::snapshot::{self, Snapshotter};
 use super::{errors, housekeeping, stream};
-use crate::config::{Config, SnapshotMode, SourceConfig};
+use crate::config::{Config, Origin, SnapshotMode, SourceConfig};
 use crate::outbox::Outbox;
 use crate::retry::{retry, Backoff};
 use crate::status::Status;
@@ -68,8 +68,15 @@ pub(super) async fn prepare(
             source.slot
         );
     }
+    let version = server_version_num(&client).await?;
+    if source.origin == Origin::None && version < 160_000 {
+        bail!(
+            "source.origin = \"none\" needs PostgreSQL 16 or later; this server's version is {version}: \
+             remove source.origin, or upgrade"
+        );
+    }
     if source.failover {
-        prepare_failover(&client, &pg, &source.slot, existing.is_some()).await?;
+        prepare_failover(&client, &pg, &source.slot, existing.is_some(), version).await?;
     }
     let start = existing.map(|s| s.confirmed_flush).unwrap_or(Lsn::ZERO);
     let status = Status::new(&source.slot, &source.publication, sink_kinds, start);
@@ -90,6 +97,18 @@ pub(super) async fn prepare(
     ))
 }
 
+/// The server's `server_version_num` (e.g. 170006).
+async fn server_version_num(client: &tokio_postgres::Client) -> anyhow::Result<u32> {
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .context("query server_version_num")?
+        .get(0);
+    version
+        .parse()
+        .with_context(|| format!("server_version_num {version:?} is not a number"))
+}
+
 /// `source.failover`: checks that the server has failover slots
 /// (PostgreSQL 17+) and makes an existing slot one; a new slot is created as
 /// one.
@@ -98,13 +117,9 @@ async fn prepare_failover(
     pg: &PgConfig,
     slot: &str,
     exists: bool,
+    version: u32,
 ) -> anyhow::Result<()> {
-    let version: String = client
-        .query_one("SHOW server_version_num", &[])
-        .await
-        .context("query server_version_num")?
-        .get(0);
-    if version.parse::<u32>().unwrap_or(0) < 170_000 {
+    if version < 170_000 {
         bail!(
             "source.failover = true needs PostgreSQL 17 or later (failover slots); this server's version is {version}:              remove source.failover, or upgrade"
         );
@@ -178,6 +193,7 @@ pub(super) async fn capture(
         pg: p.pg.clone(),
         slot: source.slot.clone(),
         publication: source.publication.clone(),
+        origin_none: source.origin == Origin::None,
         pipeline: config.pipeline.clone(),
         status_interval: source.status_interval,
         fanout: snapshotter.fanout.clone(),
