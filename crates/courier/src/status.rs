@@ -28,11 +28,24 @@ struct Inner {
     sinks: BTreeMap<String, SinkProgress>,
     snapshot: BTreeMap<String, TableSnapshotStatus>,
     streaming: bool,
+    /// A PostgreSQL source's role among the Couriers of its slot.
+    role: Option<Role>,
     /// The position and commit time of the newest change received
     /// (PostgreSQL: the newest transaction's commit LSN).
     newest_commit: (Position, i64),
     /// Whether positions are LSNs (a PostgreSQL source).
     positions_are_lsns: bool,
+}
+
+/// A PostgreSQL source's role among the `courier run` processes of its
+/// slot (see `leadership`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Captures the slot (or prepares to).
+    Leader,
+    /// Waits for the leader to stop, to take over.
+    Standby,
 }
 
 /// The source side of `/v1/status`.
@@ -169,6 +182,9 @@ pub struct TableSnapshotStatus {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StatusReport {
     pub streaming: bool,
+    /// PostgreSQL source: `leader` or `standby`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
     pub source: SourceStatus,
     pub sinks: BTreeMap<String, SinkStatus>,
     pub snapshot: BTreeMap<String, TableSnapshotStatus>,
@@ -184,7 +200,9 @@ impl Status {
             publication: publication.into(),
             ..Default::default()
         };
-        Status::with_source(source, sinks, start.into(), true)
+        let status = Status::with_source(source, sinks, start.into(), true);
+        status.set_role(Role::Leader);
+        status
     }
 
     /// A Kafka worker's status (group `group`) for the named sinks.
@@ -253,6 +271,15 @@ impl Status {
 
     pub fn is_streaming(&self) -> bool {
         self.with(|i| i.streaming)
+    }
+
+    pub fn set_role(&self, role: Role) {
+        self.with(|i| i.role = Some(role));
+    }
+
+    /// Whether this process waits for another to stop (a standby).
+    pub fn is_standby(&self) -> bool {
+        self.with(|i| i.role == Some(Role::Standby))
     }
 
     pub fn set_source_positions(&self, confirmed: Option<Lsn>, server: Option<Lsn>) {
@@ -418,6 +445,7 @@ impl Status {
                 .collect();
             StatusReport {
                 streaming: i.streaming,
+                role: i.role,
                 source: i.source.clone(),
                 sinks,
                 snapshot: i.snapshot.clone(),

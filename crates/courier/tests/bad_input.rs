@@ -41,7 +41,7 @@ async fn unknown_config_key_is_named() {
 async fn unreachable_server_names_the_address() {
     let dir = scratch("unreachable_dir");
     let text = file_config("postgres", "unreachable", &["public.t"], &dir, "")
-        .replace("127.0.0.1:55432", "127.0.0.1:1");
+        .replace(&pg_host_port(), "127.0.0.1:1");
     let path = write_config("unreachable", &text);
     let (code, out) = run_once(&path);
     assert_eq!(code, 1, "{out}");
@@ -165,7 +165,7 @@ async fn wal_level_replica_is_reported() {
         .arg(&dir)
         .status()
         .unwrap();
-    let bin = "/usr/lib/postgresql/15/bin";
+    let bin = pg_server_bin().display().to_string();
     let data_s = data.display().to_string();
     as_pg(&[
         &format!("{bin}/initdb"),
@@ -184,7 +184,7 @@ async fn wal_level_replica_is_reported() {
     ]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let text = file_config("postgres", "walreplica", &["public.t"], &dir, "")
-        .replace("127.0.0.1:55432", &format!("127.0.0.1:{port}"));
+        .replace(&pg_host_port(), &format!("127.0.0.1:{port}"));
     let (client, conn) = tokio_postgres::connect(
         &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
         tokio_postgres::NoTls,

@@ -123,7 +123,33 @@ impl ReplicationClient {
     ) -> Result<CreatedSlot, PgError> {
         command::check_slot_name(name)?;
         let sql = command::create_logical_slot(name, temporary, export_snapshot);
-        let rows = self.simple_query(&sql).await?;
+        self.create_slot(name, &sql).await
+    }
+
+    /// Creates a permanent pgoutput slot that a standby with
+    /// `sync_replication_slots` keeps in step, so that it survives a
+    /// failover (PostgreSQL 17+); the snapshot as for
+    /// [`create_logical_slot`](Self::create_logical_slot).
+    pub async fn create_failover_slot(
+        &mut self,
+        name: &str,
+        export_snapshot: bool,
+    ) -> Result<CreatedSlot, PgError> {
+        command::check_slot_name(name)?;
+        let sql = command::create_failover_slot(name, export_snapshot);
+        self.create_slot(name, &sql).await
+    }
+
+    /// Makes an existing slot a failover slot (PostgreSQL 17+).
+    pub async fn make_failover_slot(&mut self, name: &str) -> Result<(), PgError> {
+        command::check_slot_name(name)?;
+        self.simple_query(&command::make_failover_slot(name))
+            .await
+            .map(|_| ())
+    }
+
+    async fn create_slot(&mut self, name: &str, sql: &str) -> Result<CreatedSlot, PgError> {
+        let rows = self.simple_query(sql).await?;
         let row = single_row(&rows, "CREATE_REPLICATION_SLOT", 3)?;
         let consistent_point = row[1].as_deref().ok_or_else(|| {
             PgError::protocol("CREATE_REPLICATION_SLOT returned no consistent_point")

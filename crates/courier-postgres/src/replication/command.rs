@@ -50,6 +50,21 @@ pub(crate) fn create_logical_slot(name: &str, temporary: bool, export_snapshot: 
     )
 }
 
+/// `CREATE_REPLICATION_SLOT` of a permanent failover slot (PostgreSQL 17+),
+/// in the option-list syntax of PostgreSQL 15+.
+pub(crate) fn create_failover_slot(name: &str, export_snapshot: bool) -> String {
+    format!(
+        "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT '{}', FAILOVER)",
+        quote_ident(name),
+        if export_snapshot { "export" } else { "nothing" }
+    )
+}
+
+/// `ALTER_REPLICATION_SLOT name (FAILOVER)` (PostgreSQL 17+).
+pub(crate) fn make_failover_slot(name: &str) -> String {
+    format!("ALTER_REPLICATION_SLOT {} (FAILOVER)", quote_ident(name))
+}
+
 /// `START_REPLICATION SLOT name LOGICAL X/Y ("k" 'v', ...)`.
 pub(crate) fn start_logical_replication(
     slot: &str,
@@ -106,6 +121,22 @@ mod tests {
         assert_eq!(
             create_logical_slot("main", false, false),
             "CREATE_REPLICATION_SLOT \"main\" LOGICAL pgoutput NOEXPORT_SNAPSHOT"
+        );
+    }
+
+    #[test]
+    fn renders_failover_slot_commands() {
+        assert_eq!(
+            create_failover_slot("main", true),
+            "CREATE_REPLICATION_SLOT \"main\" LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER)"
+        );
+        assert_eq!(
+            create_failover_slot("main", false),
+            "CREATE_REPLICATION_SLOT \"main\" LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER)"
+        );
+        assert_eq!(
+            make_failover_slot("main"),
+            "ALTER_REPLICATION_SLOT \"main\" (FAILOVER)"
         );
     }
 

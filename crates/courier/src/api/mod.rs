@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
 
 use crate::status::Status;
 
@@ -19,7 +20,8 @@ mod wait;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    status: Status,
+    /// The run's status; the run replaces it once it has prepared its source.
+    status: watch::Receiver<Status>,
     metrics: Option<PrometheusHandle>,
     token: Option<String>,
 }
@@ -33,11 +35,12 @@ impl Drop for ApiHandle {
     }
 }
 
-/// Binds `addr` and serves the API in the background.
+/// Binds `addr` and serves the API in the background, showing the status
+/// `status` holds at each request.
 pub async fn serve(
     addr: SocketAddr,
     token: Option<String>,
-    status: Status,
+    status: watch::Receiver<Status>,
 ) -> anyhow::Result<ApiHandle> {
     let state = AppState {
         status,
@@ -89,19 +92,24 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
-    if s.status.is_streaming() {
+    let status = s.status.borrow().clone();
+    if status.is_streaming() {
         (StatusCode::OK, "ok\n").into_response()
+    } else if status.is_standby() {
+        (StatusCode::SERVICE_UNAVAILABLE, "standby\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not streaming\n").into_response()
     }
 }
 
 async fn status_doc(State(s): State<AppState>) -> Json<crate::status::StatusReport> {
-    Json(s.status.report())
+    let status = s.status.borrow().clone();
+    Json(status.report())
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
-    s.status.report().publish_gauges();
+    let status = s.status.borrow().clone();
+    status.report().publish_gauges();
     match &s.metrics {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

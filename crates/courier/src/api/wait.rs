@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::config::duration::parse_duration;
+use crate::status::Status;
 
 /// How long a wait lasts when the request names no timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,14 +64,17 @@ pub(super) async fn wait(
     State(s): State<AppState>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    let request = match parse(&s, &query) {
+    // The run replaces its status once its source is prepared: a waiter
+    // waits on the one current when it asked.
+    let status = s.status.borrow().clone();
+    let request = match parse(&status, &query) {
         Ok(r) => r,
         Err(message) => return bad_request(message),
     };
     let started = Instant::now();
     let at = Position::from(request.lsn);
     let windows: Vec<_> = (request.sinks.iter())
-        .filter_map(|n| s.status.windows.get(n).map(|w| (n, w.clone())))
+        .filter_map(|n| status.windows.get(n).map(|w| (n, w.clone())))
         .collect();
     let all = join_all(windows.iter().map(|(_, w)| w.visible_at(at)));
     let (visible, wakeup_ms) = match tokio::time::timeout(request.timeout, all).await {
@@ -114,7 +118,7 @@ pub(super) async fn wait(
 }
 
 /// Checks the query; an error says what is wrong and how to ask instead.
-fn parse(s: &AppState, query: &BTreeMap<String, String>) -> Result<Request, String> {
+fn parse(status: &Status, query: &BTreeMap<String, String>) -> Result<Request, String> {
     if let Some(unknown) = query
         .keys()
         .find(|k| !["lsn", "sinks", "timeout"].contains(&k.as_str()))
@@ -124,7 +128,7 @@ fn parse(s: &AppState, query: &BTreeMap<String, String>) -> Result<Request, Stri
              (/v1/wait?lsn=0/16B3748&sinks=search,cache&timeout=2s)"
         ));
     }
-    if !s.status.positions_are_lsns() {
+    if !status.positions_are_lsns() {
         return Err(
             "this Courier reads a Kafka source, whose positions are not WAL positions: \
              wait on the Courier that captures from PostgreSQL, or read the topic's offsets"
@@ -142,7 +146,7 @@ fn parse(s: &AppState, query: &BTreeMap<String, String>) -> Result<Request, Stri
              numbers with a slash (0/16B3748; SELECT pg_current_wal_insert_lsn())"
         )
     })?;
-    let configured: Vec<&str> = s.status.windows.names().collect();
+    let configured: Vec<&str> = status.windows.names().collect();
     let sinks: Vec<String> = match query.get("sinks").map(|v| v.trim()) {
         None | Some("") => configured.iter().map(|n| n.to_string()).collect(),
         Some(list) => list.split(',').map(|n| n.trim().to_string()).collect(),

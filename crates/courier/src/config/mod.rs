@@ -109,6 +109,11 @@ pub struct SourceConfig {
     pub status_interval: Duration,
     /// What a run does when PostgreSQL invalidated the slot.
     pub on_slot_lost: OnSlotLost,
+    /// Whether the slot is a failover slot (PostgreSQL 17+), which a
+    /// standby keeps in step so that Courier resumes after a promotion.
+    pub failover: bool,
+    /// Which changes to stream by origin (PostgreSQL 16+ for `none`).
+    pub origin: Origin,
 }
 
 /// What `courier run` does with a slot PostgreSQL invalidated.
@@ -122,6 +127,19 @@ pub enum OnSlotLost {
     /// into the stores as they are, then `verify --repair` of every store
     /// it can read back (rows deleted while the slot was lost go).
     Rebuild,
+}
+
+/// `source.origin`: whether changes that logical replication applied (those
+/// with a replication origin) are streamed too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Every change (PostgreSQL's default).
+    #[default]
+    Any,
+    /// Only changes made locally, not those replication applied: for
+    /// bidirectional setups (PostgreSQL 16+).
+    None,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -205,6 +223,10 @@ struct RawSource {
     status_interval: Option<String>,
     #[serde(default)]
     on_slot_lost: OnSlotLost,
+    #[serde(default)]
+    failover: bool,
+    #[serde(default)]
+    origin: Origin,
 }
 
 #[derive(Deserialize, Default)]
@@ -405,6 +427,8 @@ fn postgres_source(
         status_interval: duration("source.status_interval", s.status_interval)?
             .unwrap_or(Duration::from_secs(1)),
         on_slot_lost: s.on_slot_lost,
+        failover: s.failover,
+        origin: s.origin,
     };
     if !(source.url.starts_with("postgres://") || source.url.starts_with("postgresql://")) {
         return Err(invalid("source.url must be a postgres:// URL, e.g. postgres://courier:${PGPASSWORD}@127.0.0.1:5432/shop".into()));

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::fanout::Fanout;
 use super::snapshot::{self, Snapshotter};
 use super::{errors, housekeeping, stream};
-use crate::config::{Config, OnSlotLost, SnapshotMode, SourceConfig};
+use crate::config::{Config, OnSlotLost, Origin, SnapshotMode, SourceConfig};
 use crate::outbox::Outbox;
 use crate::retry::{retry, Backoff};
 use crate::status::Status;
@@ -86,6 +86,16 @@ pub(super) async fn prepare(
             source.slot
         );
     }
+    let version = server_version_num(&client).await?;
+    if source.origin == Origin::None && version < 160_000 {
+        bail!(
+            "source.origin = \"none\" needs PostgreSQL 16 or later; this server's version is {version}: \
+             remove source.origin, or upgrade"
+        );
+    }
+    if source.failover {
+        prepare_failover(&client, &pg, &source.slot, existing.is_some(), version).await?;
+    }
     let start = existing.map(|s| s.confirmed_flush).unwrap_or(Lsn::ZERO);
     let status = Status::new(&source.slot, &source.publication, sink_kinds, start);
     let info = SourceInfo {
@@ -104,6 +114,56 @@ pub(super) async fn prepare(
         info,
         status,
     ))
+}
+
+/// The server's `server_version_num` (e.g. 170006).
+async fn server_version_num(client: &tokio_postgres::Client) -> anyhow::Result<u32> {
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .context("query server_version_num")?
+        .get(0);
+    version
+        .parse()
+        .with_context(|| format!("server_version_num {version:?} is not a number"))
+}
+
+/// `source.failover`: checks that the server has failover slots
+/// (PostgreSQL 17+) and makes an existing slot one; a new slot is created as
+/// one.
+async fn prepare_failover(
+    client: &tokio_postgres::Client,
+    pg: &PgConfig,
+    slot: &str,
+    exists: bool,
+    version: u32,
+) -> anyhow::Result<()> {
+    if version < 170_000 {
+        bail!(
+            "source.failover = true needs PostgreSQL 17 or later (failover slots); this server's version is {version}:              remove source.failover, or upgrade"
+        );
+    }
+    if !exists {
+        return Ok(());
+    }
+    let failover: bool = client
+        .query_one(
+            "SELECT failover FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .with_context(|| format!("look up replication slot {slot}"))?
+        .get(0);
+    if !failover {
+        let mut repl = ReplicationClient::connect(pg)
+            .await
+            .context("open replication connection")?;
+        repl.make_failover_slot(slot)
+            .await
+            .with_context(|| format!("make replication slot {slot} a failover slot"))?;
+        tracing::info!(slot, "made the replication slot a failover slot");
+    }
+    Ok(())
 }
 
 /// The source side of a run: the first snapshot (when the slot is new),
@@ -152,6 +212,7 @@ pub(super) async fn capture(
         pg: p.pg.clone(),
         slot: source.slot.clone(),
         publication: source.publication.clone(),
+        origin_none: source.origin == Origin::None,
         pipeline: config.pipeline.clone(),
         status_interval: source.status_interval,
         fanout: snapshotter.fanout.clone(),
@@ -267,11 +328,13 @@ async fn create_slot_and_snapshot(
     p.state
         .put_json(&snapshot::plan_key(slot), &plan)
         .context("save snapshot plan")?;
-    let created = repl
-        .create_logical_slot(slot, false, export)
-        .await
-        .with_context(|| format!("create replication slot {slot}"))?;
-    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "created replication slot");
+    let created = if source.failover {
+        repl.create_failover_slot(slot, export).await
+    } else {
+        repl.create_logical_slot(slot, false, export).await
+    }
+    .with_context(|| format!("create replication slot {slot}"))?;
+    tracing::info!(slot = %slot, consistent_point = %created.consistent_point, failover = source.failover, "created replication slot");
     snapshotter
         .status
         .advance_all(created.consistent_point.into());

@@ -26,6 +26,8 @@ pub struct StreamContext {
     pub pg: PgConfig,
     pub slot: String,
     pub publication: String,
+    /// Leave out changes that replication applied (`origin 'none'`).
+    pub origin_none: bool,
     pub pipeline: PipelineConfig,
     pub status_interval: Duration,
     pub fanout: Fanout,
@@ -97,11 +99,14 @@ async fn stream_once(
         .await
         .context("open replication connection")?;
     let system = repl.identify_system().await.context("IDENTIFY_SYSTEM")?;
-    let options = [
+    let mut options = vec![
         ("proto_version", "1"),
         ("publication_names", ctx.publication.as_str()),
         ("messages", "true"),
     ];
+    if ctx.origin_none {
+        options.push(("origin", "none"));
+    }
     let mut stream = repl
         .start_logical_replication(&ctx.slot, Lsn::ZERO, &options)
         .await

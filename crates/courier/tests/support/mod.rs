@@ -32,6 +32,36 @@ pub fn pg_url(db: &str) -> String {
     }
 }
 
+/// `host:port` of the test cluster, as it appears in [`pg_url`]'s URLs.
+pub fn pg_host_port() -> String {
+    let url = pg_url("postgres");
+    let rest = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+/// The folder of the test cluster's server programs (`initdb`, `pg_ctl`,
+/// `postgres`) for tests that start a throwaway cluster of the same version:
+/// `COURIER_TEST_PG_BIN` (`dev/pg.sh bin` prints it), else Debian's
+/// PostgreSQL 15.
+pub fn pg_server_bin() -> PathBuf {
+    std::env::var_os("COURIER_TEST_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+/// The folder that holds every test's scratch folder. Runs against another
+/// cluster than the default one (`COURIER_TEST_PG` naming another
+/// `host:port`, as `dev/test.sh` does for each PostgreSQL version) get their
+/// own, so that the same test run against two clusters at once shares no
+/// state folder.
+fn scratch_root() -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    match pg_host_port().as_str() {
+        "127.0.0.1:55432" => target.join("e2e"),
+        other => target.join(format!("e2e-{}", other.replace([':', '.', '[', ']'], "_"))),
+    }
+}
+
 /// A connected client to `db`.
 pub async fn connect(db: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(&pg_url(db), NoTls)
@@ -165,8 +195,7 @@ pub async fn wait_caught_up(client: &Client, slot: &str, timeout: Duration) {
 /// Whether the snapshot plan of `slot` (in a test folder's `state/`, the
 /// layout every test config uses) has no table left to copy.
 fn snapshot_done(slot: &str) -> bool {
-    let e2e = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
-    let Ok(dirs) = std::fs::read_dir(e2e) else {
+    let Ok(dirs) = std::fs::read_dir(scratch_root()) else {
         return false;
     };
     for d in dirs.flatten() {
@@ -200,19 +229,12 @@ impl CourierProc {
         *self = Self::spawn(&self.dir.clone(), &self.config.clone());
     }
 
-    fn spawn(dir: &Path, config: &Path) -> CourierProc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("courier.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_courier"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("COURIER_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+    /// Starts `courier run` on an existing `config` in `dir`, logging to
+    /// `<dir>/<log>` and with the extra environment `env` (two processes on
+    /// one configuration, each with its own log and variables).
+    pub fn start_with(dir: &Path, config: &Path, log: &str, env: &[(&str, String)]) -> CourierProc {
+        let child = Self::command(dir, config, log)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .spawn()
             .expect("start courier");
         CourierProc {
@@ -220,6 +242,27 @@ impl CourierProc {
             dir: dir.to_path_buf(),
             config: config.to_path_buf(),
         }
+    }
+
+    fn command(dir: &Path, config: &Path, log: &str) -> Command {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(log))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("COURIER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        command
+    }
+
+    fn spawn(dir: &Path, config: &Path) -> CourierProc {
+        Self::start_with(dir, config, "courier.log", &[])
     }
 
     /// `kill -9`.
@@ -316,9 +359,7 @@ pub fn courier_cmd(args: &[&str]) -> (i32, String, String) {
 
 /// A per-test scratch folder under the target dir (kept for inspection).
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("e2e")
-        .join(name);
+    let dir = scratch_root().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
