@@ -231,8 +231,10 @@ unix_socket_directories = $(sql_quote "$PG_SOCK")
 max_connections = 200
 shared_buffers = 256MB
 wal_level = logical
-max_replication_slots = 20
-max_wal_senders = 20
+# The suite's tests run side by side, and each leaves its slot until its next
+# run (temporary slots of snapshots and verifications come on top).
+max_replication_slots = 64
+max_wal_senders = 64
 # A slot left behind by an interrupted test or benchmark must not fill the
 # disk: past this much retained WAL PostgreSQL invalidates it.
 max_slot_wal_keep_size = 8GB
