@@ -15,6 +15,7 @@ pub mod redis;
 pub mod search;
 pub mod seed;
 pub mod skip;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
