@@ -26,6 +26,17 @@ pub(crate) struct AppState {
     token: Option<String>,
 }
 
+#[cfg(test)]
+impl AppState {
+    pub(crate) fn for_tests(status: watch::Receiver<Status>) -> Self {
+        AppState {
+            status,
+            metrics: None,
+            token: None,
+        }
+    }
+}
+
 /// A running API server; dropping it stops the server.
 pub struct ApiHandle(tokio::task::JoinHandle<()>);
 

@@ -65,31 +65,39 @@ pub(super) async fn wait(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
     // The run replaces its status once its source is prepared: a waiter
-    // waits on the one current when it asked.
-    let status = s.status.borrow().clone();
+    // that asked before that waits on the new one from then on, or it
+    // would watch positions nobody advances any more.
+    let mut replaced = s.status.clone();
+    let mut status = replaced.borrow_and_update().clone();
     let request = match parse(&status, &query) {
         Ok(r) => r,
         Err(message) => return bad_request(message),
     };
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + request.timeout;
     let at = Position::from(request.lsn);
-    let windows: Vec<_> = (request.sinks.iter())
-        .filter_map(|n| status.windows.get(n).map(|w| (n, w.clone())))
-        .collect();
-    let all = join_all(windows.iter().map(|(_, w)| w.visible_at(at)));
-    let (visible, wakeup_ms) = match tokio::time::timeout(request.timeout, all).await {
-        Ok(shown) => {
-            // From the acknowledgement that completed the wait to here.
-            let wakeup = shown.into_iter().flatten().max().map(|t| t.elapsed());
-            if let Some(w) = wakeup {
-                metrics::histogram!(crate::window::WAKEUP_SECONDS).record(w.as_secs_f64());
+    let (visible, wakeup_ms, windows) = loop {
+        let windows: Vec<_> = (request.sinks.iter())
+            .filter_map(|n| status.windows.get(n).map(|w| (n.clone(), w.clone())))
+            .collect();
+        let all = join_all(windows.iter().map(|(_, w)| w.visible_at(at)));
+        let shown = tokio::select! {
+            shown = tokio::time::timeout_at(deadline, all) => shown.ok(),
+            Ok(()) = replaced.changed() => {
+                status = replaced.borrow_and_update().clone();
+                continue;
             }
-            (
-                true,
-                wakeup.map(|w| (w.as_secs_f64() * 1e5).round() / 100.0),
-            )
+        };
+        let Some(shown) = shown else {
+            break (false, None, windows);
+        };
+        // From the acknowledgement that completed the wait to here.
+        let wakeup = shown.into_iter().flatten().max().map(|t| t.elapsed());
+        if let Some(w) = wakeup {
+            metrics::histogram!(crate::window::WAKEUP_SECONDS).record(w.as_secs_f64());
         }
-        Err(_) => (false, None),
+        let ms = wakeup.map(|w| (w.as_secs_f64() * 1e5).round() / 100.0);
+        break (true, ms, windows);
     };
     let sinks = (windows.iter())
         .map(|(name, w)| {
@@ -99,7 +107,7 @@ pub(super) async fn wait(
                 visible_lsn: shown.as_lsn().to_string(),
                 visible: shown >= at,
             };
-            (name.to_string(), positions)
+            (name.clone(), positions)
         })
         .collect();
     let answer = Answer {
@@ -174,4 +182,46 @@ fn parse(status: &Status, query: &BTreeMap<String, String>) -> Result<Request, S
         sinks,
         timeout,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::watch;
+
+    fn status() -> Status {
+        let sinks = [("cache".to_string(), "redis".to_string())];
+        Status::new("slot", "publication", &sinks, Lsn::ZERO)
+    }
+
+    fn query(q: &[(&str, &str)]) -> Query<BTreeMap<String, String>> {
+        Query(
+            q.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// A request that came before the run prepared its source is answered
+    /// from the status that replaced the first one.
+    #[tokio::test]
+    async fn a_wait_asked_before_the_source_was_prepared_follows_the_new_status() {
+        let (tx, rx) = watch::channel(status());
+        let state = AppState::for_tests(rx);
+        let asked = tokio::spawn(wait(
+            State(state),
+            query(&[("lsn", "0/100"), ("timeout", "5s")]),
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let prepared = status();
+        tx.send(prepared.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let cache = prepared.windows.get("cache").unwrap();
+        cache.applied(Some(Position::from(Lsn(0x100))), &[], false);
+        let answer = tokio::time::timeout(Duration::from_secs(2), asked)
+            .await
+            .expect("the wait follows the new status")
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
 }
