@@ -49,6 +49,18 @@ impl EnvelopeEncoder {
     /// Appends the change's envelope, one JSON object, to `out` (a Kafka
     /// record's value). `now_ms` is the envelope's own `ts_ms`.
     pub fn encode(&self, change: &Change, now_ms: i64, out: &mut Vec<u8>) {
+        self.encode_in_transaction(change, now_ms, None, out);
+    }
+
+    /// As [`EnvelopeEncoder::encode`], with a `transaction` field holding
+    /// `transaction` (a block's JSON) when given.
+    pub fn encode_in_transaction(
+        &self,
+        change: &Change,
+        now_ms: i64,
+        transaction: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(b"{\"before\":");
         write_row(change, change.before(), out);
         out.extend_from_slice(b",\"after\":");
@@ -78,6 +90,10 @@ impl EnvelopeEncoder {
         out.extend_from_slice(change.op().code().as_bytes());
         out.extend_from_slice(b"\",\"ts_ms\":");
         out.extend_from_slice(num.format(now_ms).as_bytes());
+        if let Some(block) = transaction {
+            out.extend_from_slice(b",\"transaction\":");
+            out.extend_from_slice(block);
+        }
         out.push(b'}');
     }
 }

@@ -7,7 +7,9 @@
 //! What passes here is what a Debezium user's pipeline would do with
 //! Courier's topics: the JDBC sink creates the tables from the records'
 //! Connect schemas (`schema.evolution=basic`), upserts snapshot reads,
-//! creates and updates by the record key, and applies deletes.
+//! creates and updates by the record key, and applies deletes. The sink
+//! writes transaction metadata, so every change envelope carries a filled
+//! `transaction` block, as Debezium's do with `provide.transaction.metadata`.
 
 mod support;
 
@@ -330,7 +332,7 @@ async fn debezium_jdbc_sink_replicates_courier_topics() {
         &dir,
         "bus",
         &format!(
-            "type = \"kafka\"\nbrokers = {:?}\ntopic_prefix = {prefix:?}\nformat = \"json-schema\"\npartitions = 2",
+            "type = \"kafka\"\nbrokers = {:?}\ntopic_prefix = {prefix:?}\nformat = \"json-schema\"\npartitions = 2\ntransaction_metadata = true",
             brokers()
         ),
     );

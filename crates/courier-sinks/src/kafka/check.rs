@@ -43,8 +43,9 @@ enum Found {
     Refused(RDKafkaErrorCode),
 }
 
-/// The findings for every topic of `tables` (and the exactly-once
-/// positions topic); `Err` when no broker answers.
+/// The findings for every topic of `tables` (and the transaction metadata,
+/// heartbeat and exactly-once positions topics the settings ask for);
+/// `Err` when no broker answers.
 pub(crate) async fn check(
     settings: &Settings,
     sink: &str,
@@ -67,6 +68,19 @@ pub(crate) async fn check(
                 offsets: false,
             });
         }
+    }
+    let metadata = [
+        settings.transaction_topic.as_deref(),
+        settings.heartbeat.as_ref().map(|(_, t)| t.as_str()),
+    ];
+    for topic in metadata.into_iter().flatten() {
+        wanted.push(Wanted {
+            topic,
+            partitions: settings.partitions,
+            replication_factor: settings.replication_factor,
+            compact: false,
+            offsets: false,
+        });
     }
     if let Some((_, offsets)) = &settings.exactly_once {
         wanted.push(Wanted {

@@ -141,7 +141,7 @@ pub(crate) fn fix_for(code: Option<RDKafkaErrorCode>, topic: &str) -> String {
 
 /// The settings every client of the sink shares: brokers, security, the
 /// partitioner and the pass-through settings.
-fn base_config(settings: &Settings, sink: &str) -> ClientConfig {
+pub(crate) fn base_config(settings: &Settings, sink: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.brokers)

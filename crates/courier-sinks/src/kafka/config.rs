@@ -72,6 +72,21 @@ pub struct KafkaSinkConfig {
     /// the batch is retried (default `30s`).
     #[serde(default, deserialize_with = "crate::settings::opt_duration")]
     pub delivery_timeout: Option<Duration>,
+    /// Debezium's transaction metadata: a BEGIN and an END record per
+    /// transaction in `transaction_topic`, and a `transaction` block in
+    /// every change record (default false).
+    #[serde(default)]
+    pub transaction_metadata: bool,
+    /// The topic of the BEGIN and END records (default `{prefix}.transaction`,
+    /// Debezium's).
+    pub transaction_topic: Option<String>,
+    /// A heartbeat record every interval, so consumers can tell a quiet
+    /// database from a stopped pipeline (default: none).
+    #[serde(default, deserialize_with = "crate::settings::opt_duration")]
+    pub heartbeat_interval: Option<Duration>,
+    /// The topic of the heartbeat records (default
+    /// `__debezium-heartbeat.{prefix}`, Debezium's).
+    pub heartbeat_topic: Option<String>,
     /// Other librdkafka settings, passed through as they are (values are
     /// never shown in messages).
     #[serde(default)]
@@ -176,6 +191,10 @@ pub(crate) struct Settings {
     pub replication_factor: Option<u16>,
     pub compact: bool,
     pub delivery_timeout: Duration,
+    /// The topic of transaction metadata records, when they are written.
+    pub transaction_topic: Option<String>,
+    /// How often, and to which topic, a heartbeat record goes.
+    pub heartbeat: Option<(Duration, String)>,
     /// Every librdkafka setting except `bootstrap.servers`, including
     /// secrets: never shown.
     pub client: Vec<(String, String)>,
@@ -229,6 +248,33 @@ impl KafkaSinkConfig {
             }
             None
         };
+        let transaction_topic = match (self.transaction_metadata, &self.transaction_topic) {
+            (true, topic) => {
+                let topic = topic
+                    .clone()
+                    .unwrap_or_else(|| format!("{prefix}.transaction"));
+                check_topic_chars("transaction_topic", &topic)?;
+                Some(topic)
+            }
+            (false, Some(_)) => {
+                return Err("transaction_topic needs transaction_metadata = true".into())
+            }
+            (false, None) => None,
+        };
+        let heartbeat = match (self.heartbeat_interval, &self.heartbeat_topic) {
+            (Some(every), topic) => {
+                if every < Duration::from_millis(100) {
+                    return Err("heartbeat_interval: must be at least 100ms".into());
+                }
+                let topic = topic
+                    .clone()
+                    .unwrap_or_else(|| format!("__debezium-heartbeat.{prefix}"));
+                check_topic_chars("heartbeat_topic", &topic)?;
+                Some((every, topic))
+            }
+            (None, Some(_)) => return Err("heartbeat_topic needs heartbeat_interval".into()),
+            (None, None) => None,
+        };
         if self.partitions == Some(0) || self.replication_factor == Some(0) {
             return Err("partitions and replication_factor must be at least 1".into());
         }
@@ -265,6 +311,8 @@ impl KafkaSinkConfig {
             replication_factor: self.replication_factor,
             compact: self.compact,
             delivery_timeout,
+            transaction_topic,
+            heartbeat,
             client,
         })
     }

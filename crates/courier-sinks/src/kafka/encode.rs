@@ -8,6 +8,7 @@ use courier_core::{Change, Lsn, Op, Relation, SinkError, SinkErrorKind, TableId,
 
 use super::config::{DecimalHandling, Format, Settings, TopicTemplate};
 use super::schema::TableSchemas;
+use super::transactions::{in_transaction, Open, Transactions};
 use crate::envelope::{EnvelopeEncoder, SourceInfo};
 
 /// Header with the change's version (its transaction's commit LSN) as a
@@ -56,6 +57,13 @@ pub(crate) struct Encoder {
     tables: HashMap<TableId, Table>,
     key: Vec<u8>,
     other_key: Vec<u8>,
+    /// With transaction metadata: its topic, and the open transaction.
+    transactions: Option<(Arc<str>, Transactions)>,
+    /// With exactly once: every transaction below this version was
+    /// committed to Kafka, its END record too, before the sink started.
+    ended_before: Option<Lsn>,
+    /// The `transaction` block of the record being written.
+    block: Vec<u8>,
     /// The records of the last change: `records[..len]`.
     records: Vec<Record>,
     len: usize,
@@ -80,9 +88,119 @@ impl Encoder {
             tables: HashMap::new(),
             key: Vec::new(),
             other_key: Vec::new(),
+            transactions: settings
+                .transaction_topic
+                .as_deref()
+                .map(|t| (Arc::from(t), Transactions::default())),
+            block: Vec::new(),
+            ended_before: None,
             records: Vec::new(),
             len: 0,
         }
+    }
+
+    /// Leaves out the END records of transactions below `through`: a
+    /// committed Kafka transaction holds them already (exactly once, after
+    /// a restart).
+    pub fn ended_before(mut self, through: Option<Lsn>) -> Self {
+        self.ended_before = through;
+        self
+    }
+
+    fn already_ended(&self, version: Lsn) -> bool {
+        self.ended_before.is_some_and(|t| version < t)
+    }
+
+    /// The transaction metadata state, to put back with
+    /// [`Encoder::restore_transactions`] when a group fails.
+    pub fn transactions(&self) -> Option<Transactions> {
+        self.transactions.as_ref().map(|(_, t)| t.clone())
+    }
+
+    pub fn restore_transactions(&mut self, saved: Option<Transactions>) {
+        if let (Some((_, t)), Some(saved)) = (&mut self.transactions, saved) {
+            *t = saved;
+        }
+    }
+
+    /// Counts the change records of `change` into its transaction without
+    /// writing them: they are in a committed Kafka transaction already
+    /// (exactly once, after a restart), and so is the BEGIN before them.
+    pub fn count_committed(&mut self, change: &Change) {
+        let Some((_, txns)) = &mut self.transactions else {
+            return;
+        };
+        if !in_transaction(change) {
+            return;
+        }
+        let records = if key_change(change).is_some() { 2 } else { 1 };
+        for _ in 0..records {
+            txns.record(change);
+        }
+    }
+
+    /// The END record of the open transaction when a stream complete
+    /// through `through` holds all of it (none when it was written before
+    /// the sink started).
+    pub fn end_through(&mut self, through: Lsn) -> Option<&Record> {
+        self.len = 0;
+        let (topic, txns) = self.transactions.as_mut()?;
+        let ended = txns.end_through(through)?;
+        let topic = Arc::clone(topic);
+        if self.already_ended(ended.version) {
+            return None;
+        }
+        self.marker(topic, &ended, true);
+        Some(&self.records[0])
+    }
+
+    /// Counts a change record into its transaction and fills `block`; an
+    /// END of the transaction before it and a BEGIN go first. `false`
+    /// without transaction metadata and for snapshot reads.
+    fn transaction_step(&mut self, change: &Change) -> bool {
+        let Some((topic, txns)) = &mut self.transactions else {
+            return false;
+        };
+        if !in_transaction(change) {
+            return false;
+        }
+        let topic = Arc::clone(topic);
+        let step = txns.record(change);
+        step.open.block(step.table_order, &mut self.block);
+        let (ended, begun) = (step.ended, step.begins.then(|| step.open.clone()));
+        if let Some(ended) = ended.filter(|e| !self.already_ended(e.version)) {
+            self.marker(Arc::clone(&topic), &ended, true);
+        }
+        if let Some(open) = begun {
+            self.marker(topic, &open, false);
+        }
+        true
+    }
+
+    /// A BEGIN (or with `end`, an END) record of `txn` in the next slot.
+    fn marker(&mut self, topic: Arc<str>, txn: &Open, end: bool) {
+        let format = self.format;
+        if self.len == self.records.len() {
+            self.records.push(Record::default());
+        }
+        let r = &mut self.records[self.len];
+        self.len += 1;
+        let mut key = r.key.take().unwrap_or_default();
+        let mut value = r.value.take().unwrap_or_default();
+        txn.key(format, &mut key);
+        txn.value(end, format, &mut value);
+        *r = Record {
+            topic,
+            key: Some(key),
+            value: Some(value),
+            timestamp_ms: txn.commit_us.div_euclid(1000),
+            version: txn.version,
+            xid: txn.xid,
+            other_key: None,
+            headers: std::mem::take(&mut r.headers),
+            partition: None,
+        };
+        r.headers.clear();
     }
 
     /// The topic of `table`.
@@ -159,6 +277,9 @@ impl Encoder {
         now_ms: i64,
         other: Option<&'static str>,
     ) -> Result<(), SinkError> {
+        let block = self
+            .transaction_step(change)
+            .then(|| std::mem::take(&mut self.block));
         // Debezium's truncate events have no key.
         let keyed = change.op() != Op::Truncate && keyed(change);
         if let Some(row) = change.key_row().filter(|_| keyed) {
@@ -167,15 +288,28 @@ impl Encoder {
         let mut value = self.slot(change).value.take().unwrap_or_default();
         value.clear();
         match self.format {
-            Format::Json => self.envelope.encode(change, now_ms, &mut value),
+            Format::Json => {
+                self.envelope
+                    .encode_in_transaction(change, now_ms, block.as_deref(), &mut value)
+            }
             Format::JsonSchema => schemas_of(
                 &mut self.tables,
                 &change.relation().id,
                 &self.prefix,
                 self.decimal,
             )
-            .write_value(change, &self.source, now_ms, self.decimal, &mut value)
+            .write_value(
+                change,
+                &self.source,
+                now_ms,
+                self.decimal,
+                block.as_deref(),
+                &mut value,
+            )
             .map_err(|e| unrepresentable(change, e.0))?,
+        }
+        if let Some(block) = block {
+            self.block = block;
         }
         let key = keyed.then(|| self.key.clone());
         let other_key = other.map(|h| (h, self.other_key.clone()));

@@ -128,12 +128,14 @@ mod client;
 mod config;
 mod deliveries;
 mod encode;
+mod heartbeat;
 mod offsets;
 mod outbox;
 mod produce;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod transactions;
 
 pub use config::{Brokers, DecimalHandling, Format, KafkaSinkConfig};
 pub use encode::{LSN_HEADER, NEW_KEY_HEADER, OLD_KEY_HEADER, TXID_HEADER};

@@ -105,6 +105,12 @@ impl Fence {
         count <= committed
     }
 
+    /// What was committed when the sink started: every transaction below
+    /// this version, whole.
+    pub fn committed_through(&self) -> Option<Lsn> {
+        self.committed.through
+    }
+
     /// Records that a batch completed every transaction ending at or
     /// before `through`.
     ///

@@ -14,8 +14,9 @@ use rdkafka::producer::{BaseRecord, Producer};
 
 use super::client::{self, blocking, Client, Failure};
 use super::config::Settings;
-use super::deliveries::Refused;
+use super::deliveries::{Deliveries, Refused};
 use super::encode::{Encoder, Record, LSN_HEADER, TXID_HEADER};
+use super::heartbeat::{self, Heartbeat};
 use super::offsets::{self, Fence};
 use super::outbox::OutboxRecords;
 use crate::envelope::{now_ms, SourceInfo};
@@ -35,6 +36,8 @@ pub struct KafkaSink {
     fence: Option<Fence>,
     /// The producer met a fatal error and is rebuilt before the next group.
     broken: bool,
+    /// Heartbeat records, when asked for; they stop with the sink.
+    _heartbeat: Option<Heartbeat>,
     /// The current round of records: the number of its first record, the
     /// next record's number, and the (batch, change) each record came from.
     round: Round,
@@ -45,7 +48,8 @@ pub struct KafkaSink {
 struct Round {
     first: u64,
     next: u64,
-    origins: Vec<(usize, usize)>,
+    /// `None` for transaction metadata records.
+    origins: Vec<Option<(usize, usize)>>,
 }
 
 impl Round {
@@ -88,14 +92,23 @@ impl KafkaSink {
             }
             None => None,
         };
+        if let Some((_, topic)) = &settings.heartbeat {
+            client
+                .ensure_topic(topic, &settings, false)
+                .await
+                .map_err(connect_err)?;
+        }
+        let heartbeat = heartbeat::start(&settings, name).map_err(connect_err)?;
         Ok(KafkaSink {
             name: name.to_string(),
-            encoder: Encoder::new(&settings, source),
+            encoder: Encoder::new(&settings, source)
+                .ended_before(fence.as_ref().and_then(Fence::committed_through)),
             outbox: OutboxRecords::default(),
             settings,
             client,
             fence,
             broken: false,
+            _heartbeat: heartbeat,
             round: Round::default(),
         })
     }
@@ -126,50 +139,37 @@ impl KafkaSink {
         let deliveries = Arc::clone(client.producer.context());
         round.start();
         deliveries.begin(round.first);
+        let mut out = Enqueue {
+            settings,
+            client,
+            deliveries: &deliveries,
+            round,
+            batches,
+        };
         for (bi, batch) in batches.iter().enumerate() {
             for (ci, change) in batch.changes.iter().enumerate() {
+                let selected = change.outbox().is_none() && out.settings.selection.selects(change);
                 if fence.as_mut().is_some_and(|f| f.already_committed(change)) {
+                    if selected {
+                        encoder.count_committed(change);
+                    }
                     continue;
                 }
                 // Outbox events go to topics of their own, never compacted.
                 let (records, compact) = if change.outbox().is_some() {
                     (outbox.encode(change)?, false)
-                } else if settings.selection.selects(change) {
-                    (encoder.encode(change, now)?, settings.compact)
+                } else if selected {
+                    (encoder.encode(change, now)?, out.settings.compact)
                 } else {
                     continue;
                 };
                 for record in records {
-                    client
-                        .ensure_topic(&record.topic, settings, compact)
-                        .await
-                        .map_err(|f| record_error(settings, f, change, &record.topic))?;
-                    loop {
-                        match try_send(client, record, round.next) {
-                            Ok(()) => {
-                                round.origins.push((bi, ci));
-                                round.next += 1;
-                                break;
-                            }
-                            // librdkafka's queue is full: wait until half of
-                            // what is in flight is reported, then again.
-                            Err(None) => {
-                                let sent = round.enqueued();
-                                let in_flight = sent.saturating_sub(deliveries.reported());
-                                if in_flight == 0 {
-                                    tokio::time::sleep(Duration::from_millis(5)).await;
-                                } else {
-                                    deliveries
-                                        .wait_for(sent - in_flight / 2)
-                                        .await
-                                        .map_err(|r| refusal(settings, round, batches, r))?;
-                                }
-                            }
-                            Err(Some(f)) => {
-                                return Err(record_error(settings, f, change, &record.topic))
-                            }
-                        }
-                    }
+                    out.send(record, compact, Some((bi, ci))).await?;
+                }
+            }
+            if let Some(t) = batch.through {
+                if let Some(end) = encoder.end_through(t.as_lsn()) {
+                    out.send(end, false, None).await?;
                 }
             }
             // Exactly once is offered only over a PostgreSQL source, whose
@@ -311,6 +311,67 @@ impl KafkaSink {
     }
 }
 
+/// What enqueueing a round's records needs.
+struct Enqueue<'a> {
+    settings: &'a Settings,
+    client: &'a mut Client,
+    deliveries: &'a Deliveries,
+    round: &'a mut Round,
+    batches: &'a [&'a Batch],
+}
+
+impl Enqueue<'_> {
+    /// Enqueues `record`, the record of the change at `origin` (batch,
+    /// change), or a transaction metadata record when `None`. Waits only
+    /// while librdkafka's queue is full.
+    async fn send(
+        &mut self,
+        record: &Record,
+        compact: bool,
+        origin: Option<(usize, usize)>,
+    ) -> Result<(), SinkError> {
+        let Enqueue {
+            settings,
+            client,
+            deliveries,
+            round,
+            batches,
+        } = self;
+        let error = |f: Failure| match origin {
+            Some((b, c)) => record_error(settings, f, &batches[b].changes[c], &record.topic),
+            None => metadata_error(settings, f, record),
+        };
+        client
+            .ensure_topic(&record.topic, settings, compact)
+            .await
+            .map_err(error)?;
+        loop {
+            match try_send(client, record, round.next) {
+                Ok(()) => {
+                    round.origins.push(origin);
+                    round.next += 1;
+                    return Ok(());
+                }
+                // librdkafka's queue is full: wait until half of what is in
+                // flight is reported, then again.
+                Err(None) => {
+                    let sent = round.enqueued();
+                    let in_flight = sent.saturating_sub(deliveries.reported());
+                    if in_flight == 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    } else {
+                        deliveries
+                            .wait_for(sent - in_flight / 2)
+                            .await
+                            .map_err(|r| refusal(settings, round, batches, r))?;
+                    }
+                }
+                Err(Some(f)) => return Err(error(f)),
+            }
+        }
+    }
+}
+
 /// Enqueues `record` as number `seq` of its round: `Err(None)` when
 /// librdkafka's queue is full.
 fn try_send(client: &Client, record: &Record, seq: u64) -> Result<(), Option<Failure>> {
@@ -364,11 +425,18 @@ fn refusal(settings: &Settings, round: &Round, batches: &[&Batch], refused: Refu
         .ok()
         .and_then(|i| round.origins.get(i));
     match origin {
-        Some(&(b, c)) => record_error(
+        Some(&Some((b, c))) => record_error(
             settings,
             refused.failure,
             &batches[b].changes[c],
             &refused.topic,
+        ),
+        Some(None) => SinkError::new(
+            refused.failure.kind,
+            format!(
+                "kafka at {} {} writing transaction metadata to topic {} ({})",
+                settings.brokers, refused.failure.kind, refused.topic, refused.failure.message
+            ),
         ),
         None => SinkError::new(
             refused.failure.kind,
@@ -378,6 +446,25 @@ fn refusal(settings: &Settings, round: &Round, batches: &[&Batch], refused: Refu
             ),
         ),
     }
+}
+
+/// The error of a BEGIN or END record: its kind, the transaction's LSN,
+/// and, when retrying cannot help, the fix.
+fn metadata_error(settings: &Settings, f: Failure, record: &Record) -> SinkError {
+    let message = if f.kind.is_retriable() {
+        format!(
+            "kafka at {} {} writing transaction metadata to topic {} ({})",
+            settings.brokers, f.kind, record.topic, f.message
+        )
+    } else {
+        format!(
+            "kafka refused a transaction metadata record for topic {}: {}; fix: {}",
+            record.topic,
+            f.message,
+            client::fix_for(f.code, &record.topic)
+        )
+    };
+    SinkError::new(f.kind, message).with_lsn(record.version)
 }
 
 /// The error of a record of `change`: its kind, and, when retrying cannot
@@ -419,7 +506,12 @@ impl Sink for KafkaSink {
 
     async fn apply_all(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
         self.repair().await?;
+        // A failed group is retried whole: its transactions count again.
+        let transactions = self.encoder.transactions();
         let result = self.transaction(batches).await;
+        if result.is_err() {
+            self.encoder.restore_transactions(transactions);
+        }
         if self.client.producer.client().fatal_error().is_some() {
             self.broken = true;
         }

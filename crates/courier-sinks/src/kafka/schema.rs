@@ -136,13 +136,15 @@ impl TableSchemas {
         Ok(())
     }
 
-    /// Appends the envelope record of `change`.
+    /// Appends the envelope record of `change`, with `transaction` (a
+    /// `transaction` block's JSON) or a null one.
     pub fn write_value(
         &self,
         change: &Change,
         source: &SourceInfo,
         now_ms: i64,
         decimal: DecimalHandling,
+        transaction: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) -> Result<(), Unrepresentable> {
         out.extend_from_slice(&self.value_prefix);
@@ -184,7 +186,9 @@ impl TableSchemas {
         out.extend_from_slice(num.format(now_ms * 1000).as_bytes());
         out.extend_from_slice(b",\"ts_ns\":");
         out.extend_from_slice(num.format(i128::from(now_ms) * 1_000_000).as_bytes());
-        out.extend_from_slice(b",\"transaction\":null}}");
+        out.extend_from_slice(b",\"transaction\":");
+        out.extend_from_slice(transaction.unwrap_or(b"null"));
+        out.extend_from_slice(b"}}");
         Ok(())
     }
 }

@@ -203,16 +203,25 @@ fn valid_topic(t: &str) -> bool {
 }
 
 /// What a worker's sinks cannot do: republishing to Kafka with exactly
-/// once needs a PostgreSQL source (its transactions record LSNs).
+/// once or transaction metadata needs a PostgreSQL source (both follow
+/// its transactions by LSN).
 pub(super) fn check_sinks(
     _source: &KafkaSourceConfig,
     sinks: &BTreeMap<String, (String, toml::Table)>,
 ) -> Result<(), String> {
+    let on = |table: &toml::Table, key: &str| table.get(key) == Some(&toml::Value::Boolean(true));
     for (name, (kind, table)) in sinks {
-        if kind == "kafka" && table.get("exactly_once") == Some(&toml::Value::Boolean(true)) {
+        if kind == "kafka" && on(table, "exactly_once") {
             return Err(format!(
                 "sinks.{name}.exactly_once = true needs a PostgreSQL source (its transactions record the LSN \
                  they cover); a Kafka source republishes at least once: remove exactly_once"
+            ));
+        }
+        if kind == "kafka" && on(table, "transaction_metadata") {
+            return Err(format!(
+                "sinks.{name}.transaction_metadata = true needs a PostgreSQL source (it follows PostgreSQL's \
+                 transactions); a Kafka source's records keep the transaction blocks they carry: remove \
+                 transaction_metadata"
             ));
         }
     }

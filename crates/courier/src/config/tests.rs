@@ -182,6 +182,14 @@ fn bad_kafka_sources_say_how_to_fix_them() {
         e.contains("sinks.bus.exactly_once") && e.contains("PostgreSQL source"),
         "{e}"
     );
+    let e = parse(&format!(
+        "{KAFKA}\n[sinks.bus]\ntype = \"kafka\"\nbrokers = \"x:1\"\ntransaction_metadata = true\n"
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("sinks.bus.transaction_metadata") && e.contains("PostgreSQL source"),
+        "{e}"
+    );
 }
 
 #[test]
