@@ -23,6 +23,31 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Makes mimalloc return freed pages to the OS at once instead of after
+/// its `purge_delay` (1 s in mimalloc 3.3): under a drain, a second of
+/// freed batches is most of the process's memory. A Kafka drain of 100k
+/// transactions peaked at 220-245 MB RSS, and at 110-135 MB with immediate
+/// purging, for the same CPU time.
+fn purge_freed_pages_at_once() {
+    use std::ffi::{c_int, c_long};
+    extern "C" {
+        fn mi_option_get(option: c_int) -> c_long;
+        fn mi_option_set(option: c_int, value: c_long);
+    }
+    // `mi_option_purge_delay` in mimalloc 3.x, the version libmimalloc-sys
+    // 0.1.49 builds (its bindings name the option for 2.x only). Set only
+    // when the option holds that version's default (1000 ms), so a build
+    // of mimalloc whose option 15 means something else is left alone.
+    const PURGE_DELAY: c_int = 15;
+    // SAFETY: both are plain functions of the linked mimalloc, safe to
+    // call at any time; an option is an integer read on later purges.
+    unsafe {
+        if mi_option_get(PURGE_DELAY) == 1000 {
+            mi_option_set(PURGE_DELAY, 0);
+        }
+    }
+}
+
 /// Keep search, analytics and cache stores in sync with PostgreSQL.
 #[derive(Parser)]
 #[command(name = "courier", version, about)]
@@ -111,6 +136,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    purge_freed_pages_at_once();
     let cli = Cli::parse();
     telemetry::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
