@@ -387,3 +387,188 @@ async fn json_schema_metadata_and_heartbeats_follow_debezium() {
     }
     drop_db(db).await;
 }
+
+/// The END records of `topic` by transaction id's `txId` part: per table,
+/// how many change records the transaction had. Reads any producer's
+/// records, with or without Connect schemas.
+async fn ends_by_xid(topic: &str) -> BTreeMap<u32, BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for r in read_any(topic).await {
+        let Some(v) = r.value else { continue };
+        let v = if v.get("schema").is_some() {
+            v["payload"].clone()
+        } else {
+            v
+        };
+        if v["status"] != "END" {
+            continue;
+        }
+        let id = v["id"].as_str().unwrap();
+        let xid: u32 = id.split(':').next().unwrap().parse().unwrap();
+        let counts = v["data_collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["data_collection"].as_str().unwrap().to_string(),
+                    c["event_count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        out.insert(xid, counts);
+    }
+    out
+}
+
+/// Side by side with Debezium's PostgreSQL connector
+/// (`provide.transaction.metadata=true`) in the dev Connect worker,
+/// capturing the same tables: for every transaction of a mixed load
+/// (inserts, updates and deletes over two tables, primary-key changes),
+/// Courier's END record counts the same records per table as Debezium's.
+#[tokio::test(flavor = "multi_thread")]
+async fn transaction_counts_match_debeziums() {
+    let db: &'static str = "e2e_kafka_txmeta_dbz";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int);
+             INSERT INTO a SELECT g, g FROM generate_series(1, 50) g;
+             INSERT INTO b SELECT g, g FROM generate_series(1, 50) g;",
+        )
+        .await
+        .unwrap();
+    let prefix = run_prefix(db).replace('-', "_");
+    let dbz_prefix = format!("{prefix}_dbz");
+    let url = url::Url::parse(&pg_url(db)).unwrap();
+    let connector = support::connect::Connector::create(
+        &dbz_prefix,
+        serde_json::json!({
+            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+            "tasks.max": "1",
+            "database.hostname": url.host_str().unwrap_or("127.0.0.1"),
+            "database.port": url.port().unwrap_or(5432).to_string(),
+            "database.user": url.username(),
+            "database.password": url.password().unwrap_or_default(),
+            "database.dbname": db,
+            "topic.prefix": dbz_prefix,
+            "plugin.name": "pgoutput",
+            "slot.name": dbz_prefix,
+            "publication.name": dbz_prefix,
+            "publication.autocreate.mode": "filtered",
+            "table.include.list": "public.a,public.b",
+            "provide.transaction.metadata": "true",
+            "topic.creation.default.replication.factor": "1",
+            "topic.creation.default.partitions": "1",
+        }),
+    )
+    .await;
+    let dir = scratch(db);
+    let config = kafka_config(
+        db,
+        &["public.a", "public.b"],
+        &dir,
+        &prefix,
+        "transaction_metadata = true",
+    );
+    let mut courier = CourierProc::start(&dir, &config);
+    wait_caught_up(&client, db, CATCH_UP).await;
+    // Debezium streams what commits after its snapshot (which it writes as
+    // op "r" records); its slot moves only when Connect commits offsets.
+    for table in ["a", "b"] {
+        let topic = format!("{dbz_prefix}.public.{table}");
+        wait_until("Debezium's snapshot", CATCH_UP, || async {
+            read_any(&topic).await.len() >= 50
+        })
+        .await;
+    }
+
+    let statements = [
+        "INSERT INTO a VALUES (1000, 1), (1001, 2); UPDATE b SET v = v + 1 WHERE id <= 3",
+        "UPDATE a SET id = id + 2000 WHERE id = 1; DELETE FROM b WHERE id = 4",
+        "DELETE FROM a WHERE id BETWEEN 5 AND 7",
+        "UPDATE b SET id = id + 2000 WHERE id IN (8, 9); UPDATE a SET v = 0 WHERE id = 10",
+        "INSERT INTO b VALUES (3000, 0); UPDATE b SET v = 1 WHERE id = 3000; DELETE FROM b WHERE id = 3000",
+        "UPDATE a SET v = v * 2 WHERE id BETWEEN 11 AND 20; INSERT INTO b SELECT g, g FROM generate_series(4000, 4004) g",
+    ];
+    let mut xids = Vec::new();
+    for round in 0..5 {
+        for sql in statements {
+            let sql = sql.replace("id + 2000", &format!("id + {}", 2000 + round * 10_000));
+            let sql = sql.replace(
+                "1000, 1), (1001",
+                &format!("{}, 1), ({}", 1000 + round * 10, 1001 + round * 10),
+            );
+            let sql = sql
+                .replace("(3000", &format!("({}", 3000 + round))
+                .replace("= 3000", &format!("= {}", 3000 + round));
+            let sql = sql.replace(
+                "generate_series(4000, 4004)",
+                &format!(
+                    "generate_series({}, {})",
+                    4000 + round * 10,
+                    4004 + round * 10
+                ),
+            );
+            let rows = client
+                .simple_query(&format!(
+                    "BEGIN; {sql}; SELECT txid_current()::text; COMMIT;"
+                ))
+                .await
+                .unwrap();
+            let xid = rows
+                .iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .unwrap();
+            xids.push((xid.parse::<u64>().unwrap() & 0xffff_ffff) as u32);
+        }
+    }
+    wait_caught_up(&client, db, CATCH_UP).await;
+    assert!(courier.stop().success(), "log:\n{}", courier.log());
+    let ours = ends_by_xid(&format!("{prefix}.transaction")).await;
+    // Later rounds repeat deletes and key changes of rows already gone:
+    // those transactions change nothing, and PostgreSQL sends neither
+    // connector anything for them.
+    let changed: Vec<u32> = xids
+        .iter()
+        .copied()
+        .filter(|x| ours.contains_key(x))
+        .collect();
+    assert!(
+        changed.len() >= 20,
+        "{} of {} transactions changed rows",
+        changed.len(),
+        xids.len()
+    );
+    let dbz_topic = format!("{dbz_prefix}.transaction");
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    let theirs = loop {
+        let theirs = ends_by_xid(&dbz_topic).await;
+        if changed.iter().all(|x| theirs.contains_key(x)) {
+            break theirs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Debezium wrote END records for {} of the {} transactions Courier wrote them for",
+            changed.iter().filter(|x| theirs.contains_key(x)).count(),
+            changed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    connector.delete().await;
+    for xid in &xids {
+        assert_eq!(
+            ours.get(xid),
+            theirs.get(xid),
+            "transaction {xid}: Courier's END counts (left) and Debezium's (right)"
+        );
+    }
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&dbz_prefix])
+        .await
+        .ok();
+    drop_db(db).await;
+}

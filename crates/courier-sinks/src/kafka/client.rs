@@ -149,7 +149,11 @@ pub(crate) fn base_config(settings: &Settings, sink: &str) -> ClientConfig {
         // The Java client's partitioner, so a key lands on the partition
         // Debezium's and Kafka Connect's producers would choose.
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5");
+        .set("linger.ms", "5")
+        // librdkafka queues up to 1 GiB by default; a group waits for room
+        // instead (the sink waits for half of what is in flight when the
+        // queue is full), which bounds memory without slowing a drain.
+        .set("queue.buffering.max.kbytes", "32768");
     for (k, v) in &settings.client {
         config.set(k, v);
     }
