@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::kafka::{brokers, kafka_config, run_prefix};
 use support::load::{create_table, pg_rows, Load};
-use support::redis::{clear, standalone_url, RedisNodes};
+use support::redis::{clear, standalone_url, OwnRedis, RedisNodes};
 use support::search::{call, documents, without_nulls, SearchNode};
 use support::*;
 
@@ -301,16 +301,7 @@ async fn a_record_that_is_not_a_change_stops_the_worker_naming_it() {
     let prefix = run_prefix(db);
     let topic = format!("{prefix}.public.items");
     support::kafka::dev_kafka(&["topics", "--create", "--topic", &topic, "--partitions", "1"]);
-    let good = |id: i64| {
-        serde_json::json!({
-            "before": null,
-            "after": {"id": id, "val": id, "note": "n", "amount": null},
-            "source": {"version": "test", "connector": "postgresql", "name": "x", "db": db,
-                        "schema": "public", "table": "items", "lsn": 100 + id, "txId": 1, "ts_ms": 0},
-            "op": "c", "ts_ms": 0
-        })
-        .to_string()
-    };
+    let good = |id: i64| insert_record(db, id);
     let mut lines = vec![
         format!("{{\"id\":1}}|{}", good(1)),
         format!("{{\"id\":2}}|{}", good(2)),
@@ -353,6 +344,170 @@ async fn a_record_that_is_not_a_change_stops_the_worker_naming_it() {
         Some(2),
         "the group committed past the bad record"
     );
+}
+
+/// A `key|value` line of an insert into `public.items` of `db` with id
+/// `id`, as a Debezium-shaped producer writes it (for `produce_lines`).
+fn insert_record(db: &str, id: i64) -> String {
+    serde_json::json!({
+        "before": null,
+        "after": {"id": id, "val": id, "note": "n", "amount": null},
+        "source": {"version": "test", "connector": "postgresql", "name": "x", "db": db,
+                    "schema": "public", "table": "items", "lsn": 100 + id, "txId": 1, "ts_ms": 0},
+        "op": "c", "ts_ms": 0
+    })
+    .to_string()
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The worker's `/v1/status` and `/metrics` on port `api`, with the
+/// times just before the request and just after the answer.
+async fn status_and_metrics(api: u16) -> Option<(Value, String, i64, i64)> {
+    let asked = now_ms();
+    let get = |path: &str| reqwest::get(format!("http://127.0.0.1:{api}{path}"));
+    let status = get("/v1/status").await.ok()?.text().await.ok()?;
+    let metrics = get("/metrics").await.ok()?.text().await.ok()?;
+    let answered = now_ms();
+    Some((
+        serde_json::from_str(&status).ok()?,
+        metrics,
+        asked,
+        answered,
+    ))
+}
+
+/// The value of `courier_kafka_lag_ms` for `topic`'s `partition` in a
+/// Prometheus text.
+fn lag_ms_metric(metrics: &str, topic: &str, partition: i64) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("courier_kafka_lag_ms{"))
+        .filter(|l| l.contains(&format!("topic=\"{topic}\"")))
+        .find(|l| l.contains(&format!("partition=\"{partition}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Lag in time: while the worker's only store is down, every partition it
+/// owns shows in `/v1/status` and in `/metrics` a `lag_ms` of exactly the
+/// age of its oldest record not applied (at least the time since the last
+/// record was produced, at most the time since the first was), growing;
+/// once the store is up and the records applied, it is 0 again and
+/// `lag_records` too.
+#[tokio::test(flavor = "multi_thread")]
+async fn lag_in_ms_is_the_age_of_the_oldest_record_not_applied() {
+    let db = "e2e_kafka_lag";
+    let prefix = run_prefix(db);
+    let topic = format!("{prefix}.public.items");
+    support::kafka::dev_kafka(&["topics", "--create", "--topic", &topic, "--partitions", "2"]);
+    let lines: Vec<String> = (1..=200)
+        .map(|id| format!("{{\"id\":{id}}}|{}", insert_record(db, id)))
+        .collect();
+    let first_produced = now_ms();
+    support::kafka::produce_lines(&topic, &lines.join("\n"));
+    let last_produced = now_ms();
+    let ends = support::kafka::end_offsets(&topic);
+    assert!(
+        ends.iter().all(|(_, end)| *end > 0),
+        "both partitions hold records: {ends:?}"
+    );
+
+    let dir = scratch(db);
+    let mut redis = OwnRedis::new(&dir);
+    let api = free_port();
+    let key_prefix = format!("{db}:");
+    let config = worker_config(
+        &dir,
+        &format!("{prefix}-g"),
+        &topic,
+        "committed",
+        13,
+        &key_prefix,
+        None,
+    )
+    .replace(&standalone_url(13), &redis.url())
+    .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{api}\""));
+    let mut worker = CourierProc::start(&dir, &config);
+
+    let partitions = |s: &Value| -> Vec<Value> {
+        s["source"]["kafka"]["partitions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let lagging = |owned: &[Value], metrics: &str| {
+        owned.len() == 2
+            && owned.iter().all(|p| {
+                let n = p["partition"].as_i64().unwrap_or(-1);
+                p["lag_ms"].as_u64().unwrap_or(0) > 0
+                    && lag_ms_metric(metrics, &topic, n).is_some_and(|v| v > 0.0)
+            })
+    };
+    let started = std::time::Instant::now();
+    let mut readings = Vec::new();
+    while readings.is_empty() {
+        assert!(
+            started.elapsed() < CATCH_UP,
+            "both partitions did not show lag while the store is down:\n{}",
+            worker.log()
+        );
+        if let Some((s, metrics, asked, answered)) = status_and_metrics(api).await {
+            let owned = partitions(&s);
+            if lagging(&owned, &metrics) {
+                readings.push((owned, asked, answered));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s, _, asked, answered) = status_and_metrics(api).await.expect("the status answers");
+    assert_eq!(s["sinks"]["cache"]["state"], "connecting", "{s}");
+    readings.push((partitions(&s), asked, answered));
+    for (owned, asked, answered) in &readings {
+        for p in owned {
+            let lag = p["lag_ms"].as_i64().unwrap();
+            assert!(
+                lag >= asked - last_produced && lag <= answered - first_produced,
+                "lag_ms {lag} is not the age of the partition's oldest record: produced \
+                 {} to {} ms before the request: {p}",
+                asked - first_produced,
+                asked - last_produced
+            );
+        }
+    }
+    assert!(
+        readings[1].0[0]["lag_ms"].as_u64() > readings[0].0[0]["lag_ms"].as_u64(),
+        "lag_ms grows while nothing is applied: {readings:?}"
+    );
+
+    redis.start().await;
+    wait_until(
+        "the lag to return to 0 once the store is up",
+        CATCH_UP,
+        || async {
+            let Some((s, metrics, _, _)) = status_and_metrics(api).await else {
+                return false;
+            };
+            let owned = partitions(&s);
+            owned.len() == 2
+                && owned.iter().all(|p| {
+                    let n = p["partition"].as_i64().unwrap();
+                    p["lag_ms"] == 0
+                        && p["lag_records"] == 0
+                        && lag_ms_metric(&metrics, &topic, n) == Some(0.0)
+                })
+        },
+    )
+    .await;
+    let nodes = RedisNodes::connect(&redis.url(), false).await;
+    assert_eq!(nodes.json_rows(&key_prefix).await.len(), 200);
+    assert!(worker.stop().success(), "worker log:\n{}", worker.log());
 }
 
 /// ClickHouse's HTTP interface of `dev/clickhouse.sh`.
