@@ -82,16 +82,19 @@ fn drift(
 }
 
 /// Polls `read` until it holds exactly `expected`'s rows, panicking with
-/// the last (missing, extra, differing) counts after `CATCH_UP`.
+/// the last (missing, extra, differing) counts and the first differing
+/// row after `CATCH_UP`.
 async fn wait_rows_equal<F, Fut>(store: &str, expected: &BTreeMap<String, Value>, mut read: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = BTreeMap<String, Value>>,
 {
     let mut last = (0, 0, 0);
+    let mut got = BTreeMap::new();
     let waited = tokio::time::timeout(CATCH_UP, async {
         loop {
-            last = drift(expected, &read().await);
+            got = read().await;
+            last = drift(expected, &got);
             if last == (0, 0, 0) {
                 return;
             }
@@ -99,9 +102,14 @@ where
         }
     })
     .await;
+    let first = expected
+        .iter()
+        .find(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+        .map(|(k, v)| (k, v, &got[k]));
     assert!(
         waited.is_ok(),
-        "{store} did not reach the expected rows within {CATCH_UP:?}: (missing, extra, differing) = {last:?}"
+        "{store} did not reach the expected rows within {CATCH_UP:?}: (missing, extra, differing) = {last:?}; \
+         first differing (key, expected, got): {first:?}"
     );
 }
 
@@ -534,12 +542,7 @@ fn unconstrained_numeric_as_debezium(rows: BTreeMap<String, Value>) -> BTreeMap<
     rows.into_iter()
         .map(|(k, mut row)| {
             if let Some(Value::String(n)) = row.get("nu") {
-                let trimmed = if n.contains('.') {
-                    n.trim_end_matches('0').trim_end_matches('.').to_string()
-                } else {
-                    n.clone()
-                };
-                row["nu"] = Value::String(trimmed);
+                row["nu"] = Value::String(trim_decimal(n));
             }
             (k, row)
         })
@@ -561,6 +564,30 @@ async fn clickhouse_rows(database: &str) -> Vec<String> {
     .collect()
 }
 
+/// How Debezium's connector writes its records: Kafka Connect's
+/// JsonConverter with schemas (its default) or without
+/// (`key/value.converter.schemas.enable=false`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Converter {
+    Schemas,
+    Schemaless,
+}
+
+impl Converter {
+    /// The connector's settings for this converter.
+    fn settings(self) -> Value {
+        match self {
+            Converter::Schemas => serde_json::json!({}),
+            Converter::Schemaless => serde_json::json!({
+                "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+                "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+                "key.converter.schemas.enable": "false",
+                "value.converter.schemas.enable": "false",
+            }),
+        }
+    }
+}
+
 /// Debezium as the producer: its PostgreSQL connector (pgoutput, Kafka
 /// Connect JSON with schemas) captures a table of many types while a
 /// Courier captures the same table directly; a worker applies Debezium's
@@ -569,7 +596,159 @@ async fn clickhouse_rows(database: &str) -> Vec<String> {
 /// Debezium equal those Courier fed directly, value for value.
 #[tokio::test(flavor = "multi_thread")]
 async fn debezium_topics_feed_stores_equal_to_direct_capture() {
-    let db: &'static str = "e2e_kafka_debezium";
+    debezium_feeds_stores("e2e_kafka_debezium", Converter::Schemas).await;
+}
+
+/// The same without schemas (JsonConverter's `schemas.enable=false`):
+/// Redis and ClickHouse fed from Debezium's topic hold PostgreSQL's rows
+/// (those the direct capture wrote), with the values a schemaless record
+/// cannot type as Debezium wrote them (see `SCHEMALESS`).
+#[tokio::test(flavor = "multi_thread")]
+async fn debezium_schemaless_topics_feed_stores_equal_to_direct_capture() {
+    debezium_feeds_stores("e2e_kafka_dbz_schemaless", Converter::Schemaless).await;
+}
+
+/// What a schemaless Debezium record holds where Courier's capture has
+/// another value, column by column of `debezium_feeds_stores`'s table, and
+/// what the comparison does about it. Without a schema the worker types a
+/// column by its JSON (the `courier_kafka::decode` module documentation),
+/// so these columns reach the stores as Debezium's numbers and strings:
+///
+/// | column | Courier's capture | the schemaless record | compared as |
+/// |---|---|---|---|
+/// | `n numeric(12,3)` | `"0.143"` | the base64 of the unscaled value (`Decimal` bytes); the scale is in the schema only | the record's value read with the column's scale, 3 |
+/// | `nu numeric` | `"1.25"` | `{"scale": 2, "value": "fQ=="}` (`VariableScaleDecimal`), trailing zeros stripped | the decimal it holds; Courier's without trailing zeros |
+/// | `d date` | `"2000-01-26"` | days since 1970-01-01 (`Date`) | days |
+/// | `ts timestamp` | `"2024-03-01T00:00:59.5"` | microseconds since 1970-01-01 (`MicroTimestamp`) | microseconds |
+/// | `tstz timestamptz` | `"...T06:30:00.5Z"` | `ZonedTimestamp`'s text, the fraction padded to six digits | the text, trailing zeros of the fraction stripped |
+/// | `jb jsonb` | the document | the document's text, a string (`Json`) | the document |
+///
+/// Every other column (integers, text, bool, float8, uuid, bytea as base64,
+/// text[]) holds the same JSON. ClickHouse then stores those columns as
+/// what was inferred: `Int64` for the numbers, `String` for the strings and
+/// for `nu`'s object (its JSON text), read back here in the same forms.
+const SCHEMALESS: &[&str] = &["n", "nu", "d", "ts", "tstz", "jb"];
+
+/// One side of the schemaless comparison.
+#[derive(Clone, Copy)]
+enum Side {
+    /// A row as Courier's capture stored it.
+    Courier,
+    /// A row as the worker stored Debezium's schemaless record.
+    Schemaless,
+}
+
+/// `row` with the `SCHEMALESS` columns in the forms they are compared as.
+fn comparable(mut row: Value, side: Side) -> Value {
+    for column in SCHEMALESS {
+        let v = row[*column].take();
+        row[*column] = if v.is_null() {
+            v
+        } else {
+            match (side, *column) {
+                (Side::Courier, "nu") => Value::String(trim_decimal(v.as_str().unwrap())),
+                (Side::Courier, "d") => Value::from(days(v.as_str().unwrap())),
+                (Side::Courier, "ts") => Value::from(micros(v.as_str().unwrap())),
+                (_, "tstz") => Value::String(trim_fraction(v.as_str().unwrap())),
+                (Side::Courier, _) => v,
+                (Side::Schemaless, "n") => {
+                    Value::String(support::kafka::decimal_text(v.as_str().unwrap(), 3))
+                }
+                (Side::Schemaless, "nu") => {
+                    // ClickHouse holds the object as its JSON text.
+                    let v = match v {
+                        Value::String(s) => serde_json::from_str(&s).unwrap(),
+                        v => v,
+                    };
+                    let scale = v["scale"].as_u64().unwrap() as u32;
+                    let text = support::kafka::decimal_text(v["value"].as_str().unwrap(), scale);
+                    Value::String(text)
+                }
+                (Side::Schemaless, "jb") => serde_json::from_str(v.as_str().unwrap()).unwrap(),
+                (Side::Schemaless, _) => v,
+            }
+        };
+    }
+    row
+}
+
+/// A decimal's text without trailing zeros after the point.
+fn trim_decimal(n: &str) -> String {
+    if n.contains('.') {
+        n.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// A timestamp's text without trailing zeros in its fraction of a second.
+fn trim_fraction(t: &str) -> String {
+    let (body, zone) = t.split_at(t.find(['Z', '+']).unwrap_or(t.len()));
+    if body.contains('.') {
+        format!("{}{zone}", body.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        t.to_string()
+    }
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+fn days(date: &str) -> i64 {
+    let mut parts = date.split('-').map(|p| p.parse::<i64>().unwrap());
+    let (y, m, d) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Microseconds since 1970-01-01 of a `YYYY-MM-DDTHH:MM:SS[.f]` timestamp.
+fn micros(ts: &str) -> i64 {
+    let (date, time) = ts.split_once('T').unwrap();
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut hms = hms.split(':').map(|p| p.parse::<i64>().unwrap());
+    let seconds = hms.next().unwrap() * 3600 + hms.next().unwrap() * 60 + hms.next().unwrap();
+    let fraction: i64 = format!("{fraction:0<6}").parse().unwrap();
+    (days(date) * 86_400 + seconds) * 1_000_000 + fraction
+}
+
+/// The rows of `database.t_current` of a worker fed schemaless records, by
+/// id, in the JSON Redis holds (ClickHouse's `UInt8` bools as booleans),
+/// compared as `comparable` says.
+async fn clickhouse_schemaless_rows(database: &str) -> BTreeMap<String, Value> {
+    clickhouse(&format!(
+        "SELECT id, i8, n, nu, t, b, f8, d, ts, tstz, jb, u, by, ta \
+         FROM {database}.t_current FORMAT JSONEachRow"
+    ))
+    .await
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(|l| {
+        let mut row: Value = serde_json::from_str(l).unwrap();
+        if let Some(b) = row["b"].as_u64() {
+            row["b"] = Value::Bool(b == 1);
+        }
+        // ClickHouse writes a whole Float64 without its point (1, not 1.0).
+        if let Some(f) = row["f8"].as_f64() {
+            row["f8"] = Value::from(f);
+        }
+        (row["id"].to_string(), comparable(row, Side::Schemaless))
+    })
+    .collect()
+}
+
+/// Debezium's connector (converter `converter`) and a direct Courier
+/// capture the same table of database `db`; a worker applies Debezium's
+/// topic to Redis and ClickHouse. After Debezium's snapshot, then streamed
+/// inserts, updates, deletes and a primary-key change, the worker's stores
+/// hold the direct capture's rows: value for value with schemas, and
+/// without them as `SCHEMALESS` states.
+async fn debezium_feeds_stores(db: &'static str, converter: Converter) {
     let client = fresh_db(db).await;
     client
         .batch_execute(
@@ -588,39 +767,42 @@ async fn debezium_topics_feed_stores_equal_to_direct_capture() {
     let prefix = run_prefix(db).replace('-', "_");
     let topic = format!("{prefix}.public.t");
     let (direct_redis, worker_redis) = (format!("{db}:direct:"), format!("{db}:worker:"));
-    let (direct_ch, worker_ch) = ("courier_e2e_dbz_direct", "courier_e2e_dbz_worker");
+    let (direct_ch, worker_ch) = (
+        format!("courier_{db}_direct"),
+        format!("courier_{db}_worker"),
+    );
     let nodes = RedisNodes::connect(&standalone_url(13), false).await;
     for p in [&direct_redis, &worker_redis] {
         clear(&nodes, p).await;
     }
-    for d in [direct_ch, worker_ch] {
+    for d in [&direct_ch, &worker_ch] {
         clickhouse(&format!("DROP DATABASE IF EXISTS {d}")).await;
         clickhouse(&format!("CREATE DATABASE {d}")).await;
     }
 
     // Debezium's connector, with its own slot and publication.
     let url = url::Url::parse(&pg_url(db)).unwrap();
-    let connector = support::connect::Connector::create(
-        &prefix,
-        serde_json::json!({
-            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-            "tasks.max": "1",
-            "database.hostname": url.host_str().unwrap_or("127.0.0.1"),
-            "database.port": url.port().unwrap_or(5432).to_string(),
-            "database.user": url.username(),
-            "database.password": url.password().unwrap_or_default(),
-            "database.dbname": db,
-            "topic.prefix": prefix,
-            "plugin.name": "pgoutput",
-            "slot.name": format!("{prefix}_dbz"),
-            "publication.name": format!("{prefix}_dbz"),
-            "publication.autocreate.mode": "filtered",
-            "table.include.list": "public.t",
-            "topic.creation.default.replication.factor": "1",
-            "topic.creation.default.partitions": "2",
-        }),
-    )
-    .await;
+    let mut settings = serde_json::json!({
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "tasks.max": "1",
+        "database.hostname": url.host_str().unwrap_or("127.0.0.1"),
+        "database.port": url.port().unwrap_or(5432).to_string(),
+        "database.user": url.username(),
+        "database.password": url.password().unwrap_or_default(),
+        "database.dbname": db,
+        "topic.prefix": prefix,
+        "plugin.name": "pgoutput",
+        "slot.name": format!("{prefix}_dbz"),
+        "publication.name": format!("{prefix}_dbz"),
+        "publication.autocreate.mode": "filtered",
+        "table.include.list": "public.t",
+        "topic.creation.default.replication.factor": "1",
+        "topic.creation.default.partitions": "2",
+    });
+    if let (Some(all), Value::Object(more)) = (settings.as_object_mut(), converter.settings()) {
+        all.extend(more);
+    }
+    let connector = support::connect::Connector::create(&prefix, settings).await;
 
     // Courier capturing the same table directly into Redis and ClickHouse.
     let direct_dir = scratch(db);
@@ -688,29 +870,56 @@ database = "{direct_ch}"
         .await
         .unwrap();
     wait_caught_up(&client, db, CATCH_UP).await;
-    let expected = unconstrained_numeric_as_debezium(nodes.json_rows(&direct_redis).await);
-    wait_rows_equal("Redis fed from Debezium's topic", &expected, || {
-        nodes.json_rows(&worker_redis)
-    })
-    .await;
-    assert_eq!(expected.len(), 192, "the direct capture's rows");
-    let want = clickhouse_rows(direct_ch).await;
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        got = clickhouse_rows(worker_ch).await;
-        if got == want {
-            break;
+    let direct_rows = unconstrained_numeric_as_debezium(nodes.json_rows(&direct_redis).await);
+    assert_eq!(direct_rows.len(), 192, "the direct capture's rows");
+    match converter {
+        Converter::Schemas => {
+            wait_rows_equal("Redis fed from Debezium's topic", &direct_rows, || {
+                nodes.json_rows(&worker_redis)
+            })
+            .await;
+            let want = clickhouse_rows(&direct_ch).await;
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                got = clickhouse_rows(&worker_ch).await;
+                if got == want {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            assert_eq!(want.len(), 192);
+            let first = want.iter().zip(&got).find(|(a, b)| a != b);
+            assert!(
+                got.len() == want.len() && first.is_none(),
+                "ClickHouse fed from Debezium's topic differs from ClickHouse fed directly ({} vs {} rows); first difference:\n{first:?}",
+                got.len(),
+                want.len()
+            );
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        Converter::Schemaless => {
+            let expected: BTreeMap<String, Value> = direct_rows
+                .into_iter()
+                .map(|(k, row)| (k, comparable(row, Side::Courier)))
+                .collect();
+            wait_rows_equal(
+                "Redis fed from Debezium's schemaless topic",
+                &expected,
+                || async {
+                    let rows = nodes.json_rows(&worker_redis).await;
+                    rows.into_iter()
+                        .map(|(k, row)| (k, comparable(row, Side::Schemaless)))
+                        .collect()
+                },
+            )
+            .await;
+            wait_rows_equal(
+                "ClickHouse fed from Debezium's schemaless topic",
+                &expected,
+                || clickhouse_schemaless_rows(&worker_ch),
+            )
+            .await;
+        }
     }
-    assert_eq!(want.len(), 192);
-    let first = want.iter().zip(&got).find(|(a, b)| a != b);
-    assert!(
-        got.len() == want.len() && first.is_none(),
-        "ClickHouse fed from Debezium's topic differs from ClickHouse fed directly ({} vs {} rows); first difference:\n{first:?}",
-        got.len(),
-        want.len()
-    );
 
     connector.delete().await;
     assert!(worker.stop().success(), "worker log:\n{}", worker.log());

@@ -352,7 +352,9 @@ fn connect_row(schema: &Value, row: Value) -> Value {
     Value::Object(row)
 }
 
-fn decimal_text(b64: &str, scale: u32) -> String {
+/// A Connect `Decimal` (the base64 of its unscaled big-endian two's
+/// complement value) with `scale` digits after the point, as text.
+pub fn decimal_text(b64: &str, scale: u32) -> String {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .unwrap_or_else(|e| panic!("Decimal {b64:?} is not base64: {e}"));
