@@ -83,6 +83,9 @@ pub struct KafkaStatus {
     pub group: String,
     /// Rebalances this worker went through since it started.
     pub rebalances: u64,
+    /// Records this worker could not decode and wrote to
+    /// `source.dead_letter_topic` since it started.
+    pub dead_letters: u64,
     /// The partitions this worker owns now.
     pub partitions: Vec<PartitionStatus>,
 }
@@ -333,6 +336,18 @@ impl Status {
             if let Some(k) = i.source.kafka.as_mut() {
                 k.partitions = partitions;
                 k.rebalances = rebalances;
+            }
+        });
+    }
+
+    /// A Kafka worker wrote a record of `topic` it could not decode to its
+    /// dead-letter topic.
+    pub fn kafka_dead_letter(&self, topic: &str) {
+        metrics::counter!("courier_kafka_dead_letters_total", "topic" => topic.to_string())
+            .increment(1);
+        self.with(|i| {
+            if let Some(k) = i.source.kafka.as_mut() {
+                k.dead_letters += 1;
             }
         });
     }

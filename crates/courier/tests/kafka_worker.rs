@@ -306,18 +306,7 @@ async fn clickhouse_items(database: &str) -> BTreeMap<String, Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_that_is_not_a_change_stops_the_worker_naming_it() {
     let db = "e2e_kafka_bad_record";
-    let prefix = run_prefix(db);
-    let topic = format!("{prefix}.public.items");
-    support::kafka::dev_kafka(&["topics", "--create", "--topic", &topic, "--partitions", "1"]);
-    let good = |id: i64| insert_record(db, id);
-    let mut lines = vec![
-        format!("{{\"id\":1}}|{}", good(1)),
-        format!("{{\"id\":2}}|{}", good(2)),
-        "{\"id\":3}|this is not json".to_string(),
-        format!("{{\"id\":4}}|{}", good(4)),
-    ];
-    lines.push(String::new());
-    support::kafka::produce_lines(&topic, &lines.join("\n"));
+    let (prefix, topic) = topic_with_a_bad_record(db);
 
     let key_prefix = format!("{db}:");
     let nodes = RedisNodes::connect(&standalone_url(13), false).await;
@@ -351,6 +340,117 @@ async fn a_record_that_is_not_a_change_stops_the_worker_naming_it() {
         support::kafka::committed_offset(&group, &topic, 0),
         Some(2),
         "the group committed past the bad record"
+    );
+}
+
+/// A one-partition topic of `db`'s `public.items` holding the inserts of
+/// ids 1 and 2, then at offset 2 a record that is not JSON (key `{"id":3}`,
+/// value `this is not json`, header `origin: test`), then the insert of id
+/// 4; returns the topic's prefix and name.
+fn topic_with_a_bad_record(db: &str) -> (String, String) {
+    let prefix = run_prefix(db);
+    let topic = format!("{prefix}.public.items");
+    support::kafka::dev_kafka(&["topics", "--create", "--topic", &topic, "--partitions", "1"]);
+    let line = |id: i64| format!("{{\"id\":{id}}}|{}\n", insert_record(db, id));
+    support::kafka::produce_lines(&topic, &(line(1) + &line(2)));
+    support::kafka::produce_with_headers(
+        &topic,
+        b"{\"id\":3}",
+        b"this is not json",
+        &[("origin", "test")],
+    );
+    support::kafka::produce_lines(&topic, &line(4));
+    (prefix, topic)
+}
+
+/// With `source.dead_letter_topic`, a record that is not a change event
+/// goes to that topic as it came (key, value, its headers) with headers
+/// naming its topic, partition, offset and the error; the worker applies
+/// and commits everything around it, counts it in `/v1/status` and
+/// `/metrics`, and goes on running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_is_not_a_change_goes_to_the_dead_letter_topic() {
+    let db = "e2e_kafka_dead_letter";
+    let (prefix, topic) = topic_with_a_bad_record(db);
+    let dead = format!("{prefix}.dead_letters");
+    support::kafka::dev_kafka(&["topics", "--create", "--topic", &dead, "--partitions", "1"]);
+    let key_prefix = format!("{db}:");
+    let nodes = RedisNodes::connect(&standalone_url(13), false).await;
+    clear(&nodes, &key_prefix).await;
+    let dir = scratch(db);
+    let group = format!("{prefix}-g");
+    let api = free_port();
+    let config = worker_config(&dir, &group, &topic, "committed", 13, &key_prefix, None)
+        .replace(
+            "commit_interval = \"200ms\"",
+            &format!("commit_interval = \"200ms\"\ndead_letter_topic = \"{dead}\""),
+        )
+        .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{api}\""));
+    let mut worker = CourierProc::start(&dir, &config);
+    wait_until("the group to commit the whole topic", CATCH_UP, || async {
+        let (group, topic) = (group.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || support::kafka::group_caught_up(&group, &topic))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(support::kafka::committed_offset(&group, &topic, 0), Some(4));
+    let got = nodes.json_rows(&key_prefix).await;
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["1", "2", "4"],
+        "the records around the bad one are applied"
+    );
+
+    let letters = support::kafka::read_raw(&dead).await;
+    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.key.as_deref(), Some(&b"{\"id\":3}"[..]));
+    assert_eq!(letter.value.as_deref(), Some(&b"this is not json"[..]));
+    assert_eq!(letter.header("origin"), Some(Some("test")));
+    assert_eq!(
+        letter.header("courier.dead_letter.topic"),
+        Some(Some(topic.as_str()))
+    );
+    assert_eq!(
+        letter.header("courier.dead_letter.partition"),
+        Some(Some("0"))
+    );
+    assert_eq!(letter.header("courier.dead_letter.offset"), Some(Some("2")));
+    let error = letter
+        .header("courier.dead_letter.error")
+        .flatten()
+        .unwrap_or_default();
+    assert!(error.contains("the value is not JSON"), "{error}");
+
+    let (s, metrics, _, _) = status_and_metrics(api).await.expect("the status answers");
+    assert_eq!(s["source"]["kafka"]["dead_letters"], 1, "{s}");
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("courier_kafka_dead_letters_total{") && l.contains(&topic));
+    assert!(
+        counted.is_some_and(|l| l.ends_with(" 1")),
+        "courier_kafka_dead_letters_total: {counted:?}"
+    );
+    assert!(worker.is_running(), "the worker stopped:\n{}", worker.log());
+    let log = worker.log();
+    assert!(
+        log.contains("went to the dead-letter topic") && !log.contains("this is not json"),
+        "the log names the dead letter and never its value:\n{log}"
+    );
+    assert!(worker.stop().success(), "worker log:\n{log}");
+
+    // A dead-letter topic that does not exist stops the worker at start.
+    let missing = format!("{prefix}.no_such_topic");
+    let config = config.replace(&dead, &missing);
+    let mut worker = CourierProc::start(&dir, &config);
+    let status = worker
+        .wait_exit("the worker to refuse a missing dead-letter topic", CATCH_UP)
+        .await;
+    let log = worker.log();
+    assert!(
+        !status.success() && log.contains(&format!("topic {missing} does not exist")),
+        "{log}"
     );
 }
 

@@ -18,6 +18,10 @@
 //! [`PartitionStatus`]). A batch waiting for room in a full queue waits
 //! beside the commit timer, so offsets and lag keep being reported while a
 //! sink holds the worker back.
+//!
+//! A record that cannot be decoded stops the worker with an error naming
+//! it, or, with `source.dead_letter_topic`, goes to that topic
+//! (`dead_letter.rs`) and counts as handled once the broker acknowledged it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -38,6 +42,7 @@ use rdkafka::{ClientContext, Message};
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval};
 
+use super::dead_letter::DeadLetters;
 use super::fanout::Fanout;
 use crate::config::{Config, KafkaFormat, KafkaSourceConfig, KafkaStart};
 use crate::status::{PartitionStatus, Status};
@@ -283,6 +288,14 @@ pub(super) async fn consume(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let cfg = &k.config;
+    let dead_letters = match cfg.dead_letter_topic.clone() {
+        None => None,
+        Some(topic) => {
+            let c = cfg.clone();
+            let connect = tokio::task::spawn_blocking(move || DeadLetters::connect(&c, &topic));
+            Some(connect.await.context("prepare the dead-letter topic")??)
+        }
+    };
     let shared = Arc::new(Mutex::new(Shared::default()));
     let context = WorkerContext {
         shared: shared.clone(),
@@ -317,6 +330,7 @@ pub(super) async fn consume(
         batch_changes: config.pipeline.batch_changes,
         batch_bytes: config.pipeline.batch_bytes,
         missing_topics: HashSet::new(),
+        dead_letters,
     };
     let batch_delay = config.pipeline.batch_delay;
     let mut commit_tick = tokio::time::interval(cfg.commit_interval);
@@ -334,7 +348,7 @@ pub(super) async fn consume(
             }
             m = consumer.recv() => {
                 let step = match m {
-                    Ok(m) => worker.record(&m),
+                    Ok(m) => worker.record(&m).await,
                     Err(e) => worker.consumer_error(e).await,
                 };
                 let step = match step {
@@ -378,6 +392,8 @@ struct Worker<'a> {
     batch_bytes: usize,
     /// Subscribed topics the broker says do not exist (warned once each).
     missing_topics: HashSet<String>,
+    /// Where records that cannot be decoded go (`None`: they stop the worker).
+    dead_letters: Option<DeadLetters>,
 }
 
 impl Worker<'_> {
@@ -386,7 +402,7 @@ impl Worker<'_> {
     }
 
     /// Decodes one record into the batch; `Ok(true)` when the batch is full.
-    fn record(&mut self, m: &BorrowedMessage<'_>) -> anyhow::Result<bool> {
+    async fn record(&mut self, m: &BorrowedMessage<'_>) -> anyhow::Result<bool> {
         let assigned = std::mem::take(&mut self.shared().newly_assigned);
         for p in assigned {
             self.decoder.reset_partition(&p.topic, p.partition);
@@ -404,7 +420,25 @@ impl Worker<'_> {
             value: m.payload(),
             headers: &headers,
         };
-        let decoded = self.decoder.decode(&record)?;
+        let decoded = match self.decoder.decode(&record) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let Some(dead_letters) = &self.dead_letters else {
+                    return Err(e.into());
+                };
+                dead_letters.send(&record, &e).await?;
+                tracing::warn!(
+                    topic = record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    dead_letter_topic = dead_letters.topic(),
+                    error = %e.kind,
+                    "a record that cannot be decoded went to the dead-letter topic"
+                );
+                self.status.kafka_dead_letter(record.topic);
+                None
+            }
+        };
         let f = &mut self.filling;
         if let Some(change) = decoded {
             f.bytes += change.approx_bytes();
