@@ -386,6 +386,15 @@ async fn a_record_that_is_not_a_change_goes_to_the_dead_letter_topic() {
             &format!("commit_interval = \"200ms\"\ndead_letter_topic = \"{dead}\""),
         )
         .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{api}\""));
+    let path = dir.join("check.toml");
+    std::fs::write(&path, &config).unwrap();
+    let (_, out, err) = courier_cmd(&["check", "--config", path.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!(
+            "ok    source.dead_letter_topic: {dead}: 1 partition(s)"
+        )),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
     let mut worker = CourierProc::start(&dir, &config);
     wait_until("the group to commit the whole topic", CATCH_UP, || async {
         let (group, topic) = (group.clone(), topic.clone());
@@ -1054,7 +1063,9 @@ async fn check_reports_brokers_topics_and_group() {
     )
     .replace(
         &format!("topics = [\"{present}\"]"),
-        &format!("topics = [\"{present}\", \"{prefix}.public.missing\"]"),
+        &format!(
+            "topics = [\"{present}\", \"{prefix}.public.missing\"]\ndead_letter_topic = \"{prefix}.dead\""
+        ),
     );
     let path = dir.join("worker.toml");
     std::fs::write(&path, &config).unwrap();
@@ -1072,6 +1083,12 @@ async fn check_reports_brokers_topics_and_group() {
         "{out}"
     );
     assert!(out.contains("ok    group"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL  source.dead_letter_topic: {prefix}.dead does not exist"
+        )),
+        "{out}"
+    );
 
     let unreachable = config.replace(&brokers(), &format!("127.0.0.1:{}", free_port()));
     std::fs::write(&path, unreachable).unwrap();
