@@ -8,6 +8,11 @@
 //! Partitions the group takes away are forgotten at once: their batches
 //! still in the queues are applied (harmless: versions decide, and the new
 //! owner replays from the committed offset) but never committed from here.
+//!
+//! Beside the offsets, each batch remembers the record time of its first
+//! record of each partition, so [`Progress::pending_since`] tells how old
+//! the oldest record not yet applied by every sink is (the partition's lag
+//! in time).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -36,14 +41,23 @@ impl fmt::Display for Partition {
     }
 }
 
+/// The records of one partition a batch holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The record time (milliseconds since the epoch) of the first.
+    pub first_ms: i64,
+    /// The offset after the last (the next record to read).
+    pub next: i64,
+}
+
 /// Offsets per batch position, and what is applied and committed.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// The position of the newest batch sealed.
     sealed: Position,
     /// Batches sent and not yet applied by every sink: per position, the
-    /// next offset of each partition the batch holds records of.
-    in_flight: VecDeque<(Position, BTreeMap<Partition, i64>)>,
+    /// records of each partition the batch holds.
+    in_flight: VecDeque<(Position, BTreeMap<Partition, Span>)>,
     /// Per owned partition: the next offset to read once everything applied
     /// is committed (Kafka's committed offset is the next record to read).
     applied: BTreeMap<Partition, i64>,
@@ -56,14 +70,22 @@ impl Progress {
         Progress::default()
     }
 
-    /// A batch holding, per partition, the records up to (not including)
-    /// the given next offset: returns the position the batch carries.
-    /// A batch with no records still gets a position (it is acknowledged
-    /// in order like any other).
-    pub fn seal(&mut self, next_offsets: BTreeMap<Partition, i64>) -> Position {
+    /// A batch holding, per partition, the records of its [`Span`]:
+    /// returns the position the batch carries. A batch with no records
+    /// still gets a position (it is acknowledged in order like any other).
+    pub fn seal(&mut self, spans: BTreeMap<Partition, Span>) -> Position {
         self.sealed = Position(self.sealed.0 + 1);
-        self.in_flight.push_back((self.sealed, next_offsets));
+        self.in_flight.push_back((self.sealed, spans));
         self.sealed
+    }
+
+    /// The record time of the oldest record of `partition` sent to the
+    /// sinks and not yet applied by every one (`None` when there is none).
+    pub fn pending_since(&self, partition: &Partition) -> Option<i64> {
+        self.in_flight
+            .iter()
+            .find_map(|(_, spans)| spans.get(partition))
+            .map(|s| s.first_ms)
     }
 
     /// The newest position sealed.
@@ -74,13 +96,13 @@ impl Progress {
     /// Every sink applied every batch through `through`.
     pub fn acknowledge(&mut self, through: Position) {
         while self.in_flight.front().is_some_and(|(p, _)| *p <= through) {
-            let Some((_, offsets)) = self.in_flight.pop_front() else {
+            let Some((_, spans)) = self.in_flight.pop_front() else {
                 break;
             };
-            for (partition, next) in offsets {
+            for (partition, span) in spans {
                 // Only partitions still owned: `revoke` removed the others.
                 if let Some(a) = self.applied.get_mut(&partition) {
-                    *a = (*a).max(next);
+                    *a = (*a).max(span.next);
                 }
             }
         }
@@ -161,8 +183,16 @@ mod tests {
         Partition::new("t", n)
     }
 
-    fn offsets(v: &[(i32, i64)]) -> BTreeMap<Partition, i64> {
-        v.iter().map(|(n, o)| (p(*n), *o)).collect()
+    fn offsets(v: &[(i32, i64)]) -> BTreeMap<Partition, Span> {
+        v.iter()
+            .map(|(n, o)| {
+                let span = Span {
+                    first_ms: 0,
+                    next: *o,
+                };
+                (p(*n), span)
+            })
+            .collect()
     }
 
     #[test]
@@ -222,5 +252,25 @@ mod tests {
         g.acknowledge(b);
         assert_eq!(g.to_commit(), vec![(p(0), 4)]);
         assert_eq!(g.sealed(), b);
+    }
+
+    #[test]
+    fn the_oldest_pending_record_is_the_first_of_the_oldest_batch_not_applied() {
+        let mut g = Progress::new();
+        g.assign([p(0), p(1)]);
+        let span = |first_ms, next| Span { first_ms, next };
+        let a = g.seal(BTreeMap::from([(p(0), span(1_000, 10))]));
+        let b = g.seal(BTreeMap::from([
+            (p(0), span(2_000, 20)),
+            (p(1), span(2_500, 3)),
+        ]));
+        assert_eq!(g.pending_since(&p(0)), Some(1_000));
+        assert_eq!(g.pending_since(&p(1)), Some(2_500));
+        g.acknowledge(a);
+        assert_eq!(g.pending_since(&p(0)), Some(2_000), "batch a is applied");
+        g.revoke(&[p(1)]);
+        assert_eq!(g.pending_since(&p(1)), None, "owned elsewhere now");
+        g.acknowledge(b);
+        assert_eq!(g.pending_since(&p(0)), None, "everything read is applied");
     }
 }

@@ -83,6 +83,9 @@ pub struct KafkaStatus {
     pub group: String,
     /// Rebalances this worker went through since it started.
     pub rebalances: u64,
+    /// Records this worker could not decode and wrote to
+    /// `source.dead_letter_topic` since it started.
+    pub dead_letters: u64,
     /// The partitions this worker owns now.
     pub partitions: Vec<PartitionStatus>,
 }
@@ -100,6 +103,16 @@ pub struct PartitionStatus {
     pub high_watermark: Option<i64>,
     /// Records in the partition not yet applied by every sink.
     pub lag_records: Option<i64>,
+    /// How far behind the partition is in time: now minus the record time
+    /// (the producer's timestamp; for Courier's topics the commit time)
+    /// of the oldest record the worker read and not every sink applied;
+    /// 0 when every record read is applied. Records not read yet count
+    /// from when their first is read (their number is in `lag_records`).
+    pub lag_ms: u64,
+    /// The record time of that oldest record (what `lag_ms` is measured
+    /// from when the report is made).
+    #[serde(skip)]
+    pub pending_since_ms: Option<i64>,
 }
 
 /// Where a sink is in its life.
@@ -327,6 +340,18 @@ impl Status {
         });
     }
 
+    /// A Kafka worker wrote a record of `topic` it could not decode to its
+    /// dead-letter topic.
+    pub fn kafka_dead_letter(&self, topic: &str) {
+        metrics::counter!("courier_kafka_dead_letters_total", "topic" => topic.to_string())
+            .increment(1);
+        self.with(|i| {
+            if let Some(k) = i.source.kafka.as_mut() {
+                k.dead_letters += 1;
+            }
+        });
+    }
+
     /// `sink` applied `events` changes and everything through `through`;
     /// `commit_time_us` is the commit time of the newest streamed change.
     pub fn sink_applied(
@@ -443,10 +468,16 @@ impl Status {
                     Some((name, status))
                 })
                 .collect();
+            let mut source = i.source.clone();
+            for p in source.kafka.iter_mut().flat_map(|k| &mut k.partitions) {
+                p.lag_ms = p
+                    .pending_since_ms
+                    .map_or(0, |t| (now_us / 1000 - t).max(0) as u64);
+            }
             StatusReport {
                 streaming: i.streaming,
                 role: i.role,
-                source: i.source.clone(),
+                source,
                 sinks,
                 snapshot: i.snapshot.clone(),
             }
@@ -499,6 +530,7 @@ impl StatusReport {
             if let Some(lag) = p.lag_records {
                 metrics::gauge!("courier_kafka_lag_records", &labels).set(lag as f64);
             }
+            metrics::gauge!("courier_kafka_lag_ms", &labels).set(p.lag_ms as f64);
             if let Some(c) = p.committed_offset {
                 metrics::gauge!("courier_kafka_committed_offset", &labels).set(c as f64);
             }
@@ -543,6 +575,33 @@ mod tests {
         );
         assert_eq!((log.events, cache.events), (7, 3));
         assert_eq!(r.source.retained_wal_bytes, Some(400));
+    }
+
+    #[test]
+    fn a_partition_lags_by_the_age_of_its_oldest_record_not_applied() {
+        let s = Status::for_kafka("g", &[("cache".into(), "redis".into())]);
+        let partition = |n, pending_since_ms| PartitionStatus {
+            topic: "t".into(),
+            partition: n,
+            pending_since_ms,
+            ..Default::default()
+        };
+        s.set_kafka_partitions(
+            vec![
+                partition(0, Some(1_000)),
+                partition(1, None),
+                // A producer's clock ahead of ours: not behind.
+                partition(2, Some(9_000)),
+            ],
+            1,
+        );
+        let lag = |now_ms: i64| -> Vec<u64> {
+            let r = s.report_at(now_ms * 1000);
+            let k = r.source.kafka.unwrap();
+            k.partitions.iter().map(|p| p.lag_ms).collect()
+        };
+        assert_eq!(lag(4_500), [3_500, 0, 0]);
+        assert_eq!(lag(5_000), [4_000, 0, 0], "it grows until applied");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::kafka::{brokers, kafka_config, run_prefix};
 use support::load::{create_table, pg_rows, Load};
-use support::redis::{clear, standalone_url, RedisNodes};
+use support::redis::{clear, standalone_url, OwnRedis, RedisNodes};
 use support::search::{call, documents, without_nulls, SearchNode};
 use support::*;
 
@@ -82,16 +82,19 @@ fn drift(
 }
 
 /// Polls `read` until it holds exactly `expected`'s rows, panicking with
-/// the last (missing, extra, differing) counts after `CATCH_UP`.
+/// the last (missing, extra, differing) counts and the first differing
+/// row after `CATCH_UP`.
 async fn wait_rows_equal<F, Fut>(store: &str, expected: &BTreeMap<String, Value>, mut read: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = BTreeMap<String, Value>>,
 {
     let mut last = (0, 0, 0);
+    let mut got = BTreeMap::new();
     let waited = tokio::time::timeout(CATCH_UP, async {
         loop {
-            last = drift(expected, &read().await);
+            got = read().await;
+            last = drift(expected, &got);
             if last == (0, 0, 0) {
                 return;
             }
@@ -99,9 +102,14 @@ where
         }
     })
     .await;
+    let first = expected
+        .iter()
+        .find(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+        .map(|(k, v)| (k, v, &got[k]));
     assert!(
         waited.is_ok(),
-        "{store} did not reach the expected rows within {CATCH_UP:?}: (missing, extra, differing) = {last:?}"
+        "{store} did not reach the expected rows within {CATCH_UP:?}: (missing, extra, differing) = {last:?}; \
+         first differing (key, expected, got): {first:?}"
     );
 }
 
@@ -298,27 +306,7 @@ async fn clickhouse_items(database: &str) -> BTreeMap<String, Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_that_is_not_a_change_stops_the_worker_naming_it() {
     let db = "e2e_kafka_bad_record";
-    let prefix = run_prefix(db);
-    let topic = format!("{prefix}.public.items");
-    support::kafka::dev_kafka(&["topics", "--create", "--topic", &topic, "--partitions", "1"]);
-    let good = |id: i64| {
-        serde_json::json!({
-            "before": null,
-            "after": {"id": id, "val": id, "note": "n", "amount": null},
-            "source": {"version": "test", "connector": "postgresql", "name": "x", "db": db,
-                        "schema": "public", "table": "items", "lsn": 100 + id, "txId": 1, "ts_ms": 0},
-            "op": "c", "ts_ms": 0
-        })
-        .to_string()
-    };
-    let mut lines = vec![
-        format!("{{\"id\":1}}|{}", good(1)),
-        format!("{{\"id\":2}}|{}", good(2)),
-        "{\"id\":3}|this is not json".to_string(),
-        format!("{{\"id\":4}}|{}", good(4)),
-    ];
-    lines.push(String::new());
-    support::kafka::produce_lines(&topic, &lines.join("\n"));
+    let (prefix, topic) = topic_with_a_bad_record(db);
 
     let key_prefix = format!("{db}:");
     let nodes = RedisNodes::connect(&standalone_url(13), false).await;
@@ -355,6 +343,290 @@ async fn a_record_that_is_not_a_change_stops_the_worker_naming_it() {
     );
 }
 
+/// A one-partition topic of `db`'s `public.items` holding the inserts of
+/// ids 1 and 2, then at offset 2 a record that is not JSON (key `{"id":3}`,
+/// value `this is not json`, header `origin: test`), then the insert of id
+/// 4; returns the topic's prefix and name.
+fn topic_with_a_bad_record(db: &str) -> (String, String) {
+    let prefix = run_prefix(db);
+    let topic = format!("{prefix}.public.items");
+    support::kafka::dev_kafka(&["topics", "--create", "--topic", &topic, "--partitions", "1"]);
+    let line = |id: i64| format!("{{\"id\":{id}}}|{}\n", insert_record(db, id));
+    support::kafka::produce_lines(&topic, &(line(1) + &line(2)));
+    support::kafka::produce_with_headers(
+        &topic,
+        b"{\"id\":3}",
+        b"this is not json",
+        &[("origin", "test")],
+    );
+    support::kafka::produce_lines(&topic, &line(4));
+    (prefix, topic)
+}
+
+/// With `source.dead_letter_topic`, a record that is not a change event
+/// goes to that topic as it came (key, value, its headers) with headers
+/// naming its topic, partition, offset and the error; the worker applies
+/// and commits everything around it, counts it in `/v1/status` and
+/// `/metrics`, and goes on running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_is_not_a_change_goes_to_the_dead_letter_topic() {
+    let db = "e2e_kafka_dead_letter";
+    let (prefix, topic) = topic_with_a_bad_record(db);
+    let dead = format!("{prefix}.dead_letters");
+    support::kafka::dev_kafka(&["topics", "--create", "--topic", &dead, "--partitions", "1"]);
+    let key_prefix = format!("{db}:");
+    let nodes = RedisNodes::connect(&standalone_url(13), false).await;
+    clear(&nodes, &key_prefix).await;
+    let dir = scratch(db);
+    let group = format!("{prefix}-g");
+    let api = free_port();
+    let config = worker_config(&dir, &group, &topic, "committed", 13, &key_prefix, None)
+        .replace(
+            "commit_interval = \"200ms\"",
+            &format!("commit_interval = \"200ms\"\ndead_letter_topic = \"{dead}\""),
+        )
+        .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{api}\""));
+    let path = dir.join("check.toml");
+    std::fs::write(&path, &config).unwrap();
+    let (_, out, err) = courier_cmd(&["check", "--config", path.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!(
+            "ok    source.dead_letter_topic: {dead}: 1 partition(s)"
+        )),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+    let mut worker = CourierProc::start(&dir, &config);
+    wait_until("the group to commit the whole topic", CATCH_UP, || async {
+        let (group, topic) = (group.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || support::kafka::group_caught_up(&group, &topic))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(support::kafka::committed_offset(&group, &topic, 0), Some(4));
+    let got = nodes.json_rows(&key_prefix).await;
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["1", "2", "4"],
+        "the records around the bad one are applied"
+    );
+
+    let letters = support::kafka::read_raw(&dead).await;
+    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.key.as_deref(), Some(&b"{\"id\":3}"[..]));
+    assert_eq!(letter.value.as_deref(), Some(&b"this is not json"[..]));
+    assert_eq!(letter.header("origin"), Some(Some("test")));
+    assert_eq!(
+        letter.header("courier.dead_letter.topic"),
+        Some(Some(topic.as_str()))
+    );
+    assert_eq!(
+        letter.header("courier.dead_letter.partition"),
+        Some(Some("0"))
+    );
+    assert_eq!(letter.header("courier.dead_letter.offset"), Some(Some("2")));
+    let error = letter
+        .header("courier.dead_letter.error")
+        .flatten()
+        .unwrap_or_default();
+    assert!(error.contains("the value is not JSON"), "{error}");
+
+    let (s, metrics, _, _) = status_and_metrics(api).await.expect("the status answers");
+    assert_eq!(s["source"]["kafka"]["dead_letters"], 1, "{s}");
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("courier_kafka_dead_letters_total{") && l.contains(&topic));
+    assert!(
+        counted.is_some_and(|l| l.ends_with(" 1")),
+        "courier_kafka_dead_letters_total: {counted:?}"
+    );
+    assert!(worker.is_running(), "the worker stopped:\n{}", worker.log());
+    let log = worker.log();
+    assert!(
+        log.contains("went to the dead-letter topic") && !log.contains("this is not json"),
+        "the log names the dead letter and never its value:\n{log}"
+    );
+    assert!(worker.stop().success(), "worker log:\n{log}");
+
+    // A dead-letter topic that does not exist stops the worker at start.
+    let missing = format!("{prefix}.no_such_topic");
+    let config = config.replace(&dead, &missing);
+    let mut worker = CourierProc::start(&dir, &config);
+    let status = worker
+        .wait_exit("the worker to refuse a missing dead-letter topic", CATCH_UP)
+        .await;
+    let log = worker.log();
+    assert!(
+        !status.success() && log.contains(&format!("topic {missing} does not exist")),
+        "{log}"
+    );
+}
+
+/// A `key|value` line of an insert into `public.items` of `db` with id
+/// `id`, as a Debezium-shaped producer writes it (for `produce_lines`).
+fn insert_record(db: &str, id: i64) -> String {
+    serde_json::json!({
+        "before": null,
+        "after": {"id": id, "val": id, "note": "n", "amount": null},
+        "source": {"version": "test", "connector": "postgresql", "name": "x", "db": db,
+                    "schema": "public", "table": "items", "lsn": 100 + id, "txId": 1, "ts_ms": 0},
+        "op": "c", "ts_ms": 0
+    })
+    .to_string()
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The worker's `/v1/status` and `/metrics` on port `api`, with the
+/// times just before the request and just after the answer.
+async fn status_and_metrics(api: u16) -> Option<(Value, String, i64, i64)> {
+    let asked = now_ms();
+    let get = |path: &str| reqwest::get(format!("http://127.0.0.1:{api}{path}"));
+    let status = get("/v1/status").await.ok()?.text().await.ok()?;
+    let metrics = get("/metrics").await.ok()?.text().await.ok()?;
+    let answered = now_ms();
+    Some((
+        serde_json::from_str(&status).ok()?,
+        metrics,
+        asked,
+        answered,
+    ))
+}
+
+/// The value of `courier_kafka_lag_ms` for `topic`'s `partition` in a
+/// Prometheus text.
+fn lag_ms_metric(metrics: &str, topic: &str, partition: i64) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("courier_kafka_lag_ms{"))
+        .filter(|l| l.contains(&format!("topic=\"{topic}\"")))
+        .find(|l| l.contains(&format!("partition=\"{partition}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Lag in time: while the worker's only store is down, every partition it
+/// owns shows in `/v1/status` and in `/metrics` a `lag_ms` of exactly the
+/// age of its oldest record not applied (at least the time since the last
+/// record was produced, at most the time since the first was), growing;
+/// once the store is up and the records applied, it is 0 again and
+/// `lag_records` too.
+#[tokio::test(flavor = "multi_thread")]
+async fn lag_in_ms_is_the_age_of_the_oldest_record_not_applied() {
+    let db = "e2e_kafka_lag";
+    let prefix = run_prefix(db);
+    let topic = format!("{prefix}.public.items");
+    support::kafka::dev_kafka(&["topics", "--create", "--topic", &topic, "--partitions", "2"]);
+    let lines: Vec<String> = (1..=200)
+        .map(|id| format!("{{\"id\":{id}}}|{}", insert_record(db, id)))
+        .collect();
+    let first_produced = now_ms();
+    support::kafka::produce_lines(&topic, &lines.join("\n"));
+    let last_produced = now_ms();
+    let ends = support::kafka::end_offsets(&topic);
+    assert!(
+        ends.iter().all(|(_, end)| *end > 0),
+        "both partitions hold records: {ends:?}"
+    );
+
+    let dir = scratch(db);
+    let mut redis = OwnRedis::new(&dir);
+    let api = free_port();
+    let key_prefix = format!("{db}:");
+    let config = worker_config(
+        &dir,
+        &format!("{prefix}-g"),
+        &topic,
+        "committed",
+        13,
+        &key_prefix,
+        None,
+    )
+    .replace(&standalone_url(13), &redis.url())
+    .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{api}\""));
+    let mut worker = CourierProc::start(&dir, &config);
+
+    let partitions = |s: &Value| -> Vec<Value> {
+        s["source"]["kafka"]["partitions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let lagging = |owned: &[Value], metrics: &str| {
+        owned.len() == 2
+            && owned.iter().all(|p| {
+                let n = p["partition"].as_i64().unwrap_or(-1);
+                p["lag_ms"].as_u64().unwrap_or(0) > 0
+                    && lag_ms_metric(metrics, &topic, n).is_some_and(|v| v > 0.0)
+            })
+    };
+    let started = std::time::Instant::now();
+    let mut readings = Vec::new();
+    while readings.is_empty() {
+        assert!(
+            started.elapsed() < CATCH_UP,
+            "both partitions did not show lag while the store is down:\n{}",
+            worker.log()
+        );
+        if let Some((s, metrics, asked, answered)) = status_and_metrics(api).await {
+            let owned = partitions(&s);
+            if lagging(&owned, &metrics) {
+                readings.push((owned, asked, answered));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s, _, asked, answered) = status_and_metrics(api).await.expect("the status answers");
+    assert_eq!(s["sinks"]["cache"]["state"], "connecting", "{s}");
+    readings.push((partitions(&s), asked, answered));
+    for (owned, asked, answered) in &readings {
+        for p in owned {
+            let lag = p["lag_ms"].as_i64().unwrap();
+            assert!(
+                lag >= asked - last_produced && lag <= answered - first_produced,
+                "lag_ms {lag} is not the age of the partition's oldest record: produced \
+                 {} to {} ms before the request: {p}",
+                asked - first_produced,
+                asked - last_produced
+            );
+        }
+    }
+    assert!(
+        readings[1].0[0]["lag_ms"].as_u64() > readings[0].0[0]["lag_ms"].as_u64(),
+        "lag_ms grows while nothing is applied: {readings:?}"
+    );
+
+    redis.start().await;
+    wait_until(
+        "the lag to return to 0 once the store is up",
+        CATCH_UP,
+        || async {
+            let Some((s, metrics, _, _)) = status_and_metrics(api).await else {
+                return false;
+            };
+            let owned = partitions(&s);
+            owned.len() == 2
+                && owned.iter().all(|p| {
+                    let n = p["partition"].as_i64().unwrap();
+                    p["lag_ms"] == 0
+                        && p["lag_records"] == 0
+                        && lag_ms_metric(&metrics, &topic, n) == Some(0.0)
+                })
+        },
+    )
+    .await;
+    let nodes = RedisNodes::connect(&redis.url(), false).await;
+    assert_eq!(nodes.json_rows(&key_prefix).await.len(), 200);
+    assert!(worker.stop().success(), "worker log:\n{}", worker.log());
+}
+
 /// ClickHouse's HTTP interface of `dev/clickhouse.sh`.
 const CLICKHOUSE: &str = "http://127.0.0.1:58123";
 
@@ -379,12 +651,7 @@ fn unconstrained_numeric_as_debezium(rows: BTreeMap<String, Value>) -> BTreeMap<
     rows.into_iter()
         .map(|(k, mut row)| {
             if let Some(Value::String(n)) = row.get("nu") {
-                let trimmed = if n.contains('.') {
-                    n.trim_end_matches('0').trim_end_matches('.').to_string()
-                } else {
-                    n.clone()
-                };
-                row["nu"] = Value::String(trimmed);
+                row["nu"] = Value::String(trim_decimal(n));
             }
             (k, row)
         })
@@ -406,6 +673,30 @@ async fn clickhouse_rows(database: &str) -> Vec<String> {
     .collect()
 }
 
+/// How Debezium's connector writes its records: Kafka Connect's
+/// JsonConverter with schemas (its default) or without
+/// (`key/value.converter.schemas.enable=false`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Converter {
+    Schemas,
+    Schemaless,
+}
+
+impl Converter {
+    /// The connector's settings for this converter.
+    fn settings(self) -> Value {
+        match self {
+            Converter::Schemas => serde_json::json!({}),
+            Converter::Schemaless => serde_json::json!({
+                "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+                "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+                "key.converter.schemas.enable": "false",
+                "value.converter.schemas.enable": "false",
+            }),
+        }
+    }
+}
+
 /// Debezium as the producer: its PostgreSQL connector (pgoutput, Kafka
 /// Connect JSON with schemas) captures a table of many types while a
 /// Courier captures the same table directly; a worker applies Debezium's
@@ -414,7 +705,159 @@ async fn clickhouse_rows(database: &str) -> Vec<String> {
 /// Debezium equal those Courier fed directly, value for value.
 #[tokio::test(flavor = "multi_thread")]
 async fn debezium_topics_feed_stores_equal_to_direct_capture() {
-    let db: &'static str = "e2e_kafka_debezium";
+    debezium_feeds_stores("e2e_kafka_debezium", Converter::Schemas).await;
+}
+
+/// The same without schemas (JsonConverter's `schemas.enable=false`):
+/// Redis and ClickHouse fed from Debezium's topic hold PostgreSQL's rows
+/// (those the direct capture wrote), with the values a schemaless record
+/// cannot type as Debezium wrote them (see `SCHEMALESS`).
+#[tokio::test(flavor = "multi_thread")]
+async fn debezium_schemaless_topics_feed_stores_equal_to_direct_capture() {
+    debezium_feeds_stores("e2e_kafka_dbz_schemaless", Converter::Schemaless).await;
+}
+
+/// What a schemaless Debezium record holds where Courier's capture has
+/// another value, column by column of `debezium_feeds_stores`'s table, and
+/// what the comparison does about it. Without a schema the worker types a
+/// column by its JSON (the `courier_kafka::decode` module documentation),
+/// so these columns reach the stores as Debezium's numbers and strings:
+///
+/// | column | Courier's capture | the schemaless record | compared as |
+/// |---|---|---|---|
+/// | `n numeric(12,3)` | `"0.143"` | the base64 of the unscaled value (`Decimal` bytes); the scale is in the schema only | the record's value read with the column's scale, 3 |
+/// | `nu numeric` | `"1.25"` | `{"scale": 2, "value": "fQ=="}` (`VariableScaleDecimal`), trailing zeros stripped | the decimal it holds; Courier's without trailing zeros |
+/// | `d date` | `"2000-01-26"` | days since 1970-01-01 (`Date`) | days |
+/// | `ts timestamp` | `"2024-03-01T00:00:59.5"` | microseconds since 1970-01-01 (`MicroTimestamp`) | microseconds |
+/// | `tstz timestamptz` | `"...T06:30:00.5Z"` | `ZonedTimestamp`'s text, the fraction padded to six digits | the text, trailing zeros of the fraction stripped |
+/// | `jb jsonb` | the document | the document's text, a string (`Json`) | the document |
+///
+/// Every other column (integers, text, bool, float8, uuid, bytea as base64,
+/// text[]) holds the same JSON. ClickHouse then stores those columns as
+/// what was inferred: `Int64` for the numbers, `String` for the strings and
+/// for `nu`'s object (its JSON text), read back here in the same forms.
+const SCHEMALESS: &[&str] = &["n", "nu", "d", "ts", "tstz", "jb"];
+
+/// One side of the schemaless comparison.
+#[derive(Clone, Copy)]
+enum Side {
+    /// A row as Courier's capture stored it.
+    Courier,
+    /// A row as the worker stored Debezium's schemaless record.
+    Schemaless,
+}
+
+/// `row` with the `SCHEMALESS` columns in the forms they are compared as.
+fn comparable(mut row: Value, side: Side) -> Value {
+    for column in SCHEMALESS {
+        let v = row[*column].take();
+        row[*column] = if v.is_null() {
+            v
+        } else {
+            match (side, *column) {
+                (Side::Courier, "nu") => Value::String(trim_decimal(v.as_str().unwrap())),
+                (Side::Courier, "d") => Value::from(days(v.as_str().unwrap())),
+                (Side::Courier, "ts") => Value::from(micros(v.as_str().unwrap())),
+                (_, "tstz") => Value::String(trim_fraction(v.as_str().unwrap())),
+                (Side::Courier, _) => v,
+                (Side::Schemaless, "n") => {
+                    Value::String(support::kafka::decimal_text(v.as_str().unwrap(), 3))
+                }
+                (Side::Schemaless, "nu") => {
+                    // ClickHouse holds the object as its JSON text.
+                    let v = match v {
+                        Value::String(s) => serde_json::from_str(&s).unwrap(),
+                        v => v,
+                    };
+                    let scale = v["scale"].as_u64().unwrap() as u32;
+                    let text = support::kafka::decimal_text(v["value"].as_str().unwrap(), scale);
+                    Value::String(text)
+                }
+                (Side::Schemaless, "jb") => serde_json::from_str(v.as_str().unwrap()).unwrap(),
+                (Side::Schemaless, _) => v,
+            }
+        };
+    }
+    row
+}
+
+/// A decimal's text without trailing zeros after the point.
+fn trim_decimal(n: &str) -> String {
+    if n.contains('.') {
+        n.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// A timestamp's text without trailing zeros in its fraction of a second.
+fn trim_fraction(t: &str) -> String {
+    let (body, zone) = t.split_at(t.find(['Z', '+']).unwrap_or(t.len()));
+    if body.contains('.') {
+        format!("{}{zone}", body.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        t.to_string()
+    }
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+fn days(date: &str) -> i64 {
+    let mut parts = date.split('-').map(|p| p.parse::<i64>().unwrap());
+    let (y, m, d) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Microseconds since 1970-01-01 of a `YYYY-MM-DDTHH:MM:SS[.f]` timestamp.
+fn micros(ts: &str) -> i64 {
+    let (date, time) = ts.split_once('T').unwrap();
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut hms = hms.split(':').map(|p| p.parse::<i64>().unwrap());
+    let seconds = hms.next().unwrap() * 3600 + hms.next().unwrap() * 60 + hms.next().unwrap();
+    let fraction: i64 = format!("{fraction:0<6}").parse().unwrap();
+    (days(date) * 86_400 + seconds) * 1_000_000 + fraction
+}
+
+/// The rows of `database.t_current` of a worker fed schemaless records, by
+/// id, in the JSON Redis holds (ClickHouse's `UInt8` bools as booleans),
+/// compared as `comparable` says.
+async fn clickhouse_schemaless_rows(database: &str) -> BTreeMap<String, Value> {
+    clickhouse(&format!(
+        "SELECT id, i8, n, nu, t, b, f8, d, ts, tstz, jb, u, by, ta \
+         FROM {database}.t_current FORMAT JSONEachRow"
+    ))
+    .await
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(|l| {
+        let mut row: Value = serde_json::from_str(l).unwrap();
+        if let Some(b) = row["b"].as_u64() {
+            row["b"] = Value::Bool(b == 1);
+        }
+        // ClickHouse writes a whole Float64 without its point (1, not 1.0).
+        if let Some(f) = row["f8"].as_f64() {
+            row["f8"] = Value::from(f);
+        }
+        (row["id"].to_string(), comparable(row, Side::Schemaless))
+    })
+    .collect()
+}
+
+/// Debezium's connector (converter `converter`) and a direct Courier
+/// capture the same table of database `db`; a worker applies Debezium's
+/// topic to Redis and ClickHouse. After Debezium's snapshot, then streamed
+/// inserts, updates, deletes and a primary-key change, the worker's stores
+/// hold the direct capture's rows: value for value with schemas, and
+/// without them as `SCHEMALESS` states.
+async fn debezium_feeds_stores(db: &'static str, converter: Converter) {
     let client = fresh_db(db).await;
     client
         .batch_execute(
@@ -433,39 +876,42 @@ async fn debezium_topics_feed_stores_equal_to_direct_capture() {
     let prefix = run_prefix(db).replace('-', "_");
     let topic = format!("{prefix}.public.t");
     let (direct_redis, worker_redis) = (format!("{db}:direct:"), format!("{db}:worker:"));
-    let (direct_ch, worker_ch) = ("courier_e2e_dbz_direct", "courier_e2e_dbz_worker");
+    let (direct_ch, worker_ch) = (
+        format!("courier_{db}_direct"),
+        format!("courier_{db}_worker"),
+    );
     let nodes = RedisNodes::connect(&standalone_url(13), false).await;
     for p in [&direct_redis, &worker_redis] {
         clear(&nodes, p).await;
     }
-    for d in [direct_ch, worker_ch] {
+    for d in [&direct_ch, &worker_ch] {
         clickhouse(&format!("DROP DATABASE IF EXISTS {d}")).await;
         clickhouse(&format!("CREATE DATABASE {d}")).await;
     }
 
     // Debezium's connector, with its own slot and publication.
     let url = url::Url::parse(&pg_url(db)).unwrap();
-    let connector = support::connect::Connector::create(
-        &prefix,
-        serde_json::json!({
-            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-            "tasks.max": "1",
-            "database.hostname": url.host_str().unwrap_or("127.0.0.1"),
-            "database.port": url.port().unwrap_or(5432).to_string(),
-            "database.user": url.username(),
-            "database.password": url.password().unwrap_or_default(),
-            "database.dbname": db,
-            "topic.prefix": prefix,
-            "plugin.name": "pgoutput",
-            "slot.name": format!("{prefix}_dbz"),
-            "publication.name": format!("{prefix}_dbz"),
-            "publication.autocreate.mode": "filtered",
-            "table.include.list": "public.t",
-            "topic.creation.default.replication.factor": "1",
-            "topic.creation.default.partitions": "2",
-        }),
-    )
-    .await;
+    let mut settings = serde_json::json!({
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "tasks.max": "1",
+        "database.hostname": url.host_str().unwrap_or("127.0.0.1"),
+        "database.port": url.port().unwrap_or(5432).to_string(),
+        "database.user": url.username(),
+        "database.password": url.password().unwrap_or_default(),
+        "database.dbname": db,
+        "topic.prefix": prefix,
+        "plugin.name": "pgoutput",
+        "slot.name": format!("{prefix}_dbz"),
+        "publication.name": format!("{prefix}_dbz"),
+        "publication.autocreate.mode": "filtered",
+        "table.include.list": "public.t",
+        "topic.creation.default.replication.factor": "1",
+        "topic.creation.default.partitions": "2",
+    });
+    if let (Some(all), Value::Object(more)) = (settings.as_object_mut(), converter.settings()) {
+        all.extend(more);
+    }
+    let connector = support::connect::Connector::create(&prefix, settings).await;
 
     // Courier capturing the same table directly into Redis and ClickHouse.
     let direct_dir = scratch(db);
@@ -533,29 +979,56 @@ database = "{direct_ch}"
         .await
         .unwrap();
     wait_caught_up(&client, db, CATCH_UP).await;
-    let expected = unconstrained_numeric_as_debezium(nodes.json_rows(&direct_redis).await);
-    wait_rows_equal("Redis fed from Debezium's topic", &expected, || {
-        nodes.json_rows(&worker_redis)
-    })
-    .await;
-    assert_eq!(expected.len(), 192, "the direct capture's rows");
-    let want = clickhouse_rows(direct_ch).await;
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        got = clickhouse_rows(worker_ch).await;
-        if got == want {
-            break;
+    let direct_rows = unconstrained_numeric_as_debezium(nodes.json_rows(&direct_redis).await);
+    assert_eq!(direct_rows.len(), 192, "the direct capture's rows");
+    match converter {
+        Converter::Schemas => {
+            wait_rows_equal("Redis fed from Debezium's topic", &direct_rows, || {
+                nodes.json_rows(&worker_redis)
+            })
+            .await;
+            let want = clickhouse_rows(&direct_ch).await;
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                got = clickhouse_rows(&worker_ch).await;
+                if got == want {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            assert_eq!(want.len(), 192);
+            let first = want.iter().zip(&got).find(|(a, b)| a != b);
+            assert!(
+                got.len() == want.len() && first.is_none(),
+                "ClickHouse fed from Debezium's topic differs from ClickHouse fed directly ({} vs {} rows); first difference:\n{first:?}",
+                got.len(),
+                want.len()
+            );
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        Converter::Schemaless => {
+            let expected: BTreeMap<String, Value> = direct_rows
+                .into_iter()
+                .map(|(k, row)| (k, comparable(row, Side::Courier)))
+                .collect();
+            wait_rows_equal(
+                "Redis fed from Debezium's schemaless topic",
+                &expected,
+                || async {
+                    let rows = nodes.json_rows(&worker_redis).await;
+                    rows.into_iter()
+                        .map(|(k, row)| (k, comparable(row, Side::Schemaless)))
+                        .collect()
+                },
+            )
+            .await;
+            wait_rows_equal(
+                "ClickHouse fed from Debezium's schemaless topic",
+                &expected,
+                || clickhouse_schemaless_rows(&worker_ch),
+            )
+            .await;
+        }
     }
-    assert_eq!(want.len(), 192);
-    let first = want.iter().zip(&got).find(|(a, b)| a != b);
-    assert!(
-        got.len() == want.len() && first.is_none(),
-        "ClickHouse fed from Debezium's topic differs from ClickHouse fed directly ({} vs {} rows); first difference:\n{first:?}",
-        got.len(),
-        want.len()
-    );
 
     connector.delete().await;
     assert!(worker.stop().success(), "worker log:\n{}", worker.log());
@@ -590,7 +1063,9 @@ async fn check_reports_brokers_topics_and_group() {
     )
     .replace(
         &format!("topics = [\"{present}\"]"),
-        &format!("topics = [\"{present}\", \"{prefix}.public.missing\"]"),
+        &format!(
+            "topics = [\"{present}\", \"{prefix}.public.missing\"]\ndead_letter_topic = \"{prefix}.dead\""
+        ),
     );
     let path = dir.join("worker.toml");
     std::fs::write(&path, &config).unwrap();
@@ -608,6 +1083,12 @@ async fn check_reports_brokers_topics_and_group() {
         "{out}"
     );
     assert!(out.contains("ok    group"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL  source.dead_letter_topic: {prefix}.dead does not exist"
+        )),
+        "{out}"
+    );
 
     let unreachable = config.replace(&brokers(), &format!("127.0.0.1:{}", free_port()));
     std::fs::write(&path, unreachable).unwrap();

@@ -5,94 +5,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use courier_core::Lsn;
 use support::load::{create_table, pg_rows};
-use support::redis::{redis_config, RedisNodes};
+use support::redis::{redis_config, OwnRedis, RedisNodes};
 use support::*;
 
 const CATCH_UP: Duration = Duration::from_secs(180);
-
-/// A Redis server of this test's own, which the test stops and starts: it
-/// keeps its data in an append-only file, so a restart loses nothing.
-struct OwnRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn new(dir: &Path) -> OwnRedis {
-        let dir = dir.join("redis");
-        std::fs::create_dir_all(&dir).unwrap();
-        OwnRedis {
-            port: free_port(),
-            dir,
-            child: None,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn start(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (dev/redis.sh start installs it)");
-        self.child = Some(child);
-        let url = self.url();
-        wait_until(
-            "the test's Redis to answer",
-            Duration::from_secs(30),
-            || {
-                let url = url.clone();
-                async move {
-                    let Ok(c) = ::redis::Client::open(url.as_str()) else {
-                        return false;
-                    };
-                    let Ok(mut conn) = c.get_multiplexed_async_connection().await else {
-                        return false;
-                    };
-                    ::redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .is_ok()
-                }
-            },
-        )
-        .await;
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 async fn api_status(port: u16) -> Option<serde_json::Value> {
     let resp = reqwest::get(format!("http://127.0.0.1:{port}/v1/status"))

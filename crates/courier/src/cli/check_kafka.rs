@@ -139,6 +139,19 @@ pub(super) async fn check_kafka_source(r: &mut Report, k: &KafkaSourceConfig) ->
             }
         }
     }
+    if let Some(t) = &k.dead_letter_topic {
+        match seen.metadata.topics().iter().find(|m| m.name() == t) {
+            Some(m) if m.error().is_none() && !m.partitions().is_empty() => r.ok(
+                "source.dead_letter_topic",
+                format!("{t}: {} partition(s)", m.partitions().len()),
+            ),
+            _ => r.fail(
+                "source.dead_letter_topic",
+                format!("{t} does not exist (the worker would not start)"),
+                "create the topic, or remove source.dead_letter_topic",
+            ),
+        }
+    }
     r.ok(
         "group",
         format!(

@@ -26,6 +26,10 @@ pub struct KafkaSourceConfig {
     pub format: KafkaFormat,
     /// How often applied offsets are committed and the status refreshed.
     pub commit_interval: Duration,
+    /// Where a record that cannot be decoded goes (its key, value and
+    /// headers, with headers naming its topic, partition, offset and the
+    /// error) instead of stopping the worker.
+    pub dead_letter_topic: Option<String>,
     /// librdkafka settings passed through (TLS, SASL, timeouts), from
     /// `[source.kafka]`; may hold credentials: never print the values.
     pub settings: BTreeMap<String, String>,
@@ -39,6 +43,7 @@ impl fmt::Debug for KafkaSourceConfig {
             .field("topics", &self.topics)
             .field("topic_pattern", &self.topic_pattern)
             .field("start", &self.start)
+            .field("dead_letter_topic", &self.dead_letter_topic)
             .field("settings", &self.settings.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -81,6 +86,7 @@ struct RawKafkaSource {
     start: Option<KafkaStart>,
     format: Option<String>,
     commit_interval: Option<String>,
+    dead_letter_topic: Option<String>,
     #[serde(default)]
     kafka: BTreeMap<String, toml::Value>,
 }
@@ -137,6 +143,18 @@ pub(super) fn parse(
             "source.topics: {t:?} is not a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
         ));
     }
+    if let Some(t) = &raw.dead_letter_topic {
+        if !valid_topic(t) {
+            return Err(format!(
+                "source.dead_letter_topic: {t:?} is not a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
+            ));
+        }
+        if raw.topics.contains(t) {
+            return Err(format!(
+                "source.dead_letter_topic {t:?} is one of source.topics: the worker would read its own dead letters; name another topic"
+            ));
+        }
+    }
     let topic_pattern = raw.topic_pattern.map(|p| {
         if p.starts_with('^') {
             p
@@ -145,8 +163,13 @@ pub(super) fn parse(
         }
     });
     if let Some(p) = &topic_pattern {
-        regex::Regex::new(p)
+        let re = regex::Regex::new(p)
             .map_err(|e| format!("source.topic_pattern {p:?} is not a regular expression: {e}"))?;
+        if let Some(t) = raw.dead_letter_topic.as_deref().filter(|t| re.is_match(t)) {
+            return Err(format!(
+                "source.dead_letter_topic {t:?} matches source.topic_pattern: the worker would read its own dead letters; name a topic the pattern leaves out"
+            ));
+        }
     }
     let format = match raw.format.as_deref() {
         None | Some("auto") => KafkaFormat::Auto,
@@ -189,6 +212,7 @@ pub(super) fn parse(
         start: raw.start.unwrap_or(KafkaStart::Committed),
         format,
         commit_interval,
+        dead_letter_topic: raw.dead_letter_topic,
         settings,
     })
 }

@@ -137,6 +137,12 @@ fn a_kafka_source_gets_defaults() {
         (KafkaStart::Committed, KafkaFormat::Auto)
     );
     assert_eq!(k.settings["session.timeout.ms"], "6000");
+    assert_eq!(k.dead_letter_topic, None);
+    let c = parse(&KAFKA.replace("group =", "dead_letter_topic = \"shop.dead\"\ngroup =")).unwrap();
+    let Source::Kafka(k) = &c.source else {
+        panic!("not a Kafka source");
+    };
+    assert_eq!(k.dead_letter_topic.as_deref(), Some("shop.dead"));
     assert_eq!(
         c.state_dir,
         Path::new("/etc/courier/.courier/courier-search")
@@ -170,6 +176,26 @@ fn bad_kafka_sources_say_how_to_fix_them() {
     let e = parse(&KAFKA.replace("group = \"courier-search\"", "group = \"g\"\nslot = \"s\""))
         .unwrap_err();
     assert!(e.contains("slot"), "{e}");
+    let e =
+        parse(&KAFKA.replace("group =", "dead_letter_topic = \"bad topic\"\ngroup =")).unwrap_err();
+    assert!(
+        e.contains("source.dead_letter_topic") && e.contains("not a Kafka topic"),
+        "{e}"
+    );
+    let e = parse(&KAFKA.replace(
+        "group =",
+        "dead_letter_topic = \"shop.public.products\"\ngroup =",
+    ))
+    .unwrap_err();
+    assert!(e.contains("its own dead letters"), "{e}");
+    let e = parse(&KAFKA.replace(
+        "topics = [\"shop.public.products\"]",
+        "topic_pattern = \"^shop\\\\..*\"\ndead_letter_topic = \"shop.dead\"",
+    ))
+    .unwrap_err();
+    assert!(e.contains("matches source.topic_pattern"), "{e}");
+    let e = parse(&KAFKA.replace("group =", "dead_letter = \"x\"\ngroup =")).unwrap_err();
+    assert!(e.contains("dead_letter"), "{e}");
     let e = parse(&KAFKA.replace("type = \"kafka\"", "type = \"mysql\"")).unwrap_err();
     assert!(e.contains("mysql") && e.contains("postgres"), "{e}");
     let e = parse(&KAFKA.replace("group =", "start = \"now\"\ngroup =")).unwrap_err();

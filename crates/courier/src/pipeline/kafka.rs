@@ -11,6 +11,17 @@
 //! never committed from here, so the new owner replays from the committed
 //! offset and skips nothing. Records are read `read_committed`, so a
 //! transactional producer's aborted records never arrive.
+//!
+//! Lag: per owned partition, in records (the partition's end minus what
+//! every sink applied) and in time (how old, by record time, the oldest
+//! record read and not yet applied by every sink is; see
+//! [`PartitionStatus`]). A batch waiting for room in a full queue waits
+//! beside the commit timer, so offsets and lag keep being reported while a
+//! sink holds the worker back.
+//!
+//! A record that cannot be decoded stops the worker with an error naming
+//! it, or, with `source.dead_letter_topic`, goes to that topic
+//! (`dead_letter.rs`) and counts as handled once the broker acknowledged it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -19,7 +30,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use courier_core::{Batch, Change, Position};
 use courier_kafka::decode::{Decoder, Format, Record};
-use courier_kafka::progress::{Partition, Progress};
+use courier_kafka::progress::{Partition, Progress, Span};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -29,8 +40,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Interval};
 
+use super::dead_letter::DeadLetters;
 use super::fanout::Fanout;
 use crate::config::{Config, KafkaFormat, KafkaSourceConfig, KafkaStart};
 use crate::status::{PartitionStatus, Status};
@@ -251,8 +263,9 @@ fn offsets_list(offsets: &[(Partition, i64)]) -> TopicPartitionList {
 struct Filling {
     changes: Vec<Change>,
     bytes: usize,
-    /// Per partition, the offset after the newest record read into it.
-    next_offsets: BTreeMap<Partition, i64>,
+    /// Per partition, the record time of its first record in the batch
+    /// and the offset after its newest.
+    spans: BTreeMap<Partition, Span>,
     /// The commit time of the newest change (for lag in the status).
     newest_commit_us: i64,
     /// When its first record arrived (the batch waits at most `batch_delay`).
@@ -261,7 +274,7 @@ struct Filling {
 
 impl Filling {
     fn is_empty(&self) -> bool {
-        self.next_offsets.is_empty()
+        self.spans.is_empty()
     }
 }
 
@@ -275,6 +288,14 @@ pub(super) async fn consume(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let cfg = &k.config;
+    let dead_letters = match cfg.dead_letter_topic.clone() {
+        None => None,
+        Some(topic) => {
+            let c = cfg.clone();
+            let connect = tokio::task::spawn_blocking(move || DeadLetters::connect(&c, &topic));
+            Some(connect.await.context("prepare the dead-letter topic")??)
+        }
+    };
     let shared = Arc::new(Mutex::new(Shared::default()));
     let context = WorkerContext {
         shared: shared.clone(),
@@ -309,6 +330,7 @@ pub(super) async fn consume(
         batch_changes: config.pipeline.batch_changes,
         batch_bytes: config.pipeline.batch_bytes,
         missing_topics: HashSet::new(),
+        dead_letters,
     };
     let batch_delay = config.pipeline.batch_delay;
     let mut commit_tick = tokio::time::interval(cfg.commit_interval);
@@ -320,17 +342,17 @@ pub(super) async fn consume(
             _ = shutdown.changed() => break Ok(()),
             _ = commit_tick.tick() => worker.commit(),
             _ = sleep_until(deadline), if deadline.is_some() => {
-                if let Err(e) = worker.send().await {
+                if let Err(e) = worker.send(&mut commit_tick).await {
                     break Err(e);
                 }
             }
             m = consumer.recv() => {
                 let step = match m {
-                    Ok(m) => worker.record(&m),
+                    Ok(m) => worker.record(&m).await,
                     Err(e) => worker.consumer_error(e).await,
                 };
                 let step = match step {
-                    Ok(true) => worker.send().await,
+                    Ok(true) => worker.send(&mut commit_tick).await,
                     other => other.map(|_| ()),
                 };
                 if let Err(e) = step {
@@ -342,7 +364,7 @@ pub(super) async fn consume(
     // Stopping, or a record that cannot be applied: what was read before it
     // is applied and committed, so a restart replays as little as possible.
     let finished = async {
-        worker.send().await?;
+        worker.send(&mut commit_tick).await?;
         worker.fanout.barrier().await?;
         worker.commit_sync();
         anyhow::Ok(())
@@ -370,6 +392,8 @@ struct Worker<'a> {
     batch_bytes: usize,
     /// Subscribed topics the broker says do not exist (warned once each).
     missing_topics: HashSet<String>,
+    /// Where records that cannot be decoded go (`None`: they stop the worker).
+    dead_letters: Option<DeadLetters>,
 }
 
 impl Worker<'_> {
@@ -378,7 +402,7 @@ impl Worker<'_> {
     }
 
     /// Decodes one record into the batch; `Ok(true)` when the batch is full.
-    fn record(&mut self, m: &BorrowedMessage<'_>) -> anyhow::Result<bool> {
+    async fn record(&mut self, m: &BorrowedMessage<'_>) -> anyhow::Result<bool> {
         let assigned = std::mem::take(&mut self.shared().newly_assigned);
         for p in assigned {
             self.decoder.reset_partition(&p.topic, p.partition);
@@ -396,15 +420,40 @@ impl Worker<'_> {
             value: m.payload(),
             headers: &headers,
         };
-        let decoded = self.decoder.decode(&record)?;
+        let decoded = match self.decoder.decode(&record) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let Some(dead_letters) = &self.dead_letters else {
+                    return Err(e.into());
+                };
+                dead_letters.send(&record, &e).await?;
+                tracing::warn!(
+                    topic = record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    dead_letter_topic = dead_letters.topic(),
+                    error = %e.kind,
+                    "a record that cannot be decoded went to the dead-letter topic"
+                );
+                self.status.kafka_dead_letter(record.topic);
+                None
+            }
+        };
         let f = &mut self.filling;
         if let Some(change) = decoded {
             f.bytes += change.approx_bytes();
             f.newest_commit_us = f.newest_commit_us.max(change.commit_time_us());
             f.changes.push(change);
         }
-        f.next_offsets
-            .insert(Partition::new(m.topic(), m.partition()), m.offset() + 1);
+        // A record without a timestamp counts from when it was read.
+        let time_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
+        f.spans
+            .entry(Partition::new(m.topic(), m.partition()))
+            .or_insert(Span {
+                first_ms: time_ms,
+                next: 0,
+            })
+            .next = m.offset() + 1;
         f.since.get_or_insert_with(Instant::now);
         Ok(f.changes.len() >= self.batch_changes || f.bytes >= self.batch_bytes)
     }
@@ -434,23 +483,30 @@ impl Worker<'_> {
         }
     }
 
-    /// Hands the batch being filled to every sink (waiting while a queue
-    /// is full), under the next position.
-    async fn send(&mut self) -> anyhow::Result<()> {
+    /// Hands the batch being filled to every sink under the next
+    /// position; while a queue is full, what the sinks applied meanwhile
+    /// is committed at each `tick`.
+    async fn send(&mut self, tick: &mut Interval) -> anyhow::Result<()> {
         if self.filling.is_empty() {
             return Ok(());
         }
         let f = std::mem::take(&mut self.filling);
-        let position: Position = self.shared().progress.seal(f.next_offsets);
+        let position: Position = self.shared().progress.seal(f.spans);
         self.status
             .note_commit_received(position, f.newest_commit_us);
-        self.fanout
-            .send(Batch {
-                changes: f.changes,
-                through: Some(position),
-            })
-            .await?;
-        Ok(())
+        let fanout = self.fanout.clone();
+        let send = fanout.send(Batch {
+            changes: f.changes,
+            through: Some(position),
+        });
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                biased;
+                sent = &mut send => return Ok(sent?),
+                _ = tick.tick() => self.commit(),
+            }
+        }
     }
 
     /// Commits (asynchronously) what every sink applied, and refreshes the
@@ -506,8 +562,15 @@ impl Worker<'_> {
             .map(|(p, committed, applied)| {
                 let end = shared.ends.get(&p).copied();
                 let read_from = applied.or(committed);
+                // Batches sent hold older records than the one being filled.
+                let pending_since_ms = shared
+                    .progress
+                    .pending_since(&p)
+                    .or_else(|| self.filling.spans.get(&p).map(|s| s.first_ms));
                 PartitionStatus {
                     lag_records: end.zip(read_from).map(|(e, a)| (e - a).max(0)),
+                    pending_since_ms,
+                    lag_ms: 0,
                     topic: p.topic,
                     partition: p.partition,
                     committed_offset: committed,
@@ -519,4 +582,11 @@ impl Worker<'_> {
         self.status
             .set_kafka_partitions(partitions, shared.rebalances);
     }
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

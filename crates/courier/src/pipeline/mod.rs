@@ -15,6 +15,8 @@
 //! (`supervise`).
 
 mod batcher;
+#[cfg(feature = "kafka")]
+mod dead_letter;
 mod errors;
 mod fanout;
 mod housekeeping;

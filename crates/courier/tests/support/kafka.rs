@@ -190,14 +190,64 @@ pub async fn read_any(topic: &str) -> Vec<AnyRecord> {
     read_if_exists(topic).await.unwrap_or_default()
 }
 
-async fn read_if_exists(topic: &str) -> Option<Vec<AnyRecord>> {
+/// A record as its bytes, whatever they hold.
+#[derive(Clone, Debug)]
+pub struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<String>)>,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl RawRecord {
+    /// As [`Record::header`].
+    pub fn header(&self, name: &str) -> Option<Option<&str>> {
+        header_of(&self.headers, name)
+    }
+}
+
+/// Every committed record of `topic` as [`read_any`] reads them, but as
+/// bytes (for records that are not JSON).
+pub async fn read_raw(topic: &str) -> Vec<RawRecord> {
     let (brokers, topic) = (brokers(), topic.to_string());
     tokio::task::spawn_blocking(move || read_blocking(&brokers, &topic))
         .await
         .unwrap()
+        .unwrap_or_default()
 }
 
-fn read_blocking(brokers: &str, topic: &str) -> Option<Vec<AnyRecord>> {
+async fn read_if_exists(topic: &str) -> Option<Vec<AnyRecord>> {
+    let (brokers, name) = (brokers(), topic.to_string());
+    let raw = tokio::task::spawn_blocking(move || read_blocking(&brokers, &name))
+        .await
+        .unwrap()?;
+    let json = |b: Option<Vec<u8>>| {
+        b.map(|b| {
+            serde_json::from_slice(&b).unwrap_or_else(|e| {
+                panic!(
+                    "record of {topic} is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&b)
+                )
+            })
+        })
+    };
+    Some(
+        raw.into_iter()
+            .map(|r| AnyRecord {
+                partition: r.partition,
+                offset: r.offset,
+                key: json(r.key),
+                value: json(r.value),
+                headers: r.headers,
+                timestamp_ms: r.timestamp_ms,
+            })
+            .collect(),
+    )
+}
+
+fn read_blocking(brokers: &str, topic: &str) -> Option<Vec<RawRecord>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "courier-e2e-reader")
@@ -254,16 +304,6 @@ fn read_blocking(brokers: &str, topic: &str) -> Option<Vec<AnyRecord>> {
             continue;
         };
         let m = m.unwrap_or_else(|e| panic!("read topic {topic}: {e}"));
-        let json = |b: Option<&[u8]>| {
-            b.map(|b| {
-                serde_json::from_slice(b).unwrap_or_else(|e| {
-                    panic!(
-                        "record of {topic} is not JSON ({e}): {}",
-                        String::from_utf8_lossy(b)
-                    )
-                })
-            })
-        };
         let headers = m
             .headers()
             .map(|h| {
@@ -275,11 +315,11 @@ fn read_blocking(brokers: &str, topic: &str) -> Option<Vec<AnyRecord>> {
                     .collect()
             })
             .unwrap_or_default();
-        out.push(AnyRecord {
+        out.push(RawRecord {
             partition: m.partition(),
             offset: m.offset(),
-            key: json(m.key()),
-            value: json(m.payload()),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
             headers,
             timestamp_ms: m.timestamp().to_millis(),
         });
@@ -352,7 +392,9 @@ fn connect_row(schema: &Value, row: Value) -> Value {
     Value::Object(row)
 }
 
-fn decimal_text(b64: &str, scale: u32) -> String {
+/// A Connect `Decimal` (the base64 of its unscaled big-endian two's
+/// complement value) with `scale` digits after the point, as text.
+pub fn decimal_text(b64: &str, scale: u32) -> String {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .unwrap_or_else(|e| panic!("Decimal {b64:?} is not base64: {e}"));
@@ -455,6 +497,32 @@ pub fn produce_lines(topic: &str, lines: &str) {
     producer
         .flush(Duration::from_secs(30))
         .expect("the broker acknowledged the records");
+}
+
+/// Produces one record with `headers` to `topic`, waiting until the
+/// broker acknowledged it.
+pub fn produce_with_headers(topic: &str, key: &[u8], value: &[u8], headers: &[(&str, &str)]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("create a Kafka producer");
+    let mut h = OwnedHeaders::new();
+    for (key, value) in headers {
+        h = h.insert(Header {
+            key,
+            value: Some(*value),
+        });
+    }
+    producer
+        .send(BaseRecord::to(topic).key(key).payload(value).headers(h))
+        .map_err(|(e, _)| e)
+        .expect("enqueue a record");
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("the broker acknowledged the record");
 }
 
 /// The offset `group` committed for `topic`'s `partition`, if any.

@@ -6,9 +6,10 @@
 //! scanned and read on its own, so a key is always read where it lives.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use serde_json::Value;
@@ -173,4 +174,82 @@ pub fn redis_config(db: &str, slot: &str, tables: &[&str], dir: &Path, sink: &st
         "cache",
         &format!("type = \"redis\"\n{sink}"),
     )
+}
+
+/// A Redis server of a test's own, which the test starts and stops: it
+/// keeps its data in an append-only file, so a restart loses nothing.
+pub struct OwnRedis {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    pub fn new(dir: &Path) -> OwnRedis {
+        let dir = dir.join("redis");
+        std::fs::create_dir_all(&dir).unwrap();
+        OwnRedis {
+            port: super::free_port(),
+            dir,
+            child: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn start(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (dev/redis.sh start installs it)");
+        self.child = Some(child);
+        let url = self.url();
+        super::wait_until(
+            "the test's Redis to answer",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    let Ok(c) = ::redis::Client::open(url.as_str()) else {
+                        return false;
+                    };
+                    let Ok(mut conn) = c.get_multiplexed_async_connection().await else {
+                        return false;
+                    };
+                    ::redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
