@@ -26,8 +26,8 @@ use support::load::{create_table, pg_rows};
 use support::*;
 use tokio_postgres::{Client, NoTls};
 
-const DB: &str = "e2e_failover";
-const SLOT: &str = "failover_e2e";
+const DB: &str = "e2e_promotion";
+const SLOT: &str = "promotion_e2e";
 /// Generous: the machine may be busy with other builds and tests.
 const PATIENCE: Duration = Duration::from_secs(300);
 
@@ -259,7 +259,7 @@ async fn courier_follows_a_failover_to_the_promoted_standby() {
     let primary = connect(pair.primary, DB).await;
     create_table(&primary, "items", 2_000).await;
 
-    let dir = scratch("failover");
+    let dir = scratch("failover_promotion");
     let config = file_config(DB, SLOT, &["public.items"], &dir, "failover = true")
         .replace(&pg_url(DB), &pair.multi_host_url(DB));
     let mut courier = CourierProc::start(&dir, &config);

@@ -39,12 +39,11 @@ pub(super) async fn check_failover(r: &mut Report, pg: &PgConfig, client: &Clien
     let mut standbys = 0;
     for host in pg.hosts() {
         let one = pg.only(host);
-        let what = format!("failover standby {host}");
         let standby = match one.connect().await {
             Ok(c) => c,
             Err(e) => {
                 r.note(
-                    &what,
+                    &format!("failover host {host}"),
                     format!("cannot connect to check it: {}", error_chain(&e)),
                 );
                 continue;
@@ -55,6 +54,7 @@ pub(super) async fn check_failover(r: &mut Report, pg: &PgConfig, client: &Clien
             continue;
         }
         standbys += 1;
+        let what = format!("failover standby {host}");
         check_standby(r, &what, &standby, slot, &synchronized).await;
     }
     if standbys == 0 && pg.hosts().len() > 1 {
