@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-use super::target::{HostAttempt, TargetSessionAttrs};
+use super::target::{HostAttempt, HostRejection, TargetSessionAttrs};
 
 /// Anything that can go wrong talking to PostgreSQL: configuration, network,
 /// TLS, authentication, errors the server reports, and broken protocol.
@@ -164,6 +164,17 @@ impl PgError {
             | PgError::Tls { .. }
             | PgError::Auth { .. }
             | PgError::Protocol(_) => false,
+        }
+    }
+
+    /// True when none of the hosts fits but one of them is a standby: a
+    /// failover may be under way, and the standby may be promoted any moment.
+    pub fn awaits_promotion(&self) -> bool {
+        match self {
+            PgError::NoHostFits { attempts, .. } => attempts
+                .iter()
+                .any(|a| matches!(a.rejection, HostRejection::Unfit(role) if role.in_recovery)),
+            _ => false,
         }
     }
 

@@ -316,5 +316,8 @@ mod tests {
         assert!(text.contains("b:2: is a standby"), "{text}");
         // A standby may be promoted and a stopped server may start again.
         assert!(err.is_retriable(), "{text}");
+        assert!(err.awaits_promotion(), "{text}");
+        let err = pick("read-write", (None, None)).await.unwrap_err();
+        assert!(err.is_retriable() && !err.awaits_promotion(), "{err}");
     }
 }
