@@ -4,16 +4,17 @@
 //! with `target_session_attrs=read-write` and `source.failover = true`. The
 //! primary is stopped with an immediate shutdown and the standby promoted;
 //! Courier reconnects by itself to the new primary, resumes from the slot
-//! the standby synchronized, and the store ends equal to the new primary
-//! row for row.
+//! the standby synchronized, and both stores (the file sink and Redis) end
+//! equal to the new primary row for row.
 //!
 //! Changes committed on the old primary that never reached the standby are
-//! not expected in the store: with `synchronized_standby_slots` the slot
-//! cannot have passed them, so the store must hold nothing the new primary
+//! not expected in the stores: with `synchronized_standby_slots` the slot
+//! cannot have passed them, so the stores must hold nothing the new primary
 //! lacks either.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -21,13 +22,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
+use serde_json::Value;
 use support::fold::fold_file;
 use support::load::{create_table, pg_rows};
+use support::redis::{clear, standalone_url, RedisNodes};
 use support::*;
 use tokio_postgres::{Client, NoTls};
 
 const DB: &str = "e2e_promotion";
 const SLOT: &str = "promotion_e2e";
+/// The Redis sink's keys.
+const PREFIX: &str = "e2e_promotion:";
 /// Generous: the machine may be busy with other builds and tests.
 const PATIENCE: Duration = Duration::from_secs(300);
 
@@ -243,6 +248,33 @@ impl Tail {
     }
 }
 
+/// Asserts that `store` holds exactly the rows `expected` holds.
+fn assert_same(
+    store: &str,
+    expected: &BTreeMap<String, Value>,
+    got: &BTreeMap<String, Value>,
+    committed: u64,
+) {
+    let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<&String> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    let differing: Vec<&String> = expected
+        .keys()
+        .filter(|k| got.get(*k).is_some_and(|g| g != &expected[*k]))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && differing.is_empty(),
+        "after {committed} transactions and a failover {store} differs from the new primary: \
+         {} rows missing (e.g. {:?}), {} extra (e.g. {:?}), {} different (e.g. {:?})",
+        missing.len(),
+        missing.first(),
+        extra.len(),
+        extra.first(),
+        differing.len(),
+        differing.first()
+    );
+    assert!(!got.is_empty(), "{store} holds no row");
+}
+
 fn lsn_u64(text: &str) -> u64 {
     let (hi, lo) = text.split_once('/').expect("an LSN is X/Y");
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
@@ -260,8 +292,15 @@ async fn courier_follows_a_failover_to_the_promoted_standby() {
     create_table(&primary, "items", 2_000).await;
 
     let dir = scratch("failover_promotion");
+    let redis_url = standalone_url(14);
+    let redis = RedisNodes::connect(&redis_url, false).await;
+    clear(&redis, PREFIX).await;
+    // Two stores: the file sink and Redis.
     let config = file_config(DB, SLOT, &["public.items"], &dir, "failover = true")
-        .replace(&pg_url(DB), &pair.multi_host_url(DB));
+        .replace(&pg_url(DB), &pair.multi_host_url(DB))
+        + &format!(
+            "\n[sinks.cache]\ntype = \"redis\"\nurl = {redis_url:?}\nkey = \"{PREFIX}{{pk}}\"\n"
+        );
     let mut courier = CourierProc::start(&dir, &config);
     wait_caught_up(&primary, SLOT, PATIENCE).await;
 
@@ -370,24 +409,10 @@ async fn courier_follows_a_failover_to_the_promoted_standby() {
     );
 
     let expected = pg_rows(&new_primary, "items").await;
-    let got = fold_file(&out).remove("public.items").unwrap_or_default();
-    let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
-    let extra: Vec<&String> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
-    let differing: Vec<&String> = expected
-        .keys()
-        .filter(|k| got.get(*k).is_some_and(|g| g != &expected[*k]))
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty() && differing.is_empty(),
-        "after {committed} transactions and a failover the store differs from the new primary: \
-         {} rows missing (e.g. {:?}), {} extra (e.g. {:?}), {} different (e.g. {:?})",
-        missing.len(),
-        missing.first(),
-        extra.len(),
-        extra.first(),
-        differing.len(),
-        differing.first()
-    );
+    let file = fold_file(&out).remove("public.items").unwrap_or_default();
+    assert_same("the file sink", &expected, &file, committed);
+    let cache = redis.json_rows(PREFIX).await;
+    assert_same("Redis", &expected, &cache, committed);
     drop(courier);
     drop(pair);
 }
