@@ -5,7 +5,8 @@
 //! primary is stopped with an immediate shutdown and the standby promoted;
 //! Courier reconnects by itself to the new primary, resumes from the slot
 //! the standby synchronized, and both stores (the file sink and Redis) end
-//! equal to the new primary row for row.
+//! equal to the new primary row for row. `courier check` reports the pair
+//! ready for a failover before, and the new primary without a standby after.
 //!
 //! Changes committed on the old primary that never reached the standby are
 //! not expected in the stores: with `synchronized_standby_slots` the slot
@@ -248,6 +249,13 @@ impl Tail {
     }
 }
 
+/// What `courier check` prints for the test's configuration.
+fn check(dir: &Path) -> String {
+    let config = dir.join("courier.toml");
+    let (_, out, err) = courier_cmd(&["check", "--config", config.to_str().unwrap()]);
+    format!("{out}{err}")
+}
+
 /// Asserts that `store` holds exactly the rows `expected` holds.
 fn assert_same(
     store: &str,
@@ -315,12 +323,7 @@ async fn courier_follows_a_failover_to_the_promoted_standby() {
     .await;
 
     // What `courier check` says about the pair while it streams.
-    let (_, out, err) = courier_cmd(&[
-        "check",
-        "--config",
-        dir.join("courier.toml").to_str().unwrap(),
-    ]);
-    let report = format!("{out}{err}");
+    let report = check(&dir);
     for line in [
         format!("ok    failover slot: {SLOT} is a failover slot"),
         "ok    synchronized_standby_slots: names courier_standby, a physical slot on the primary"
@@ -394,6 +397,22 @@ async fn courier_follows_a_failover_to_the_promoted_standby() {
 
     let new_primary = connect(pair.standby, DB).await;
     wait_caught_up(&new_primary, SLOT, PATIENCE).await;
+
+    // After the failover the new primary has no standby yet: check says so.
+    let report = check(&dir);
+    for line in [
+        "FAIL  synchronized_standby_slots: is empty on the primary".to_string(),
+        format!(
+            "note  failover host 127.0.0.1:{}: cannot connect to check it",
+            pair.primary
+        ),
+        format!("ok    failover slot: {SLOT} is a failover slot"),
+    ] {
+        assert!(
+            report.contains(&line),
+            "`courier check` after the failover lacks {line:?}:\n{report}"
+        );
+    }
     assert!(
         courier.is_running(),
         "Courier stopped; log:\n{}",
