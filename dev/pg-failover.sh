@@ -16,11 +16,12 @@
 # (COURIER_PG_FAILOVER_PORT and COURIER_PG_FAILOVER_STANDBY_PORT override
 # them); both live in <repo>/.dev/pg-failover/ (COURIER_PG_FAILOVER_HOME
 # overrides it). The server is the PostgreSQL 17 build `dev/pg.sh` fetches
-# (COURIER_PG_VERSION=17); the standby starts as a copy of the stopped
-# primary's data folder. The primary has wal_level=logical, a physical slot
-# for the standby and synchronized_standby_slots naming it; the standby
-# streams through that slot with hot_standby_feedback=on and
-# sync_replication_slots=on, so it keeps failover slots in step.
+# (COURIER_PG_FAILOVER_VERSION=18: the 18 build); the standby starts as a
+# copy of the stopped primary's data folder. The primary has
+# wal_level=logical, a physical slot for the standby and
+# synchronized_standby_slots naming it; the standby streams through that
+# slot with hot_standby_feedback=on and sync_replication_slots=on, so it
+# keeps failover slots in step.
 set -euo pipefail
 
 # shellcheck disable=SC2034 # read by lib.sh
@@ -29,6 +30,12 @@ DEV_NAME=pg-failover
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
 FO_HOME="${COURIER_PG_FAILOVER_HOME:-$COURIER_REPO/.dev/pg-failover}"
+# Failover slots need PostgreSQL 17 or later.
+FO_VERSION="${COURIER_PG_FAILOVER_VERSION:-17}"
+case "$FO_VERSION" in
+    17 | 18) ;;
+    *) die "COURIER_PG_FAILOVER_VERSION=$FO_VERSION: failover slots need PostgreSQL 17 or 18" ;;
+esac
 PRIMARY_PORT="${COURIER_PG_FAILOVER_PORT:-55471}"
 STANDBY_PORT="${COURIER_PG_FAILOVER_STANDBY_PORT:-55472}"
 PG_HOST=127.0.0.1
@@ -65,8 +72,8 @@ node_port() {
     esac
 }
 
-# The PostgreSQL 17 server programs (dev/pg.sh fetches them).
-PG_BIN="$(COURIER_PG_VERSION=17 "$PG_SH" bin)"
+# The server programs (dev/pg.sh fetches them).
+PG_BIN="$(COURIER_PG_VERSION="$FO_VERSION" "$PG_SH" bin)"
 pg_bin() {
     echo "$PG_BIN"
 }
@@ -105,7 +112,11 @@ prepare_dirs() {
 init_primary() {
     local data
     data="$(node_data primary)"
-    [ -f "$data/PG_VERSION" ] && return 0
+    if [ -f "$data/PG_VERSION" ]; then
+        [ "$(cat "$data/PG_VERSION")" = "$FO_VERSION" ] ||
+            die "$FO_HOME holds a PostgreSQL $(cat "$data/PG_VERSION") pair; remove it with: dev/pg-failover.sh destroy"
+        return 0
+    fi
     say "creating the primary in $data"
     rm -rf "$data"
     mkdir -p "$data"
@@ -244,7 +255,7 @@ wait_streaming() {
 }
 
 cmd_start() {
-    COURIER_PG_VERSION=17 "$PG_SH" install
+    COURIER_PG_VERSION="$FO_VERSION" "$PG_SH" install
     prepare_dirs
     exec 9>"$FO_HOME/lock"
     flock 9
@@ -263,7 +274,7 @@ cmd_start() {
     fi
     start_node standby
     wait_streaming
-    say "PostgreSQL 17 primary on $PG_HOST:$PRIMARY_PORT, standby on $PG_HOST:$STANDBY_PORT (data in $FO_HOME)"
+    say "PostgreSQL $FO_VERSION primary on $PG_HOST:$PRIMARY_PORT, standby on $PG_HOST:$STANDBY_PORT (data in $FO_HOME)"
 }
 
 cmd_promote() {

@@ -1,6 +1,6 @@
-//! Failover on PostgreSQL 17: a primary and its physical standby started
-//! with `dev/pg-failover.sh` (ports of their own, data under the target
-//! folder), Courier streaming under a write load through a multi-host URL
+//! Failover on PostgreSQL 17 (18 with `COURIER_PG_FAILOVER_VERSION=18`): a
+//! primary and its physical standby started with `dev/pg-failover.sh`
+//! (ports of their own, data under the target folder), Courier streaming under a write load through a multi-host URL
 //! with `target_session_attrs=read-write` and `source.failover = true`. The
 //! primary is stopped with an immediate shutdown and the standby promoted;
 //! Courier reconnects by itself to the new primary, resumes from the slot
