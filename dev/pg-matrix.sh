@@ -3,7 +3,7 @@
 # clusters of other versions, one version after the other: the core end-to-end tests (`capture`:
 # snapshot and stream handoff, kill -9 under load, schema changes, truncate; `types`: every type and
 # TOAST; `bad_input`; `failover_slot` and `origin_none`: the settings of 17 and 16, refused before)
-# and the PostgreSQL crate's `decoder`, `replication`, `catalog` and `binary_copy`.
+# and the PostgreSQL crate's `decoder`, `replication`, `hosts`, `catalog` and `binary_copy`.
 #
 #   dev/pg-matrix.sh [VERSION...]   start the clusters (default: 14 16 17 18), build, run
 #   dev/pg-matrix.sh --list         build, then print the matrix's test binaries (name, file, folder)
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
-PG_MATRIX_TESTS=(capture types bad_input failover_slot origin_none decoder replication catalog binary_copy)
+PG_MATRIX_TESTS=(capture types bad_input failover_slot origin_none decoder replication hosts catalog binary_copy)
 
 # list_binaries — builds the workspace's tests as dev/test.sh does and prints the matrix's binaries.
 list_binaries() {

@@ -3,6 +3,7 @@
 # default, or the major version COURIER_PG_VERSION names (14, 15, 16, 17, 18).
 #
 #   dev/pg.sh start            install PostgreSQL if missing, init and start (idempotent)
+#   dev/pg.sh install          install PostgreSQL if missing, without creating a cluster
 #   dev/pg.sh stop [immediate] fast shutdown (or an immediate one, as after a crash)
 #   dev/pg.sh restart          stop, then start
 #   dev/pg.sh status           exit 0 iff the cluster is running
@@ -412,7 +413,7 @@ cmd_destroy() {
 }
 
 usage() {
-    sed -n '2,24p' "$(readlink -f "${BASH_SOURCE[0]}")" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,25p' "$(readlink -f "${BASH_SOURCE[0]}")" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -421,6 +422,7 @@ main() {
     [ $# -gt 0 ] && shift
     case "$cmd" in
         start) cmd_start ;;
+        install) ensure_installed ;;
         stop) cmd_stop "$@" ;;
         restart) cmd_stop && cmd_start ;;
         status) cmd_status ;;

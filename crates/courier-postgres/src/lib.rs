@@ -6,7 +6,7 @@ pub mod replication;
 pub mod setup;
 pub mod types;
 
-pub use conn::{PgConfig, PgError, Secret, ServerError, SslMode};
+pub use conn::{HostAddr, PgConfig, PgError, Secret, ServerError, SslMode, TargetSessionAttrs};
 pub use replication::{
     CreatedSlot, ReplicationClient, ReplicationMessage, ReplicationStream, SystemInfo,
 };

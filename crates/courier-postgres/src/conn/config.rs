@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::target::TargetSessionAttrs;
 use super::{PgError, Secret};
 
 /// How a connection uses TLS; the same meanings as libpq's `sslmode`.
@@ -67,16 +68,37 @@ impl FromStr for SslMode {
     }
 }
 
-/// Validated connection settings for one PostgreSQL server.
+/// One server of a connection's host list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostAddr {
+    /// Host name or IP address (TCP only).
+    pub host: String,
+    /// TCP port, 5432 unless given.
+    pub port: u16,
+}
+
+impl fmt::Display for HostAddr {
+    /// `host:port`, with an IPv6 address in brackets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Validated connection settings for one PostgreSQL server, or for several
+/// tried in order (libpq's multi-host URLs, `target_session_attrs`).
 ///
 /// `Debug` never shows the password; use [`PgConfig::redacted`] to show the
 /// settings to a user.
 #[derive(Clone, Debug)]
 pub struct PgConfig {
-    /// Host name or IP address (TCP only).
-    pub host: String,
-    /// TCP port, 5432 unless given.
-    pub port: u16,
+    /// The servers to try, in order; never empty.
+    hosts: Vec<HostAddr>,
+    /// Which kind of server a connection wants; `any` unless given.
+    pub target_session_attrs: TargetSessionAttrs,
     /// Role to log in as.
     pub user: String,
     /// Password, when the server asks for one.
@@ -90,7 +112,8 @@ pub struct PgConfig {
     pub sslrootcert: Option<PathBuf>,
     /// Shown in `pg_stat_activity` / `pg_stat_replication`; `courier` unless given.
     pub application_name: String,
-    /// Limit on TCP connect, TLS and authentication together; 10 s unless given.
+    /// Limit on TCP connect, TLS and authentication together, per host;
+    /// 10 s unless given.
     pub connect_timeout: Duration,
 }
 
@@ -99,8 +122,8 @@ const DEFAULT_APPLICATION_NAME: &str = "courier";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings accepted both as URL query parameters and as conninfo keys.
-const SUPPORTED_KEYS: &str =
-    "host, port, user, password, dbname, sslmode, sslrootcert, application_name, connect_timeout";
+const SUPPORTED_KEYS: &str = "host, port, user, password, dbname, sslmode, sslrootcert, \
+     application_name, connect_timeout, target_session_attrs";
 
 /// Settings gathered before defaults and validation are applied.
 #[derive(Default)]
@@ -114,6 +137,7 @@ struct Draft {
     sslrootcert: Option<String>,
     application_name: Option<String>,
     connect_timeout: Option<String>,
+    target_session_attrs: Option<String>,
 }
 
 impl Draft {
@@ -128,6 +152,7 @@ impl Draft {
             "sslrootcert" => &mut self.sslrootcert,
             "application_name" => &mut self.application_name,
             "connect_timeout" => &mut self.connect_timeout,
+            "target_session_attrs" => &mut self.target_session_attrs,
             other => {
                 return Err(PgError::config(
                     other,
@@ -140,21 +165,7 @@ impl Draft {
     }
 
     fn finish(self) -> Result<PgConfig, PgError> {
-        let host = self.host.filter(|h| !h.is_empty()).ok_or_else(|| {
-            PgError::config("host", "missing; give the server's host name or IP address")
-        })?;
-        if host.starts_with('/') {
-            return Err(PgError::config(
-                "host",
-                "Unix-domain sockets are not supported; use a TCP host such as 127.0.0.1",
-            ));
-        }
-        let port = match self.port.filter(|p| !p.is_empty()) {
-            None => DEFAULT_PORT,
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                PgError::config("port", format!("{p:?} is not a TCP port number"))
-            })?,
-        };
+        let hosts = host_list(self.host.as_deref(), self.port.as_deref())?;
         let user = self.user.filter(|u| !u.is_empty()).ok_or_else(|| {
             PgError::config(
                 "user",
@@ -181,9 +192,13 @@ impl Draft {
                 Ok(secs) => Duration::from_secs(secs),
             },
         };
+        let target_session_attrs = match self.target_session_attrs.filter(|t| !t.is_empty()) {
+            None => TargetSessionAttrs::Any,
+            Some(t) => t.parse()?,
+        };
         Ok(PgConfig {
-            host,
-            port,
+            hosts,
+            target_session_attrs,
             user,
             password: self.password.map(Secret::new),
             dbname,
@@ -200,14 +215,118 @@ impl Draft {
     }
 }
 
+/// The hosts of a comma-separated `host` list with their ports: `port` is
+/// one port for every host or one per host (an empty entry is 5432).
+fn host_list(host: Option<&str>, port: Option<&str>) -> Result<Vec<HostAddr>, PgError> {
+    let names: Vec<&str> = host.unwrap_or_default().split(',').collect();
+    if names.iter().any(|h| h.is_empty()) {
+        return Err(PgError::config(
+            "host",
+            "missing; give the server's host name or IP address (a list of hosts is separated by commas)",
+        ));
+    }
+    if let Some(socket) = names.iter().find(|h| h.starts_with('/')) {
+        return Err(PgError::config(
+            "host",
+            format!(
+                "{socket}: Unix-domain sockets are not supported; use a TCP host such as 127.0.0.1"
+            ),
+        ));
+    }
+    let ports: Vec<&str> = port.unwrap_or_default().split(',').collect();
+    if ports.len() != 1 && ports.len() != names.len() {
+        return Err(PgError::config(
+            "port",
+            format!(
+                "{} ports for {} hosts; give one port for all hosts or one per host",
+                ports.len(),
+                names.len()
+            ),
+        ));
+    }
+    let parse_port = |p: &str| match p {
+        "" => Ok(DEFAULT_PORT),
+        p => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| PgError::config("port", format!("{p:?} is not a TCP port number"))),
+    };
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or_default();
+            Ok(HostAddr {
+                host: name.to_string(),
+                port: parse_port(port)?,
+            })
+        })
+        .collect()
+}
+
+/// The hosts of a URL, each with its port as written (empty when absent).
+type HostEntries = Vec<(String, String)>;
+
+/// A URL's authority split libpq's way, since a list of hosts is not a URL
+/// host: `user:password@h1:p1,[::1]:p2` → (`user:password`, [(`h1`, `p1`),
+/// (`::1`, `p2`)]).
+fn split_authority(authority: &str) -> Result<(Option<&str>, HostEntries), PgError> {
+    let (userinfo, hostlist) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let mut hosts = Vec::new();
+    if hostlist.is_empty() {
+        return Ok((userinfo, hosts));
+    }
+    for entry in hostlist.split(',') {
+        let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+            let (v6, after) = rest.split_once(']').ok_or_else(|| {
+                PgError::config(
+                    "host",
+                    format!("{entry:?} opens an IPv6 address with [ but has no ]"),
+                )
+            })?;
+            let port = match after {
+                "" => "",
+                p => p.strip_prefix(':').ok_or_else(|| {
+                    PgError::config("host", format!("{entry:?}: expected :PORT after the ]"))
+                })?,
+            };
+            (v6.to_string(), port.to_string())
+        } else {
+            match entry.split_once(':') {
+                Some((h, p)) => (decode("host", h)?, p.to_string()),
+                None => (decode("host", entry)?, String::new()),
+            }
+        };
+        hosts.push((host, port));
+    }
+    Ok((userinfo, hosts))
+}
+
 impl PgConfig {
     /// Parses `postgres://user:password@host:port/dbname?sslmode=...`
-    /// (`postgresql://` too). Query parameters: `sslmode`, `sslrootcert`,
-    /// `application_name`, `connect_timeout` (seconds), and `host`, `port`,
-    /// `user`, `password`, `dbname` overriding the URL's parts. Unknown
-    /// parameters are errors, and every error names the part at fault.
+    /// (`postgresql://` too), or with several hosts as libpq does:
+    /// `postgres://user@h1:p1,h2:p2/dbname?target_session_attrs=read-write`.
+    /// Query parameters: `sslmode`, `sslrootcert`, `application_name`,
+    /// `connect_timeout` (seconds), `target_session_attrs`, and `host`,
+    /// `port`, `user`, `password`, `dbname` overriding the URL's parts
+    /// (`host` and `port` as comma-separated lists). Unknown parameters are
+    /// errors, and every error names the part at fault.
     pub fn from_url(s: &str) -> Result<PgConfig, PgError> {
-        let url = url::Url::parse(s).map_err(|e| {
+        // The URL parser takes one host: parse the rest with a placeholder
+        // host and the list on its own.
+        let (scheme, rest) = s.split_once("://").unwrap_or(("", s));
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let (userinfo, hosts) = split_authority(authority)?;
+        let single = match userinfo {
+            Some(u) => format!("{scheme}://{u}@placeholder{tail}"),
+            None => format!("{scheme}://placeholder{tail}"),
+        };
+        let url = url::Url::parse(&single).map_err(|e| {
             PgError::config(
                 "url",
                 format!(
@@ -224,11 +343,10 @@ impl PgConfig {
                 ),
             ));
         }
+        let (names, ports): (Vec<String>, Vec<String>) = hosts.into_iter().unzip();
         let mut draft = Draft {
-            host: url
-                .host_str()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()),
-            port: url.port().map(|p| p.to_string()),
+            host: Some(names.join(",")),
+            port: Some(ports.join(",")),
             user: Some(decode("user", url.username())?),
             password: url.password().map(|p| decode("password", p)).transpose()?,
             dbname: Some(decode("dbname", url.path().trim_start_matches('/'))?),
@@ -294,17 +412,27 @@ impl PgConfig {
         }
     }
 
+    /// The servers a connection tries, in order (at least one).
+    pub fn hosts(&self) -> &[HostAddr] {
+        &self.hosts
+    }
+
+    /// The same settings for `host` alone, taken whatever its role
+    /// (`target_session_attrs=any`): to look at one server of a list.
+    pub fn only(&self, host: &HostAddr) -> PgConfig {
+        PgConfig {
+            hosts: vec![host.clone()],
+            target_session_attrs: TargetSessionAttrs::Any,
+            ..self.clone()
+        }
+    }
+
     /// The settings as a URL with the password replaced by `***`, safe to
     /// log or show to a user.
     pub fn redacted(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        let mut url = match url::Url::parse(&format!("postgres://{host}:{}/", self.port)) {
+        let mut url = match url::Url::parse("postgres://placeholder/") {
             Ok(url) => url,
-            Err(_) => return format!("postgres://{}:{}/{}", self.host, self.port, self.dbname),
+            Err(_) => return format!("postgres://{}/{}", self.addr(), self.dbname),
         };
         // Setting parts of a URL with a host cannot fail.
         let _ = url.set_username(&self.user);
@@ -320,17 +448,22 @@ impl PgConfig {
         }
         url.query_pairs_mut()
             .append_pair("application_name", &self.application_name);
+        if self.target_session_attrs != TargetSessionAttrs::Any {
+            url.query_pairs_mut()
+                .append_pair("target_session_attrs", self.target_session_attrs.as_str());
+        }
         // `set_password` percent-encodes `*`; show the plain placeholder.
-        url.to_string().replacen("%2A%2A%2A@", "***@", 1)
+        url.to_string().replacen("%2A%2A%2A@", "***@", 1).replacen(
+            "@placeholder/",
+            &format!("@{}/", self.addr()),
+            1,
+        )
     }
 
-    /// `host:port`, for error messages.
+    /// `host:port`, or the comma-separated list of them, for messages.
     pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        let hosts: Vec<String> = self.hosts.iter().map(ToString::to_string).collect();
+        hosts.join(",")
     }
 }
 
@@ -345,14 +478,83 @@ fn decode(key: &str, raw: &str) -> Result<String, PgError> {
 mod tests {
     use super::*;
 
+    fn host(name: &str, port: u16) -> HostAddr {
+        HostAddr {
+            host: name.to_string(),
+            port,
+        }
+    }
+
+    #[test]
+    fn parses_a_multi_host_url() {
+        let cfg = PgConfig::from_url(
+            "postgres://courier:s%40cret@10.0.0.1:5433,db2,[::1]:6000/shop?target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.hosts(),
+            [host("10.0.0.1", 5433), host("db2", 5432), host("::1", 6000)]
+        );
+        assert_eq!(cfg.target_session_attrs, TargetSessionAttrs::ReadWrite);
+        assert_eq!(cfg.user, "courier");
+        assert_eq!(cfg.password.as_ref().map(Secret::expose), Some("s@cret"));
+        assert_eq!(cfg.dbname, "shop");
+        assert_eq!(cfg.addr(), "10.0.0.1:5433,db2:5432,[::1]:6000");
+        let shown = cfg.redacted();
+        assert!(!shown.contains("cret"), "{shown}");
+        assert!(
+            shown.starts_with("postgres://courier:***@10.0.0.1:5433,db2:5432,[::1]:6000/shop?"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("&target_session_attrs=read-write"),
+            "{shown}"
+        );
+        // What `redacted` shows parses back to the same hosts.
+        assert_eq!(PgConfig::from_url(&shown).unwrap().hosts(), cfg.hosts());
+
+        let only = cfg.only(&cfg.hosts()[1]);
+        assert_eq!(only.hosts(), [host("db2", 5432)]);
+        assert_eq!(only.target_session_attrs, TargetSessionAttrs::Any);
+        assert_eq!(only.dbname, "shop");
+    }
+
+    #[test]
+    fn host_lists_in_parameters_and_conninfo() {
+        let cfg = PgConfig::parse("host=a,b port=1,2 user=u target_session_attrs=primary").unwrap();
+        assert_eq!(cfg.hosts(), [host("a", 1), host("b", 2)]);
+        assert_eq!(cfg.target_session_attrs, TargetSessionAttrs::Primary);
+        let cfg = PgConfig::parse("host=a,b port=7 user=u").unwrap();
+        assert_eq!(cfg.hosts(), [host("a", 7), host("b", 7)]);
+        let cfg = PgConfig::from_url("postgres://u@x/db?host=a,b&port=3").unwrap();
+        assert_eq!(cfg.hosts(), [host("a", 3), host("b", 3)]);
+        for t in ["any", "read-only", "standby", "prefer-standby"] {
+            let cfg = PgConfig::from_url(&format!("postgres://u@a,b/db?target_session_attrs={t}"))
+                .unwrap();
+            assert_eq!(cfg.target_session_attrs.as_str(), t);
+        }
+    }
+
+    #[test]
+    fn bad_host_lists_name_the_setting() {
+        let err = |s: &str| PgConfig::parse(s).unwrap_err().to_string();
+        assert!(err("postgres://u@a,,b/db").contains("`host`"));
+        assert!(err("postgres://u@a:1,b:x/db").contains("`port`"));
+        assert!(err("postgres://u@[::1/db").contains("`host`"));
+        assert!(err("host=a,b,c port=1,2 user=u").contains("3 hosts"));
+        assert!(
+            err("postgres://u@a,b/db?target_session_attrs=rw").contains("`target_session_attrs`")
+        );
+        assert!(err("host=a,/tmp user=u").contains("Unix-domain"));
+    }
+
     #[test]
     fn parses_a_full_url() {
         let cfg = PgConfig::from_url(
             "postgres://cour%40ier:p%2Fss+w@db.example:6543/shop?sslmode=verify-full&sslrootcert=/tmp/ca.pem&application_name=c1&connect_timeout=3",
         )
         .unwrap();
-        assert_eq!(cfg.host, "db.example");
-        assert_eq!(cfg.port, 6543);
+        assert_eq!(cfg.hosts(), [host("db.example", 6543)]);
         assert_eq!(cfg.user, "cour@ier");
         assert_eq!(cfg.password.as_ref().map(Secret::expose), Some("p/ss+w"));
         assert_eq!(cfg.dbname, "shop");
@@ -365,8 +567,8 @@ mod tests {
     #[test]
     fn applies_libpq_defaults() {
         let cfg = PgConfig::from_url("postgresql://courier@[::1]").unwrap();
-        assert_eq!(cfg.host, "::1");
-        assert_eq!(cfg.port, 5432);
+        assert_eq!(cfg.hosts(), [host("::1", 5432)]);
+        assert_eq!(cfg.target_session_attrs, TargetSessionAttrs::Any);
         assert_eq!(cfg.dbname, "courier");
         assert_eq!(cfg.sslmode, SslMode::Prefer);
         assert!(cfg.password.is_none());
@@ -407,7 +609,7 @@ mod tests {
             r"host=127.0.0.1 port = 5433 user=courier password='it\'s a secret' dbname=shop sslmode=disable",
         )
         .unwrap();
-        assert_eq!(cfg.port, 5433);
+        assert_eq!(cfg.hosts(), [host("127.0.0.1", 5433)]);
         assert_eq!(
             cfg.password.as_ref().map(Secret::expose),
             Some("it's a secret")

@@ -4,6 +4,8 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use super::target::{HostAttempt, HostRejection, TargetSessionAttrs};
+
 /// Anything that can go wrong talking to PostgreSQL: configuration, network,
 /// TLS, authentication, errors the server reports, and broken protocol.
 ///
@@ -80,6 +82,24 @@ pub enum PgError {
     /// An error from a regular (tokio-postgres) connection.
     #[error("PostgreSQL query failed: {0}")]
     Client(#[from] tokio_postgres::Error),
+
+    /// None of the connection's hosts could be used: each refused the
+    /// connection or is not the kind of server `target_session_attrs` asks for.
+    #[error(
+        "no PostgreSQL host fits target_session_attrs={target}; tried {}",
+        attempts_text(.attempts)
+    )]
+    NoHostFits {
+        /// What the connection asked for.
+        target: TargetSessionAttrs,
+        /// Every host tried, in order, and why it was passed over.
+        attempts: Vec<HostAttempt>,
+    },
+}
+
+fn attempts_text(attempts: &[HostAttempt]) -> String {
+    let text: Vec<String> = attempts.iter().map(ToString::to_string).collect();
+    text.join("; ")
 }
 
 /// The fields of a PostgreSQL `ErrorResponse` that Courier keeps.
@@ -122,8 +142,9 @@ fn is_retriable_sqlstate(code: &str) -> bool {
 
 impl PgError {
     /// True when the same operation may succeed after reconnecting: network
-    /// errors, timeouts, a closed connection, and the server shutting down or
-    /// starting up. Authentication, configuration, TLS verification,
+    /// errors, timeouts, a closed connection, the server shutting down or
+    /// starting up, and hosts of which none fits yet (a standby may be
+    /// promoted). Authentication, configuration, TLS verification,
     /// protocol and ordinary SQL errors are not retriable.
     pub fn is_retriable(&self) -> bool {
         match self {
@@ -138,10 +159,22 @@ impl PgError {
                 }
                 std::error::Error::source(e).is_some_and(|s| s.is::<io::Error>())
             }
+            PgError::NoHostFits { attempts, .. } => attempts.iter().any(HostAttempt::is_retriable),
             PgError::Config { .. }
             | PgError::Tls { .. }
             | PgError::Auth { .. }
             | PgError::Protocol(_) => false,
+        }
+    }
+
+    /// True when none of the hosts fits but one of them is a standby: a
+    /// failover may be under way, and the standby may be promoted any moment.
+    pub fn awaits_promotion(&self) -> bool {
+        match self {
+            PgError::NoHostFits { attempts, .. } => attempts
+                .iter()
+                .any(|a| matches!(a.rejection, HostRejection::Unfit(role) if role.in_recovery)),
+            _ => false,
         }
     }
 

@@ -15,14 +15,20 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::{PgConfig, PgError, SslMode};
+use super::{HostAddr, PgConfig, PgError, SslMode};
 
 /// The rustls client configuration for `cfg.sslmode`, or `None` for `disable`.
 pub(crate) fn client_config(cfg: &PgConfig) -> Result<Option<ClientConfig>, PgError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error(cfg, "no usable TLS protocol version", Some(Box::new(e))))?;
+        .map_err(|e| {
+            tls_error(
+                &cfg.addr(),
+                "no usable TLS protocol version",
+                Some(Box::new(e)),
+            )
+        })?;
     let config = match cfg.sslmode {
         SslMode::Disable => return Ok(None),
         SslMode::Prefer | SslMode::Require => builder
@@ -35,7 +41,7 @@ pub(crate) fn client_config(cfg: &PgConfig) -> Result<Option<ClientConfig>, PgEr
                 .build()
                 .map_err(|e| {
                     tls_error(
-                        cfg,
+                        &cfg.addr(),
                         "cannot build the certificate verifier",
                         Some(Box::new(e)),
                     )
@@ -53,12 +59,12 @@ pub(crate) fn client_config(cfg: &PgConfig) -> Result<Option<ClientConfig>, PgEr
     Ok(Some(config))
 }
 
-/// The name the server's certificate must carry under `verify-full`
+/// The name `host`'s certificate must carry under `verify-full`
 /// (an IP address or a DNS name).
-pub(crate) fn server_name(cfg: &PgConfig) -> Result<ServerName<'static>, PgError> {
-    ServerName::try_from(cfg.host.clone()).map_err(|e| {
+pub(crate) fn server_name(host: &HostAddr) -> Result<ServerName<'static>, PgError> {
+    ServerName::try_from(host.host.clone()).map_err(|e| {
         tls_error(
-            cfg,
+            &host.to_string(),
             "the host is not a valid TLS server name",
             Some(Box::new(e)),
         )
@@ -66,12 +72,12 @@ pub(crate) fn server_name(cfg: &PgConfig) -> Result<ServerName<'static>, PgError
 }
 
 pub(crate) fn tls_error(
-    cfg: &PgConfig,
+    addr: &str,
     reason: &str,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 ) -> PgError {
     PgError::Tls {
-        addr: cfg.addr(),
+        addr: addr.to_string(),
         reason: reason.to_string(),
         source,
     }

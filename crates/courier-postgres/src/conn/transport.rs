@@ -14,7 +14,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::tls::{client_config, server_name, tls_error};
-use super::{PgConfig, PgError, SslMode};
+use super::{HostAddr, PgConfig, PgError, SslMode};
 
 /// A plain or TLS-encrypted TCP connection to the server.
 pub(crate) enum PgStream {
@@ -22,15 +22,16 @@ pub(crate) enum PgStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// Opens TCP to `cfg.host:cfg.port` and negotiates TLS per `cfg.sslmode`:
+/// Opens TCP to `host` and negotiates TLS per `cfg.sslmode`:
 /// `prefer` continues in plain text when the server answers `N` to the
 /// `SSLRequest`; the stricter modes fail instead.
-pub(crate) async fn open(cfg: &PgConfig) -> Result<PgStream, PgError> {
+pub(crate) async fn open(cfg: &PgConfig, host: &HostAddr) -> Result<PgStream, PgError> {
+    let addr = host.to_string();
     let io_err = |source| PgError::Io {
-        addr: cfg.addr(),
+        addr: addr.clone(),
         source,
     };
-    let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
+    let tcp = TcpStream::connect((host.host.as_str(), host.port))
         .await
         .map_err(io_err)?;
     tcp.set_nodelay(true).map_err(io_err)?;
@@ -46,7 +47,7 @@ pub(crate) async fn open(cfg: &PgConfig) -> Result<PgStream, PgError> {
         b'N' if cfg.sslmode == SslMode::Prefer => return Ok(PgStream::Plain(tcp)),
         b'N' => {
             return Err(tls_error(
-                cfg,
+                &addr,
                 &format!(
                     "the server does not accept TLS connections but sslmode={}; \
                      enable ssl on the server or use sslmode=prefer",
@@ -59,17 +60,17 @@ pub(crate) async fn open(cfg: &PgConfig) -> Result<PgStream, PgError> {
             return Err(PgError::protocol(format!(
                 "answer {:?} to SSLRequest; is {} a PostgreSQL server?",
                 char::from(other),
-                cfg.addr()
+                addr
             )))
         }
     }
     let connector = TlsConnector::from(Arc::new(tls));
     let stream = connector
-        .connect(server_name(cfg)?, tcp)
+        .connect(server_name(host)?, tcp)
         .await
         .map_err(|e| {
             let reason = format!("TLS handshake failed (sslmode={}): {e}", cfg.sslmode);
-            tls_error(cfg, &reason, Some(Box::new(e)))
+            tls_error(&addr, &reason, Some(Box::new(e)))
         })?;
     Ok(PgStream::Tls(Box::new(stream)))
 }

@@ -11,7 +11,7 @@ use tokio_postgres::fallible_iterator::FallibleIterator;
 use super::command;
 use super::stream::ReplicationStream;
 use crate::conn::wire::{server_error, Backend, Wire};
-use crate::conn::{open_wire, PgConfig, PgError, SESSION_OPTIONS};
+use crate::conn::{connect_first, open_wire, PgConfig, PgError, ServerRole, SESSION_OPTIONS};
 
 /// A logical replication connection to one database, before streaming.
 ///
@@ -59,8 +59,8 @@ pub struct CreatedSlot {
 }
 
 impl ReplicationClient {
-    /// Connects with `replication=database` to `cfg`'s database and
-    /// authenticates.
+    /// Connects with `replication=database` to `cfg`'s database on the
+    /// first host that fits `target_session_attrs`, and authenticates.
     pub async fn connect(cfg: &PgConfig) -> Result<ReplicationClient, PgError> {
         let params = [
             ("replication", "database"),
@@ -68,12 +68,29 @@ impl ReplicationClient {
             ("client_encoding", "UTF8"),
             ("options", SESSION_OPTIONS),
         ];
-        let (wire, session) = open_wire(cfg, &params).await?;
-        Ok(ReplicationClient {
-            wire,
-            backend_pid: session.backend_pid,
-            parameters: session.parameters,
+        let params = &params;
+        connect_first(cfg, |host, wants_role| async move {
+            let (wire, session) = open_wire(cfg, host, params).await?;
+            let mut client = ReplicationClient {
+                wire,
+                backend_pid: session.backend_pid,
+                parameters: session.parameters,
+            };
+            let role = match wants_role {
+                true => Some(client.server_role().await?),
+                false => None,
+            };
+            Ok((client, role))
         })
+        .await
+    }
+
+    /// Whether the server is a standby, and whether its sessions may write.
+    pub async fn server_role(&mut self) -> Result<ServerRole, PgError> {
+        let rows = self.simple_query(ServerRole::QUERY).await?;
+        let row = single_row(&rows, "the server role query", 2)?;
+        ServerRole::from_text(row[0].as_deref(), row[1].as_deref())
+            .ok_or_else(|| PgError::protocol("the server's role could not be read"))
     }
 
     /// Process id of the walsender serving this connection (as in

@@ -26,7 +26,7 @@ impl Report {
     }
 
     /// Usable as it is, but worth knowing; does not fail the check.
-    fn note(&mut self, what: &str, detail: impl AsRef<str>) {
+    pub(super) fn note(&mut self, what: &str, detail: impl AsRef<str>) {
         println!("note  {what}: {}", detail.as_ref());
     }
 
@@ -138,6 +138,9 @@ async fn check_postgres_source(
             r.ok("postgres", format!("connected to {} (PostgreSQL {version})", pg.redacted()));
             tables = check_postgres(r, source, outbox, &client).await;
             check_outbox(r, outbox, &client).await;
+            if source.failover {
+                super::check_failover::check_failover(r, &pg, &client, &source.slot).await;
+            }
         }
         Err(e) => r.fail(
             "postgres",

@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod check;
+mod check_failover;
 #[cfg(feature = "kafka")]
 mod check_kafka;
 pub mod rebuild;

@@ -25,6 +25,15 @@ pub fn is_retriable(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether `e` says a failover may be under way: no host fits
+/// `target_session_attrs`, but one of them is a standby.
+pub fn awaits_promotion(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<PgError>()
+            .is_some_and(PgError::awaits_promotion)
+    })
+}
+
 /// Whether a failed snapshot can be resumed under a new snapshot: any
 /// retriable failure, or a table whose columns changed while it was copied
 /// (undefined column or table, or a changed type: the new snapshot sees the
@@ -50,5 +59,24 @@ mod tests {
         assert!(!is_retriable(&plain.unwrap_err()));
         let refused = anyhow::Error::new(PgError::Protocol("bad message".into()));
         assert!(!snapshot_can_resume(&refused));
+    }
+
+    #[test]
+    fn a_standby_among_unfit_hosts_means_a_failover_may_be_under_way() {
+        use courier_postgres::conn::{HostAttempt, HostRejection, ServerRole, TargetSessionAttrs};
+        let no_host = |in_recovery| PgError::NoHostFits {
+            target: TargetSessionAttrs::ReadWrite,
+            attempts: vec![HostAttempt {
+                addr: "db2:5432".into(),
+                rejection: HostRejection::Unfit(ServerRole {
+                    in_recovery,
+                    read_only: true,
+                }),
+            }],
+        };
+        let e = anyhow::Error::new(no_host(true)).context("open replication connection");
+        assert!(is_retriable(&e) && awaits_promotion(&e));
+        let e = anyhow::Error::new(no_host(false)).context("open replication connection");
+        assert!(is_retriable(&e) && !awaits_promotion(&e));
     }
 }

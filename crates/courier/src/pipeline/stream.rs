@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::batcher::{Batcher, Pending};
-use super::errors::{is_retriable, StreamEnded};
+use super::errors::{awaits_promotion, is_retriable, StreamEnded};
 use super::fanout::Fanout;
 use super::metrics::EventCounter;
 use crate::config::PipelineConfig;
@@ -36,6 +36,10 @@ pub struct StreamContext {
     pub outbox: OutboxSources,
 }
 
+/// How often the stream looks for a new primary while the only hosts that
+/// answer are standbys (a failover under way).
+const PROMOTION_POLL: Duration = Duration::from_millis(500);
+
 /// Why a connection's stream ended.
 enum Ended {
     Shutdown,
@@ -55,7 +59,11 @@ pub async fn stream_until_shutdown(
             Ok(Ended::Shutdown) => return Ok(()),
             Err(e) if is_retriable(&e) => {
                 ctx.status.set_streaming(false);
-                let wait = backoff.next_delay();
+                let mut wait = backoff.next_delay();
+                if awaits_promotion(&e) {
+                    // The standby takes over within moments: look often.
+                    wait = wait.min(PROMOTION_POLL);
+                }
                 tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "replication stream lost; reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
