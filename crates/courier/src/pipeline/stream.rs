@@ -358,12 +358,15 @@ async fn on_message(
                     metrics::counter!("courier_streamed_commits_total").increment(1);
                     // Replayed in order through the same path as any
                     // transaction, so batches fill and wait for full
-                    // queues as they do for one sent after its commit.
+                    // queues as they do for one sent after its commit;
+                    // the socket is not read meanwhile, so progress is
+                    // reported from here.
                     while let Some(data) = replay
                         .next_message()
                         .context("read a streamed transaction back")?
                     {
                         on_data(ctx, decoder, b, counter, stream, report, data).await?;
+                        report.if_due(ctx, stream).await?;
                     }
                 }
             }
