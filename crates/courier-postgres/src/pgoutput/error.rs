@@ -14,7 +14,7 @@ pub enum DecodeError {
         reason: &'static str,
     },
     /// A message type this decoder does not know (or did not ask for).
-    #[error("unexpected pgoutput message type {tag:?} (Courier uses proto_version 1 without streaming or binary mode)")]
+    #[error("unexpected pgoutput message type {tag:?} (Courier uses proto_version 1, or 2 with streaming, without binary mode)")]
     UnknownMessage { tag: char },
     /// A message out of place in the stream, e.g. a change outside a transaction.
     #[error("pgoutput protocol error at LSN {lsn}: {reason}")]
@@ -59,6 +59,13 @@ pub enum DecodeError {
     /// The catalog does not know a type the stream uses.
     #[error("type OID {oid} is not in pg_type")]
     UnknownType { oid: u32 },
+    /// A streamed transaction's file could not be written or read back.
+    #[error("streamed transaction file {}: {source}", path.display())]
+    Spill {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A decoded row does not have one value per column of its relation.
     #[error(transparent)]
     RowShape(#[from] RowShapeError),

@@ -1,5 +1,7 @@
 //! pgoutput's message formats (`proto_version '1'`, `messages 'true'`), as
-//! described in PostgreSQL's "Logical Replication Message Formats".
+//! described in PostgreSQL's "Logical Replication Message Formats". Protocol
+//! 2's stream messages, and the xid its streamed changes carry, are taken
+//! apart before this by [`super::streamed`].
 //!
 //! [`parse`] reads one message, the payload of one XLogData. Column values
 //! stay slices of the input buffer; nothing is copied.

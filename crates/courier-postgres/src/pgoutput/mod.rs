@@ -5,9 +5,11 @@
 mod decoder;
 mod error;
 pub mod message;
+pub mod streamed;
 mod toast;
 mod tuple;
 
 pub use decoder::{DecodedEvent, Decoder, OutboxSources};
 pub use error::DecodeError;
+pub use streamed::{Replay, Routed, Streamed};
 pub use toast::ToastGap;

@@ -114,6 +114,43 @@ pub struct SourceConfig {
     pub failover: bool,
     /// Which changes to stream by origin (PostgreSQL 16+ for `none`).
     pub origin: Origin,
+    /// Whether PostgreSQL sends large transactions while they run.
+    pub streaming: Streaming,
+}
+
+/// `source.streaming`: whether PostgreSQL streams a large transaction
+/// while it runs (pgoutput protocol 2, PostgreSQL 14+), once its changes
+/// exceed the server's `logical_decoding_work_mem`, instead of spilling it
+/// on its side and sending it only after the commit. Courier holds the
+/// streamed changes (in memory up to a small bound, then in a file under the
+/// state directory) and hands them on at the commit, versioned with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Streaming {
+    /// On where the server has it (PostgreSQL 14+), off before.
+    #[default]
+    Auto,
+    /// On; a server older than PostgreSQL 14 is an error.
+    On,
+    /// Off: PostgreSQL sends every transaction after its commit.
+    Off,
+}
+
+impl Streaming {
+    /// Whether to stream against a server of this `server_version_num`;
+    /// an error when `on` asks for more than the server has.
+    pub fn resolve(self, server_version_num: u32) -> Result<bool, String> {
+        let supported = server_version_num >= 140_000;
+        match self {
+            Streaming::Auto => Ok(supported),
+            Streaming::Off => Ok(false),
+            Streaming::On if supported => Ok(true),
+            Streaming::On => Err(format!(
+                "source.streaming = \"on\" needs PostgreSQL 14 or later; this server's version is \
+                 {server_version_num}: use \"auto\" or \"off\", or upgrade"
+            )),
+        }
+    }
 }
 
 /// What `courier run` does with a slot PostgreSQL invalidated.
@@ -227,6 +264,8 @@ struct RawSource {
     failover: bool,
     #[serde(default)]
     origin: Origin,
+    #[serde(default)]
+    streaming: Streaming,
 }
 
 #[derive(Deserialize, Default)]
@@ -429,6 +468,7 @@ fn postgres_source(
         on_slot_lost: s.on_slot_lost,
         failover: s.failover,
         origin: s.origin,
+        streaming: s.streaming,
     };
     if !(source.url.starts_with("postgres://") || source.url.starts_with("postgresql://")) {
         return Err(invalid("source.url must be a postgres:// URL, e.g. postgres://courier:${PGPASSWORD}@127.0.0.1:5432/shop".into()));

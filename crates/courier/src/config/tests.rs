@@ -277,3 +277,22 @@ fn outbox_routers_need_a_postgresql_source() {
         "{e}"
     );
 }
+
+#[test]
+fn streaming_is_auto_by_default_and_resolves_by_server_version() {
+    let c = parse(MINIMAL).unwrap();
+    let source = c.source.postgres("test").unwrap();
+    assert_eq!(source.streaming, Streaming::Auto);
+    assert_eq!(Streaming::Auto.resolve(140_000), Ok(true));
+    assert_eq!(Streaming::Auto.resolve(130_012), Ok(false));
+    assert_eq!(Streaming::Off.resolve(170_006), Ok(false));
+    assert_eq!(Streaming::On.resolve(140_019), Ok(true));
+    let e = Streaming::On.resolve(130_012).unwrap_err();
+    assert!(e.contains("PostgreSQL 14") && e.contains("130012"), "{e}");
+
+    let on = MINIMAL.replace("tables =", "streaming = \"on\"\ntables =");
+    let c = parse(&on).unwrap();
+    assert_eq!(c.source.postgres("test").unwrap().streaming, Streaming::On);
+    let e = parse(&MINIMAL.replace("tables =", "streaming = \"yes\"\ntables =")).unwrap_err();
+    assert!(e.contains("yes") || e.contains("variant"), "{e}");
+}

@@ -35,6 +35,8 @@ pub(super) struct PgSource {
     /// PostgreSQL had invalidated the slot and `on_slot_lost = "rebuild"`
     /// made a new one: the stores are repaired after the snapshot.
     slot_was_lost: bool,
+    /// `source.streaming` resolved for this server.
+    streaming: bool,
 }
 
 /// Checks PostgreSQL (privileges, tables, keys), creates the publication if
@@ -93,6 +95,10 @@ pub(super) async fn prepare(
              remove source.origin, or upgrade"
         );
     }
+    let streaming = source
+        .streaming
+        .resolve(version)
+        .map_err(anyhow::Error::msg)?;
     if source.failover {
         prepare_failover(&client, &pg, &source.slot, existing.is_some(), version).await?;
     }
@@ -110,6 +116,7 @@ pub(super) async fn prepare(
             state,
             outbox,
             slot_was_lost,
+            streaming,
         },
         info,
         status,
@@ -213,6 +220,7 @@ pub(super) async fn capture(
         slot: source.slot.clone(),
         publication: source.publication.clone(),
         origin_none: source.origin == Origin::None,
+        streaming: p.streaming.then(|| config.state_dir.join("streamed")),
         pipeline: config.pipeline.clone(),
         status_interval: source.status_interval,
         fanout: snapshotter.fanout.clone(),

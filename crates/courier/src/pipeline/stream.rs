@@ -2,13 +2,15 @@
 //! reports the ack watermark to PostgreSQL, and reconnects with backoff
 //! when the connection drops (resuming from the slot).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use courier_core::Lsn;
 use courier_postgres::catalog::Catalog;
-use courier_postgres::pgoutput::{DecodedEvent, Decoder, OutboxSources};
+use courier_postgres::pgoutput::{DecodedEvent, Decoder, OutboxSources, Routed, Streamed};
 use courier_postgres::{PgConfig, ReplicationClient, ReplicationMessage, ReplicationStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -28,6 +30,9 @@ pub struct StreamContext {
     pub publication: String,
     /// Leave out changes that replication applied (`origin 'none'`).
     pub origin_none: bool,
+    /// Stream large transactions while they run (protocol 2), holding them
+    /// under this folder until they commit; `None` for protocol 1.
+    pub streaming: Option<PathBuf>,
     pub pipeline: PipelineConfig,
     pub status_interval: Duration,
     pub fanout: Fanout,
@@ -35,6 +40,10 @@ pub struct StreamContext {
     /// The outbox tables and message prefixes, decoded as outbox sources.
     pub outbox: OutboxSources,
 }
+
+/// Bytes of streamed, uncommitted transactions held in memory before they
+/// spill to files.
+const STREAMED_MEMORY: usize = 8 << 20;
 
 /// How often the stream looks for a new primary while the only hosts that
 /// answer are standbys (a failover under way).
@@ -115,6 +124,19 @@ async fn stream_once(
     if ctx.origin_none {
         options.push(("origin", "none"));
     }
+    // Transactions streamed before a reconnect are streamed again from their
+    // start: what an earlier connection held is dropped.
+    let mut streamed = match &ctx.streaming {
+        Some(dir) => {
+            options[0].1 = "2";
+            options.push(("streaming", "on"));
+            Some(
+                Streamed::open(dir, STREAMED_MEMORY)
+                    .context("prepare the streamed transactions' folder")?,
+            )
+        }
+        None => None,
+    };
     let mut stream = repl
         .start_logical_replication(&ctx.slot, Lsn::ZERO, &options)
         .await
@@ -149,7 +171,7 @@ async fn stream_once(
                     backoff.reset();
                     reset_backoff = false;
                 }
-                on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, &mut report, msg).await?;
+                on_message(ctx, &mut decoder, streamed.as_mut(), &mut b, &mut counter, &mut stream, &mut report, msg).await?;
                 // Drain what is already buffered before going back to select!,
                 // reporting progress on time however long the burst lasts:
                 // under load the socket always has data, so the status tick
@@ -161,7 +183,7 @@ async fn stream_once(
                         quiet = true;
                         break;
                     };
-                    on_message(ctx, &mut decoder, &mut b, &mut counter, &mut stream, &mut report, msg).await?;
+                    on_message(ctx, &mut decoder, streamed.as_mut(), &mut b, &mut counter, &mut stream, &mut report, msg).await?;
                 }
                 // The stream went quiet after a commit: nothing more is on
                 // its way right now, so waiting out batch_delay would only
@@ -290,9 +312,11 @@ async fn send(
 }
 
 /// Handles one message from the replication stream.
+#[allow(clippy::too_many_arguments)]
 async fn on_message(
     ctx: &StreamContext,
     decoder: &mut Decoder,
+    streamed: Option<&mut Streamed>,
     b: &mut Batcher,
     counter: &mut EventCounter,
     stream: &mut ReplicationStream,
@@ -301,53 +325,50 @@ async fn on_message(
 ) -> anyhow::Result<()> {
     match msg {
         ReplicationMessage::XLogData { data, .. } => {
-            match decoder
-                .decode(data)
-                .await
-                .context("decode pgoutput message")?
+            let Some(streamed) = streamed else {
+                return on_data(ctx, decoder, b, counter, stream, report, data).await;
+            };
+            match streamed
+                .route(data)
+                .context("sort a streamed pgoutput message")?
             {
-                Some(DecodedEvent::Begin { .. }) => b.begin(),
-                Some(DecodedEvent::PartialChange(c, gap)) => {
-                    counter.count(&c);
-                    b.push_partial(c, gap);
-                    if b.is_full() {
-                        send(ctx, decoder, b, stream, report).await?;
+                Routed::Message(data) => {
+                    on_data(ctx, decoder, b, counter, stream, report, data).await?;
+                }
+                Routed::Held => {}
+                Routed::Started { xid, first_segment } => {
+                    tracing::debug!(xid, first_segment, "streamed transaction block");
+                    metrics::counter!("courier_streamed_blocks_total").increment(1);
+                }
+                Routed::Aborted { xid, subxid } => {
+                    let whole = if xid == subxid {
+                        "transaction"
+                    } else {
+                        "subtransaction"
+                    };
+                    tracing::debug!(
+                        xid,
+                        subxid,
+                        "streamed {whole} rolled back; its changes are left out"
+                    );
+                    metrics::counter!("courier_streamed_aborts_total", "of" => whole).increment(1);
+                }
+                Routed::Committed(mut replay) => {
+                    tracing::debug!(xid = replay.xid, commit_lsn = %replay.commit_lsn, messages = replay.messages, "streamed transaction committed");
+                    metrics::counter!("courier_streamed_commits_total").increment(1);
+                    // Replayed in order through the same path as any
+                    // transaction, so batches fill and wait for full
+                    // queues as they do for one sent after its commit;
+                    // the socket is not read meanwhile, so progress is
+                    // reported from here.
+                    while let Some(data) = replay
+                        .next_message()
+                        .context("read a streamed transaction back")?
+                    {
+                        on_data(ctx, decoder, b, counter, stream, report, data).await?;
+                        report.if_due(ctx, stream).await?;
                     }
                 }
-                Some(DecodedEvent::Change(c)) => {
-                    counter.count(&c);
-                    b.push(c);
-                    if b.is_full() {
-                        send(ctx, decoder, b, stream, report).await?;
-                    }
-                }
-                Some(DecodedEvent::Truncate(cs)) => {
-                    for c in cs {
-                        counter.count(&c);
-                        b.push(c);
-                    }
-                }
-                Some(DecodedEvent::Commit {
-                    end_lsn,
-                    commit_lsn,
-                    commit_time_us,
-                }) => {
-                    b.commit(end_lsn);
-                    ctx.status
-                        .note_commit_received(commit_lsn.into(), commit_time_us);
-                    if b.is_full() || b.is_due() {
-                        send(ctx, decoder, b, stream, report).await?;
-                        counter.flush();
-                    }
-                }
-                Some(DecodedEvent::Relation(rel)) => {
-                    tracing::info!(table = %rel.id, columns = rel.columns.len(), "table shape received");
-                }
-                Some(DecodedEvent::UnroutableMessage { prefix, lsn }) => {
-                    tracing::warn!(%prefix, %lsn, "a non-transactional pg_logical_emit_message of an outbox prefix is not an event (use pg_logical_emit_message(true, ...)); left out");
-                    metrics::counter!("courier_outbox_unroutable_messages_total", "prefix" => prefix).increment(1);
-                }
-                Some(DecodedEvent::Message { .. }) | None => {}
             }
         }
         ReplicationMessage::Keepalive {
@@ -362,6 +383,68 @@ async fn on_message(
                 send_status(ctx, stream, false).await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Decodes one pgoutput message of a whole transaction into the batch.
+async fn on_data(
+    ctx: &StreamContext,
+    decoder: &mut Decoder,
+    b: &mut Batcher,
+    counter: &mut EventCounter,
+    stream: &mut ReplicationStream,
+    report: &mut Reporter,
+    data: Bytes,
+) -> anyhow::Result<()> {
+    match decoder
+        .decode(data)
+        .await
+        .context("decode pgoutput message")?
+    {
+        Some(DecodedEvent::Begin { .. }) => b.begin(),
+        Some(DecodedEvent::PartialChange(c, gap)) => {
+            counter.count(&c);
+            b.push_partial(c, gap);
+            if b.is_full() {
+                send(ctx, decoder, b, stream, report).await?;
+            }
+        }
+        Some(DecodedEvent::Change(c)) => {
+            counter.count(&c);
+            b.push(c);
+            if b.is_full() {
+                send(ctx, decoder, b, stream, report).await?;
+            }
+        }
+        Some(DecodedEvent::Truncate(cs)) => {
+            for c in cs {
+                counter.count(&c);
+                b.push(c);
+            }
+        }
+        Some(DecodedEvent::Commit {
+            end_lsn,
+            commit_lsn,
+            commit_time_us,
+        }) => {
+            b.commit(end_lsn);
+            ctx.status
+                .note_commit_received(commit_lsn.into(), commit_time_us);
+            if b.is_full() || b.is_due() {
+                send(ctx, decoder, b, stream, report).await?;
+                counter.flush();
+            }
+        }
+        Some(DecodedEvent::Relation(rel)) => {
+            tracing::info!(table = %rel.id, columns = rel.columns.len(), "table shape received");
+        }
+        Some(DecodedEvent::UnroutableMessage { prefix, lsn }) => {
+            tracing::warn!(%prefix, %lsn, "a non-transactional pg_logical_emit_message of an outbox prefix is not an event (use pg_logical_emit_message(true, ...)); left out");
+            metrics::counter!("courier_outbox_unroutable_messages_total", "prefix" => prefix)
+                .increment(1);
+        }
+        Some(DecodedEvent::Message { .. }) | None => {}
     }
     Ok(())
 }
