@@ -22,6 +22,40 @@ const CATCH_UP: Duration = Duration::from_secs(180);
 /// What a test transaction wrote: its xid and the records it made per table.
 type Written = BTreeMap<u32, BTreeMap<String, u64>>;
 
+/// An END record's `data_collections`: change records per table.
+fn collection_counts(end: &Value) -> BTreeMap<String, u64> {
+    end["data_collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["data_collection"].as_str().unwrap().to_string(),
+                c["event_count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Runs `statements` in one transaction and returns its xid as records
+/// carry it (the 32-bit part of `txid_current()`).
+async fn commit_returning_xid(client: &tokio_postgres::Client, statements: &str) -> u32 {
+    let rows = client
+        .simple_query(&format!(
+            "BEGIN; {statements}; SELECT txid_current()::text; COMMIT;"
+        ))
+        .await
+        .unwrap();
+    let xid = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap();
+    (xid.parse::<u64>().unwrap() & 0xffff_ffff) as u32
+}
+
 /// Transactions that change two rows of `pairs` and move a row of `notes`
 /// to a new key (a delete and a create in Debezium's form) or update it,
 /// one after another until stopped; returns what each committed transaction
@@ -65,19 +99,11 @@ impl Mixed {
                         .to_string()
                 };
                 let sql = format!(
-                    "BEGIN; UPDATE pairs SET val = val + 1 WHERE id = {}; UPDATE pairs SET val = val + 1 WHERE id = {}; {note}; SELECT txid_current()::text; COMMIT;",
+                    "UPDATE pairs SET val = val + 1 WHERE id = {}; UPDATE pairs SET val = val + 1 WHERE id = {}; {note}",
                     1 + n % 100,
                     101 + n % 100
                 );
-                let rows = client.simple_query(&sql).await.unwrap();
-                let xid = rows
-                    .iter()
-                    .find_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                        _ => None,
-                    })
-                    .unwrap();
-                let xid = (xid.parse::<u64>().unwrap() & 0xffff_ffff) as u32;
+                let xid = commit_returning_xid(&client, &sql).await;
                 let per_table = written.entry(xid).or_default();
                 per_table.insert("public.pairs".into(), 2);
                 per_table.insert("public.notes".into(), if moves { 2 } else { 1 });
@@ -214,20 +240,10 @@ fn assert_consistent(told: &BTreeMap<String, Told>, exactly: bool) {
         for (table, _, order) in &t.records {
             per_table.entry(table).or_default().insert(*order);
         }
-        let counted: BTreeMap<&str, i64> = end["data_collections"]
-            .as_array()
-            .unwrap()
+        let counted = collection_counts(end);
+        let seen: BTreeMap<String, u64> = per_table
             .iter()
-            .map(|c| {
-                (
-                    c["data_collection"].as_str().unwrap(),
-                    c["event_count"].as_i64().unwrap(),
-                )
-            })
-            .collect();
-        let seen: BTreeMap<&str, i64> = per_table
-            .iter()
-            .map(|(t, o)| (*t, o.len() as i64))
+            .map(|(t, o)| (t.to_string(), o.len() as u64))
             .collect();
         assert_eq!(counted, seen, "transaction {id}: END's data_collections");
         for (table, orders) in per_table {
@@ -291,17 +307,7 @@ async fn transaction_metadata_is_written_once_across_kill_9() {
             continue;
         };
         checked += 1;
-        let counted: BTreeMap<String, u64> = t.ends[0].2["data_collections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["data_collection"].as_str().unwrap().to_string(),
-                    c["event_count"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let counted = collection_counts(&t.ends[0].2);
         assert_eq!(&counted, tables, "transaction {xid}'s END");
     }
     assert!(
@@ -411,17 +417,7 @@ async fn ends_by_xid(topic: &str) -> BTreeMap<u32, BTreeMap<String, u64>> {
         }
         let id = v["id"].as_str().unwrap();
         let xid: u32 = id.split(':').next().unwrap().parse().unwrap();
-        let counts = v["data_collections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["data_collection"].as_str().unwrap().to_string(),
-                    c["event_count"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let counts = collection_counts(&v);
         out.insert(xid, counts);
     }
     out
@@ -446,29 +442,15 @@ async fn transaction_counts_match_debeziums() {
         .unwrap();
     let prefix = run_prefix(db).replace('-', "_");
     let dbz_prefix = format!("{prefix}_dbz");
-    let url = url::Url::parse(&pg_url(db)).unwrap();
-    let connector = support::connect::Connector::create(
+    let settings = support::connect::debezium_postgres(
+        db,
         &dbz_prefix,
-        serde_json::json!({
-            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-            "tasks.max": "1",
-            "database.hostname": url.host_str().unwrap_or("127.0.0.1"),
-            "database.port": url.port().unwrap_or(5432).to_string(),
-            "database.user": url.username(),
-            "database.password": url.password().unwrap_or_default(),
-            "database.dbname": db,
-            "topic.prefix": dbz_prefix,
-            "plugin.name": "pgoutput",
-            "slot.name": dbz_prefix,
-            "publication.name": dbz_prefix,
-            "publication.autocreate.mode": "filtered",
-            "table.include.list": "public.a,public.b",
-            "provide.transaction.metadata": "true",
-            "topic.creation.default.replication.factor": "1",
-            "topic.creation.default.partitions": "1",
-        }),
-    )
-    .await;
+        &dbz_prefix,
+        "public.a,public.b",
+        1,
+        serde_json::json!({ "provide.transaction.metadata": "true" }),
+    );
+    let connector = support::connect::Connector::create(&dbz_prefix, settings).await;
     let dir = scratch(db);
     let config = kafka_config(
         db,
@@ -516,20 +498,7 @@ async fn transaction_counts_match_debeziums() {
                     4004 + round * 10
                 ),
             );
-            let rows = client
-                .simple_query(&format!(
-                    "BEGIN; {sql}; SELECT txid_current()::text; COMMIT;"
-                ))
-                .await
-                .unwrap();
-            let xid = rows
-                .iter()
-                .find_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                    _ => None,
-                })
-                .unwrap();
-            xids.push((xid.parse::<u64>().unwrap() & 0xffff_ffff) as u32);
+            xids.push(commit_returning_xid(&client, &sql).await);
         }
     }
     wait_caught_up(&client, db, CATCH_UP).await;

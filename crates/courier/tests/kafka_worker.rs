@@ -890,27 +890,15 @@ async fn debezium_feeds_stores(db: &'static str, converter: Converter) {
     }
 
     // Debezium's connector, with its own slot and publication.
-    let url = url::Url::parse(&pg_url(db)).unwrap();
-    let mut settings = serde_json::json!({
-        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-        "tasks.max": "1",
-        "database.hostname": url.host_str().unwrap_or("127.0.0.1"),
-        "database.port": url.port().unwrap_or(5432).to_string(),
-        "database.user": url.username(),
-        "database.password": url.password().unwrap_or_default(),
-        "database.dbname": db,
-        "topic.prefix": prefix,
-        "plugin.name": "pgoutput",
-        "slot.name": format!("{prefix}_dbz"),
-        "publication.name": format!("{prefix}_dbz"),
-        "publication.autocreate.mode": "filtered",
-        "table.include.list": "public.t",
-        "topic.creation.default.replication.factor": "1",
-        "topic.creation.default.partitions": "2",
-    });
-    if let (Some(all), Value::Object(more)) = (settings.as_object_mut(), converter.settings()) {
-        all.extend(more);
-    }
+    let slot = format!("{prefix}_dbz");
+    let settings = support::connect::debezium_postgres(
+        db,
+        &prefix,
+        &slot,
+        "public.t",
+        2,
+        converter.settings(),
+    );
     let connector = support::connect::Connector::create(&prefix, settings).await;
 
     // Courier capturing the same table directly into Redis and ClickHouse.

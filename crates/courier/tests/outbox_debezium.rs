@@ -27,7 +27,7 @@ mod support;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use support::connect::{services_missing, Connector};
+use support::connect::{debezium_postgres, services_missing, Connector};
 use support::kafka::{delete_topics, kafka_config, read_any, read_topic, AnyRecord, Record};
 use support::outbox::{assert_delivered, App, SCHEMA};
 use support::skip::skip;
@@ -153,33 +153,28 @@ impl SideBySide {
         })
         .await;
 
-        let pg = url::Url::parse(&pg_url(db)).unwrap();
-        let mut connector = json!({
-            "connector.class": PG_SOURCE,
-            "database.hostname": pg.host_str().unwrap_or("127.0.0.1"),
-            "database.port": pg.port().unwrap_or(5432).to_string(),
-            "database.user": pg.username(),
-            "database.password": pg.password().unwrap_or_default(),
-            "database.dbname": db,
-            "topic.prefix": debezium_prefix,
-            "plugin.name": "pgoutput",
-            "slot.name": format!("dbz_{db}"),
-            "publication.name": format!("dbz_{db}"),
-            "publication.autocreate.mode": "filtered",
-            "table.include.list": table,
-            // Outbox rows are never replayed as new events.
-            "snapshot.mode": "no_data",
-            "topic.creation.default.replication.factor": "1",
-            "topic.creation.default.partitions": "1",
-            "key.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "key.converter.schemas.enable": "false",
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "value.converter.schemas.enable": "false",
-            "transforms": "outbox",
-            "transforms.outbox.type": "io.debezium.transforms.outbox.EventRouter",
-            "transforms.outbox.table.expand.json.payload": "true",
-            "transforms.outbox.route.topic.replacement": format!("{debezium_prefix}.{kind}.${{routedByValue}}"),
-        });
+        let slot = format!("dbz_{db}");
+        let mut connector = debezium_postgres(
+            db,
+            &debezium_prefix,
+            &slot,
+            table,
+            1,
+            json!({
+                // Outbox rows are never replayed as new events.
+                "snapshot.mode": "no_data",
+                "topic.creation.default.replication.factor": "1",
+                "topic.creation.default.partitions": "1",
+                "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+                "key.converter.schemas.enable": "false",
+                "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+                "value.converter.schemas.enable": "false",
+                "transforms": "outbox",
+                "transforms.outbox.type": "io.debezium.transforms.outbox.EventRouter",
+                "transforms.outbox.table.expand.json.payload": "true",
+                "transforms.outbox.route.topic.replacement": format!("{debezium_prefix}.{kind}.${{routedByValue}}"),
+            }),
+        );
         for (k, v) in transform {
             connector[format!("transforms.outbox.{k}")] = json!(v);
         }

@@ -128,11 +128,14 @@ pub struct SourceConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Streaming {
     /// On where the server has it (PostgreSQL 14+), off before.
-    #[default]
     Auto,
     /// On; a server older than PostgreSQL 14 is an error.
     On,
-    /// Off: PostgreSQL sends every transaction after its commit.
+    /// Off, the default: PostgreSQL sends every transaction after its
+    /// commit. Streaming spares PostgreSQL's disk but makes the sinks see a
+    /// large transaction no sooner (its first change later, measured), so
+    /// it is asked for, not assumed.
+    #[default]
     Off,
 }
 

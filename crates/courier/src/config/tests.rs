@@ -282,7 +282,7 @@ fn outbox_routers_need_a_postgresql_source() {
 fn streaming_is_auto_by_default_and_resolves_by_server_version() {
     let c = parse(MINIMAL).unwrap();
     let source = c.source.postgres("test").unwrap();
-    assert_eq!(source.streaming, Streaming::Auto);
+    assert_eq!(source.streaming, Streaming::Off);
     assert_eq!(Streaming::Auto.resolve(140_000), Ok(true));
     assert_eq!(Streaming::Auto.resolve(130_012), Ok(false));
     assert_eq!(Streaming::Off.resolve(170_006), Ok(false));

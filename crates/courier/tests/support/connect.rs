@@ -154,3 +154,40 @@ impl Drop for Connector {
         }
     }
 }
+
+/// The settings of Debezium's PostgreSQL source connector capturing
+/// `tables` (`public.t,public.u`) of the test database `db` with pgoutput,
+/// under topic prefix `prefix`, with its own slot and publication named
+/// `slot` (the topics get `partitions` partitions); `more` adds or
+/// overrides settings.
+pub fn debezium_postgres(
+    db: &str,
+    prefix: &str,
+    slot: &str,
+    tables: &str,
+    partitions: u32,
+    more: Value,
+) -> Value {
+    let pg = url::Url::parse(&super::pg_url(db)).expect("the test's PostgreSQL URL");
+    let mut settings = serde_json::json!({
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "tasks.max": "1",
+        "database.hostname": pg.host_str().unwrap_or("127.0.0.1"),
+        "database.port": pg.port().unwrap_or(5432).to_string(),
+        "database.user": pg.username(),
+        "database.password": pg.password().unwrap_or_default(),
+        "database.dbname": db,
+        "topic.prefix": prefix,
+        "plugin.name": "pgoutput",
+        "slot.name": slot,
+        "publication.name": slot,
+        "publication.autocreate.mode": "filtered",
+        "table.include.list": tables,
+        "topic.creation.default.replication.factor": "1",
+        "topic.creation.default.partitions": partitions.to_string(),
+    });
+    if let (Some(all), Value::Object(more)) = (settings.as_object_mut(), more) {
+        all.extend(more);
+    }
+    settings
+}
