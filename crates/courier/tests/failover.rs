@@ -263,12 +263,11 @@ fn assert_same(
     got: &BTreeMap<String, Value>,
     committed: u64,
 ) {
-    let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
-    let extra: Vec<&String> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
-    let differing: Vec<&String> = expected
-        .keys()
-        .filter(|k| got.get(*k).is_some_and(|g| g != &expected[*k]))
-        .collect();
+    let support::fold::RowDiff {
+        missing,
+        extra,
+        differing,
+    } = support::fold::RowDiff::of(expected, got);
     assert!(
         missing.is_empty() && extra.is_empty() && differing.is_empty(),
         "after {committed} transactions and a failover {store} differs from the new primary: \
@@ -281,11 +280,6 @@ fn assert_same(
         differing.first()
     );
     assert!(!got.is_empty(), "{store} holds no row");
-}
-
-fn lsn_u64(text: &str) -> u64 {
-    let (hi, lo) = text.split_once('/').expect("an LSN is X/Y");
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -372,7 +366,10 @@ async fn courier_follows_a_failover_to_the_promoted_standby() {
         .await
         .unwrap()
         .get(0);
-    let old_end = lsn_u64(&received);
+    let old_end = received
+        .parse::<courier_core::Lsn>()
+        .expect("an LSN")
+        .as_u64();
     let out = dir.join("out.jsonl");
     let mut tail = Tail::new(&out);
     tail.newest_version();

@@ -26,12 +26,11 @@ const CATCH_UP: Duration = Duration::from_secs(180);
 /// Panics naming how `got` (folded from Kafka) differs from `expected`
 /// (PostgreSQL's rows).
 fn assert_same_rows(what: &str, expected: &BTreeMap<String, Value>, got: &BTreeMap<String, Value>) {
-    let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
-    let extra: Vec<&String> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
-    let differing: Vec<&String> = expected
-        .keys()
-        .filter(|k| got.get(*k).is_some_and(|g| g != &expected[*k]))
-        .collect();
+    let support::fold::RowDiff {
+        missing,
+        extra,
+        differing,
+    } = support::fold::RowDiff::of(expected, got);
     assert!(
         missing.is_empty() && extra.is_empty() && differing.is_empty(),
         "{what}: {} rows missing (e.g. {:?}), {} resurrected (e.g. {:?}), {} differ{}",

@@ -78,35 +78,37 @@ pub(crate) fn start(settings: &Settings, sink: &str) -> Result<Option<Heartbeat>
 }
 
 fn key(prefix: &str, format: Format) -> Vec<u8> {
-    let payload = serde_json::json!({ "serverName": prefix });
-    let doc = match format {
-        Format::Json => payload,
-        Format::JsonSchema => serde_json::json!({
-            "schema": {
-                "type": "struct",
-                "fields": [{"type": "string", "optional": false, "field": "serverName"}],
-                "optional": false,
-                "name": "io.debezium.connector.common.ServerNameKey",
-                "version": 1,
-            },
-            "payload": payload,
-        }),
-    };
-    doc.to_string().into_bytes()
+    let field = serde_json::json!({"type": "string", "optional": false, "field": "serverName"});
+    document(
+        serde_json::json!({ "serverName": prefix }),
+        field,
+        "io.debezium.connector.common.ServerNameKey",
+        format,
+    )
 }
 
 fn value(now_ms: i64, format: Format) -> Vec<u8> {
-    let payload = serde_json::json!({ "ts_ms": now_ms });
+    let field = serde_json::json!({"type": "int64", "optional": false, "field": "ts_ms"});
+    document(
+        serde_json::json!({ "ts_ms": now_ms }),
+        field,
+        "io.debezium.connector.common.Heartbeat",
+        format,
+    )
+}
+
+/// `payload` alone, or with `json-schema` wrapped with the Connect schema
+/// of a one-field struct named `name`.
+fn document(
+    payload: serde_json::Value,
+    field: serde_json::Value,
+    name: &str,
+    format: Format,
+) -> Vec<u8> {
     let doc = match format {
         Format::Json => payload,
         Format::JsonSchema => serde_json::json!({
-            "schema": {
-                "type": "struct",
-                "fields": [{"type": "int64", "optional": false, "field": "ts_ms"}],
-                "optional": false,
-                "name": "io.debezium.connector.common.Heartbeat",
-                "version": 1,
-            },
+            "schema": {"type": "struct", "fields": [field], "optional": false, "name": name, "version": 1},
             "payload": payload,
         }),
     };

@@ -73,3 +73,26 @@ pub fn fold_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Rows {
         })
         .collect()
 }
+
+/// How a store's rows differ from the expected ones, by key.
+pub struct RowDiff<'a> {
+    /// Expected, not held.
+    pub missing: Vec<&'a String>,
+    /// Held, not expected.
+    pub extra: Vec<&'a String>,
+    /// Held with another value.
+    pub differing: Vec<&'a String>,
+}
+
+impl<'a> RowDiff<'a> {
+    pub fn of(expected: &'a BTreeMap<String, Value>, got: &'a BTreeMap<String, Value>) -> Self {
+        RowDiff {
+            missing: expected.keys().filter(|k| !got.contains_key(*k)).collect(),
+            extra: got.keys().filter(|k| !expected.contains_key(*k)).collect(),
+            differing: expected
+                .keys()
+                .filter(|k| got.get(*k).is_some_and(|g| g != &expected[*k]))
+                .collect(),
+        }
+    }
+}
