@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 
 use super::load::Load;
 use super::seed::seeded_rng;
-use super::{wait_caught_up, wait_until, CourierProc};
+use super::{wait_caught_up, CourierProc};
 
 /// Transactions the load commits after the last restart, so that the last
 /// process streams changes made while it runs.
@@ -35,11 +35,7 @@ pub async fn kill_9_under_load(
     let mut courier = CourierProc::start(dir, config);
     for round in 0..rounds {
         if round >= 2 {
-            let streams = round as usize - 1;
-            wait_until("courier to stream", catch_up, || async {
-                courier.log().matches("streaming changes").count() >= streams
-            })
-            .await;
+            wait_streaming(&mut courier, round as usize - 1, catch_up).await;
         }
         let wait_ms = first_wait_ms + (round * 397 + rng.gen_range(0..700)) % 1600;
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -51,4 +47,25 @@ pub async fn kill_9_under_load(
 
     wait_caught_up(client, db, catch_up).await;
     assert!(courier.stop().success(), "log:\n{}", courier.log());
+}
+
+/// Waits until the process's log says it started streaming `times` times in
+/// all (its restarts append to one log). Panics with the log's end when the
+/// process exited instead, or after `timeout`.
+async fn wait_streaming(courier: &mut CourierProc, times: usize, timeout: Duration) {
+    let start = std::time::Instant::now();
+    while courier.log().matches("streaming changes").count() < times {
+        let why = if !courier.is_running() {
+            "courier exited before it streamed again".to_string()
+        } else if start.elapsed() > timeout {
+            format!("timed out after {timeout:?} waiting for courier to stream again")
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let log = courier.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+        panic!("{why} (start {times} of the process); the log's last lines:\n{tail}");
+    }
 }
