@@ -170,6 +170,7 @@ fn main() -> ExitCode {
                     tables: table,
                     repair,
                     timeout,
+                    progress: verify::Progress::default(),
                 };
                 cli::verify::verify(&config, opts, format).await
             }
