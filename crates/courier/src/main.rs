@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod config;
+mod jobs;
 mod leadership;
 mod outbox;
 mod pipeline;

@@ -146,7 +146,7 @@ pub async fn verify(config: &Config, opts: &Options) -> anyhow::Result<Report> {
                 examples.push((f.drift, String::from_utf8_lossy(&f.address).into_owned()));
             }
         }
-        // Seen on /metrics when verify runs inside `courier run` (after a lost slot).
+        // Seen on /metrics when verify runs inside `courier run` (a job, verify_every, a lost slot).
         metrics::gauge!("courier_verify_drift_rows", "sink" => targets[r.target].name.clone(), "table" => r.relation.id.to_string())
             .set(r.counts.drift() as f64);
         report.tables.push(TableReport {
