@@ -180,3 +180,48 @@ fn duration(key: &str, given: Option<&str>, default: Duration) -> Result<Duratio
         Some(text) => parse_duration(text).map_err(|e| format!("{key}: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        (pairs.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn options_come_from_the_query_and_the_body_over_it() {
+        let q = query(&[("tables", "a, public.b,"), ("repair", "true")]);
+        let o: VerifyOptions = options(Kind::Verify, &q, b"").unwrap();
+        assert_eq!(
+            (o.tables, o.repair),
+            (vec!["a".into(), "public.b".into()], true)
+        );
+        let o: VerifyOptions =
+            options(Kind::Verify, &q, br#"{"repair": false, "timeout": "2m"}"#).unwrap();
+        assert_eq!((o.repair, o.timeout.as_deref()), (false, Some("2m")));
+        let o: RebuildOptions = options(Kind::Rebuild, &query(&[]), b" \n").unwrap();
+        assert!(o.tables.is_empty() && o.grace.is_none());
+    }
+
+    #[test]
+    fn options_a_job_does_not_take_are_named() {
+        let e = options::<RebuildOptions>(Kind::Rebuild, &query(&[("repair", "1")]), b"")
+            .err()
+            .unwrap();
+        assert!(e.contains("repair") && e.contains("grace"), "{e}");
+        let e = options::<VerifyOptions>(Kind::Verify, &query(&[("repair", "yes")]), b"")
+            .err()
+            .unwrap();
+        assert!(e.contains("repair=true"), "{e}");
+        let e = options::<VerifyOptions>(Kind::Verify, &query(&[]), b"[1]")
+            .err()
+            .unwrap();
+        assert!(e.contains("JSON object"), "{e}");
+        assert!(duration("grace", Some("soon"), REBUILD_GRACE)
+            .unwrap_err()
+            .contains("grace"));
+    }
+}
