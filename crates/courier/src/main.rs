@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod config;
+mod jobs;
 mod leadership;
 mod outbox;
 mod pipeline;
@@ -170,6 +171,7 @@ fn main() -> ExitCode {
                     tables: table,
                     repair,
                     timeout,
+                    progress: verify::Progress::default(),
                 };
                 cli::verify::verify(&config, opts, format).await
             }

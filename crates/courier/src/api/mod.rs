@@ -1,6 +1,7 @@
-//! The admin API: `/healthz`, `/v1/status`, `/v1/wait`, `/metrics`. Loopback by
-//! default; when a token is configured, every route but `/healthz` needs
-//! `Authorization: Bearer <token>`.
+//! The admin API: `/healthz`, `/v1/status`, `/v1/wait`, `/metrics`, and the
+//! jobs (`POST /v1/sinks/{name}/verify` and `/rebuild`, `GET /v1/jobs`,
+//! `GET /v1/jobs/{id}`). Loopback by default; when a token is configured,
+//! every route but `/healthz` needs `Authorization: Bearer <token>`.
 
 use std::net::SocketAddr;
 
@@ -9,13 +10,15 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
-use crate::status::Status;
+use crate::jobs::{Jobs, JobsReport};
+use crate::status::{Status, StatusReport};
 
+mod jobs;
 mod wait;
 
 #[derive(Clone)]
@@ -24,15 +27,23 @@ pub(crate) struct AppState {
     status: watch::Receiver<Status>,
     metrics: Option<PrometheusHandle>,
     token: Option<String>,
+    /// The verifications and rebuilds this instance runs.
+    jobs: Jobs,
 }
 
 #[cfg(test)]
 impl AppState {
     pub(crate) fn for_tests(status: watch::Receiver<Status>) -> Self {
+        let config = crate::config::Config::parse(
+            "[source]\nurl = \"postgres://u@127.0.0.1/db\"\ntables = [\"public.t\"]\n[sinks.log]\ntype = \"stdout\"\n",
+            std::path::Path::new("courier.toml"),
+        )
+        .expect("a minimal configuration");
         AppState {
             status,
             metrics: None,
             token: None,
+            jobs: Jobs::new(std::sync::Arc::new(config)),
         }
     }
 }
@@ -47,20 +58,26 @@ impl Drop for ApiHandle {
 }
 
 /// Binds `addr` and serves the API in the background, showing the status
-/// `status` holds at each request.
+/// `status` holds at each request and starting jobs in `jobs`.
 pub async fn serve(
     addr: SocketAddr,
     token: Option<String>,
     status: watch::Receiver<Status>,
+    jobs: Jobs,
 ) -> anyhow::Result<ApiHandle> {
     let state = AppState {
         status,
         metrics: crate::telemetry::prometheus(),
         token,
+        jobs,
     };
     let app = Router::new()
         .route("/v1/status", get(status_doc))
         .route("/v1/wait", get(wait::wait))
+        .route("/v1/sinks/{name}/verify", post(jobs::verify))
+        .route("/v1/sinks/{name}/rebuild", post(jobs::rebuild))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::job))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(healthz))
@@ -113,9 +130,20 @@ async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn status_doc(State(s): State<AppState>) -> Json<crate::status::StatusReport> {
+/// `/v1/status`: the pipeline's report and the jobs.
+#[derive(serde::Serialize)]
+struct StatusDoc {
+    #[serde(flatten)]
+    status: StatusReport,
+    jobs: JobsReport,
+}
+
+async fn status_doc(State(s): State<AppState>) -> Json<StatusDoc> {
     let status = s.status.borrow().clone();
-    Json(status.report())
+    Json(StatusDoc {
+        status: status.report(),
+        jobs: s.jobs.report(),
+    })
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {

@@ -3,9 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::cli::progress_line::ProgressLine;
 use crate::cli::verify::Format;
 use crate::config::Config;
-use crate::verify::rebuild;
+use crate::verify::{rebuild, Progress};
 
 /// Exit 0 once the sink is rebuilt, 2 when it could not be.
 pub async fn rebuild(
@@ -15,9 +16,12 @@ pub async fn rebuild(
     grace: std::time::Duration,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
+    let progress = Progress::default();
+    progress.stage("rebuild");
     let run = async {
         let config = Config::load(path)?;
-        rebuild::rebuild(&config, sink, tables, grace).await
+        let _line = ProgressLine::show(&progress);
+        rebuild::rebuild(&config, sink, tables, grace, &progress).await
     };
     let report = match run.await {
         Ok(r) => r,

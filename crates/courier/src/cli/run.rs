@@ -1,5 +1,6 @@
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use courier_core::Lsn;
@@ -7,6 +8,7 @@ use courier_postgres::PgConfig;
 use tokio::sync::watch;
 
 use crate::config::{Config, Source};
+use crate::jobs::{schedule, Jobs};
 use crate::leadership::{self, Outcome};
 use crate::status::{Role, Status};
 
@@ -17,6 +19,7 @@ use crate::status::{Role, Status};
 /// (see `leadership`).
 pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
+    let jobs = Jobs::new(Arc::new(config.clone()));
     crate::telemetry::prometheus();
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -40,9 +43,13 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     };
     let (status_tx, status_rx) = watch::channel(first_status.clone());
     let api = match (config.api.listen, config.api.token.clone()) {
-        (Some(addr), token) => Some(crate::api::serve(addr, token, status_rx).await?),
+        (Some(addr), token) => {
+            Some(crate::api::serve(addr, token, status_rx.clone(), jobs.clone()).await?)
+        }
         (None, _) => None,
     };
+    // Periodic verifications run only while this instance streams.
+    let schedule = schedule::start(&jobs, status_rx);
     let lead = match &config.source {
         Source::Postgres(s) => {
             let pg = PgConfig::from_url(&s.url).context("source.url")?;
@@ -73,6 +80,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         },
         None => crate::pipeline::run(prepared, rx).await,
     };
+    drop(schedule);
     drop(api);
     result.context("courier run")?;
     tracing::info!("stopped cleanly");

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::cli::progress_line::ProgressLine;
 use crate::config::Config;
 use crate::verify::{self, Options, Report};
 
@@ -32,7 +33,9 @@ pub async fn verify(path: &Path, opts: Options, format: Format) -> anyhow::Resul
 
 async fn run(path: &Path, opts: Options, format: Format) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
+    let line = ProgressLine::show(&opts.progress);
     let first = verify::verify(&config, &opts).await?;
+    drop(line);
     print(
         &first,
         format,
@@ -47,7 +50,9 @@ async fn run(path: &Path, opts: Options, format: Format) -> anyhow::Result<ExitC
             repair: false,
             ..opts
         };
+        let line = ProgressLine::show(&again.progress);
         let second = verify::verify(&config, &again).await?;
+        drop(line);
         print(&second, format, "after repair");
         second
     } else {

@@ -34,13 +34,17 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
+#[derive(Clone)]
 pub struct Config {
     pub source: Source,
     pub api: ApiConfig,
     pub state_dir: PathBuf,
     pub pipeline: PipelineConfig,
-    /// Sinks by name, in name order: (type, settings without `type`).
+    /// Sinks by name, in name order: (type, settings without `type` and
+    /// `verify_every`).
     pub sinks: BTreeMap<String, (String, toml::Table)>,
+    /// `sinks.NAME.verify_every`: how often `courier run` verifies that sink.
+    pub verify_every: BTreeMap<String, Duration>,
     /// `[outbox.NAME]`: the outbox event routers, in name order.
     pub outbox: Vec<Router>,
 }
@@ -68,7 +72,7 @@ impl fmt::Debug for Config {
 }
 
 /// `[source]`: where changes come from.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Source {
     /// `type = "postgres"` (the default): capture from PostgreSQL's WAL.
     Postgres(SourceConfig),
@@ -204,6 +208,7 @@ pub enum SnapshotMode {
 }
 
 /// `[api]`
+#[derive(Clone)]
 pub struct ApiConfig {
     /// `None` disables the admin API.
     pub listen: Option<SocketAddr>,
@@ -394,6 +399,7 @@ impl Config {
         };
 
         let mut sinks = BTreeMap::new();
+        let mut verify_every = BTreeMap::new();
         for (name, mut table) in raw.sinks {
             check_name(&format!("sinks.{name}"), &name, 100).map_err(invalid)?;
             let kind = match table.remove("type") {
@@ -410,6 +416,10 @@ impl Config {
                     "sinks.{name}.type = {kind:?} is not a sink type this Courier knows: use one of {}",
                     courier_sinks::SINK_TYPES.join(", ")
                 )));
+            }
+            if let Some(every) = table.remove("verify_every") {
+                let every = sink_verify_every(&name, &kind, every).map_err(invalid)?;
+                verify_every.insert(name.clone(), every);
             }
             sinks.insert(name, (kind, table));
         }
@@ -429,9 +439,33 @@ impl Config {
             state_dir,
             pipeline,
             sinks,
+            verify_every,
             outbox,
         })
     }
+}
+
+/// `sinks.NAME.verify_every`: a period, on a sink `courier verify` can read back.
+fn sink_verify_every(name: &str, kind: &str, every: toml::Value) -> Result<Duration, String> {
+    let key = format!("sinks.{name}.verify_every");
+    let toml::Value::String(text) = every else {
+        return Err(format!(
+            "{key} must be a duration string such as \"6h\" or \"30m\""
+        ));
+    };
+    let every = parse_duration(&text).map_err(|e| format!("{key}: {e}"))?;
+    if every.is_zero() {
+        return Err(format!(
+            "{key} = {text:?}: the period must be longer than zero (remove the key to verify only on request)"
+        ));
+    }
+    if !crate::verify::VERIFIABLE.contains(&kind) {
+        return Err(format!(
+            "{key}: a {kind} sink keeps no rows Courier can read back; verify_every works on {} sinks",
+            crate::verify::VERIFIABLE.join(", ")
+        ));
+    }
+    Ok(every)
 }
 
 /// `[source]` of `type = "postgres"`; `source.tables` may be empty when

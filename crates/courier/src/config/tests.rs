@@ -68,6 +68,31 @@ fn bad_values_say_how_to_fix_them() {
 }
 
 #[test]
+fn verify_every_is_a_period_of_a_sink_that_keeps_rows() {
+    let cache = "[sinks.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1\"\n";
+    let c = parse(&format!("{MINIMAL}{cache}verify_every = \"6h\"\n")).unwrap();
+    assert_eq!(c.verify_every["cache"], Duration::from_secs(6 * 3600));
+    assert!(!c.sinks["cache"].1.contains_key("verify_every"));
+    assert!(!c.verify_every.contains_key("log"));
+    for (value, says) in [
+        ("\"6 hours\"", "no known unit"),
+        ("6", "duration string"),
+        ("\"0s\"", "longer than zero"),
+    ] {
+        let e = parse(&format!("{MINIMAL}{cache}verify_every = {value}\n")).unwrap_err();
+        assert!(
+            e.contains("sinks.cache.verify_every") && e.contains(says),
+            "{value}: {e}"
+        );
+    }
+    let e = parse(&MINIMAL.replace("\"stdout\"", "\"stdout\"\nverify_every = \"1h\"")).unwrap_err();
+    assert!(
+        e.contains("sinks.log.verify_every") && e.contains("stdout"),
+        "{e}"
+    );
+}
+
+#[test]
 fn redacts_passwords() {
     assert_eq!(
         redact_url("postgres://u:pw@h:5/db"),

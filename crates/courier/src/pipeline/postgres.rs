@@ -368,6 +368,7 @@ async fn repair_after_lost_slot(config: &Config) {
         tables: Vec::new(),
         repair: true,
         timeout: Duration::from_secs(600),
+        progress: crate::verify::Progress::default(),
     };
     match crate::verify::verify(config, &opts).await {
         Ok(report) => {

@@ -17,9 +17,11 @@
 
 pub mod compare;
 mod keys;
+pub mod progress;
 pub mod rebuild;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, SourceConfig};
 use compare::{Comparison, Counts, Drift, Finding};
+pub use progress::Progress;
 
 /// What to verify and how.
 pub struct Options {
@@ -50,6 +53,8 @@ pub struct Options {
     pub repair: bool,
     /// How long to wait for the sinks to apply through a snapshot.
     pub timeout: Duration,
+    /// Where the rows read so far are counted.
+    pub progress: Progress,
 }
 
 /// One table of one sink.
@@ -80,6 +85,9 @@ impl Report {
         self.tables.iter().map(|t| t.counts.drift()).sum()
     }
 }
+
+/// The sink types whose stores verify reads back.
+pub const VERIFIABLE: [&str; 4] = ["redis", "clickhouse", "elasticsearch", "opensearch"];
 
 /// Examples of each kind of drift kept per table.
 const EXAMPLES: usize = 5;
@@ -138,7 +146,7 @@ pub async fn verify(config: &Config, opts: &Options) -> anyhow::Result<Report> {
                 examples.push((f.drift, String::from_utf8_lossy(&f.address).into_owned()));
             }
         }
-        // Seen on /metrics when verify runs inside `courier run` (after a lost slot).
+        // Seen on /metrics when verify runs inside `courier run` (a job, verify_every, a lost slot).
         metrics::gauge!("courier_verify_drift_rows", "sink" => targets[r.target].name.clone(), "table" => r.relation.id.to_string())
             .set(r.counts.drift() as f64);
         report.tables.push(TableReport {
@@ -172,10 +180,7 @@ async fn targets(
         if opts.sink.as_ref().is_some_and(|s| s != name) {
             continue;
         }
-        if !matches!(
-            kind.as_str(),
-            "redis" | "clickhouse" | "elasticsearch" | "opensearch"
-        ) {
+        if !VERIFIABLE.contains(&kind.as_str()) {
             if opts.sink.is_some() {
                 bail!("sink {name}: a {kind} sink keeps no rows Courier can read back; verify works on redis, clickhouse, elasticsearch and opensearch sinks");
             }
@@ -273,7 +278,10 @@ impl Snapshot {
         let mut repl = ReplicationClient::connect(pg)
             .await
             .context("open a replication connection for the snapshot")?;
-        let slot_name = format!("{slot}_{purpose}_{}", std::process::id());
+        // Several verifications and rebuilds may run in one `courier run`.
+        static TAKEN: AtomicU64 = AtomicU64::new(0);
+        let n = TAKEN.fetch_add(1, Ordering::Relaxed);
+        let slot_name = format!("{slot}_{purpose}_{}_{n}", std::process::id());
         let created = repl
             .create_logical_slot(&slot_name, true, true)
             .await
@@ -315,6 +323,11 @@ async fn compare_all(
     let snap = Snapshot::take(pg, &source.slot, "verify").await?;
     let (snapshot, at) = (snap.name.clone(), snap.at);
     wait_applied(client, &source.slot, at, opts.timeout).await?;
+    opts.progress.stage(if earlier.is_none() {
+        "compare"
+    } else {
+        "recheck"
+    });
 
     let mut out = Vec::new();
     for (ti, (table, rel)) in relations.iter().enumerate() {
@@ -340,8 +353,15 @@ async fn compare_all(
         let started = Instant::now();
         let mut rows: Vec<HashMap<Vec<u8>, Row>> = vec![HashMap::new(); comparisons.len()];
         let keep_rows = earlier.is_some();
-        let (copy, mut batches) =
-            copy_table(pg, &snapshot, at, table, rel, source.snapshot_parallelism);
+        let (copy, mut batches) = copy_table(
+            pg,
+            &snapshot,
+            at,
+            table,
+            rel,
+            source.snapshot_parallelism,
+            &opts.progress,
+        );
         let mut read = 0u64;
         while let Some(batch) = batches.recv().await {
             for (j, (i, c)) in comparisons.iter_mut().enumerate() {
@@ -510,7 +530,7 @@ pub(crate) async fn wait_applied(
 }
 
 /// A batch of snapshot rows, forwarded to the comparing task.
-struct Forward(mpsc::Sender<Batch>);
+struct Forward(mpsc::Sender<Batch>, Progress);
 
 #[async_trait]
 impl SnapshotOutput for Forward {
@@ -526,12 +546,14 @@ impl SnapshotOutput for Forward {
     async fn chunk_done(&self, _: &Relation, _: Chunk, _: u64) -> Result<(), OutputError> {
         Ok(())
     }
-    fn rows_read(&self, _: &Relation, _: u64) {}
+    fn rows_read(&self, relation: &Relation, rows: u64) {
+        self.1.add_rows(&relation.id.to_string(), rows);
+    }
 }
 
 /// Copies `table` under `snapshot` in a task of its own: its batches of
 /// rows (versioned `at`) arrive on the receiver, and the task's result says
-/// whether the copy completed.
+/// whether the copy completed. The rows read are counted in `progress`.
 pub(crate) fn copy_table(
     pg: &PgConfig,
     snapshot: &str,
@@ -539,6 +561,7 @@ pub(crate) fn copy_table(
     table: &SourceTable,
     rel: &Arc<Relation>,
     parallelism: usize,
+    progress: &Progress,
 ) -> (
     tokio::task::JoinHandle<anyhow::Result<()>>,
     mpsc::Receiver<Batch>,
@@ -552,10 +575,15 @@ pub(crate) fn copy_table(
         .collect();
     let (tx, rx) = mpsc::channel(4);
     let (pg, snapshot, id) = (pg.clone(), snapshot.to_string(), table.id.clone());
+    let progress = progress.clone();
+    progress.start_table(&id.to_string(), table.estimated_rows);
     let copy = tokio::spawn(async move {
-        copy_chunks(&pg, &snapshot, at, work, parallelism, Arc::new(Forward(tx)))
+        let out = Arc::new(Forward(tx, progress.clone()));
+        copy_chunks(&pg, &snapshot, at, work, parallelism, out)
             .await
-            .with_context(|| format!("read {id} under the snapshot"))
+            .with_context(|| format!("read {id} under the snapshot"))?;
+        progress.finish_table(&id.to_string());
+        Ok(())
     });
     (copy, rx)
 }

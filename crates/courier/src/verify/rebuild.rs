@@ -18,7 +18,7 @@ use courier_core::{Batch, Change, Op};
 use courier_postgres::PgConfig;
 use courier_sinks::envelope::SourceInfo;
 
-use super::{copy_table, keys, relations, Snapshot};
+use super::{copy_table, keys, relations, Progress, Snapshot};
 use crate::config::Config;
 
 /// One table rebuilt.
@@ -50,12 +50,14 @@ pub struct RebuildReport {
 const DELETES_PER_BATCH: usize = 1000;
 
 /// Rebuilds the sink `name` (its tables, or only `only`); a search sink's
-/// old indexes are deleted `grace` after the alias moved.
+/// old indexes are deleted `grace` after the alias moved. The rows copied
+/// are counted in `progress`.
 pub async fn rebuild(
     config: &Config,
     name: &str,
     only: &[String],
     grace: Duration,
+    progress: &Progress,
 ) -> anyhow::Result<RebuildReport> {
     let source = config.source.postgres("courier rebuild")?;
     let Some((kind, settings)) = config.sinks.get(name) else {
@@ -68,7 +70,8 @@ pub async fn rebuild(
     match kind.as_str() {
         "redis" => {}
         "elasticsearch" | "opensearch" => {
-            return rebuild_search(config, source, name, settings.clone(), only, grace).await
+            return rebuild_search(config, source, name, settings.clone(), only, grace, progress)
+                .await
         }
         "clickhouse" => bail!(
             "sink {name}: rebuilding a {kind} sink is not supported yet; `courier verify --sink {name} --repair` \
@@ -100,8 +103,8 @@ pub async fn rebuild(
     let mut tables = Vec::new();
     for (table, rel) in &relations {
         let started = Instant::now();
-        let (copy, mut rx) =
-            copy_table(&pg, &snap.name, at, table, rel, source.snapshot_parallelism);
+        let parallelism = source.snapshot_parallelism;
+        let (copy, mut rx) = copy_table(&pg, &snap.name, at, table, rel, parallelism, progress);
         let mut written: HashSet<Vec<u8>> = HashSet::new();
         while let Some(batch) = rx.recv().await {
             for c in &batch.changes {
@@ -194,6 +197,7 @@ async fn rebuild_search(
     settings: toml::Table,
     only: &[String],
     grace: Duration,
+    progress: &Progress,
 ) -> anyhow::Result<RebuildReport> {
     use courier_sinks::search::rebuild::{rebuilder, MARKER_TTL};
     let settings = toml::Value::Table(settings)
@@ -224,8 +228,8 @@ async fn rebuild_search(
     let mut tables = Vec::new();
     for ((table, rel), shadow) in relations.iter().zip(&mut shadows) {
         let started = Instant::now();
-        let (copy, mut rx) =
-            copy_table(&pg, &snap.name, at, table, rel, source.snapshot_parallelism);
+        let parallelism = source.snapshot_parallelism;
+        let (copy, mut rx) = copy_table(&pg, &snap.name, at, table, rel, parallelism, progress);
         let mut written = 0u64;
         while let Some(batch) = rx.recv().await {
             written += batch.changes.len() as u64;
