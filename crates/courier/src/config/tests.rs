@@ -304,7 +304,7 @@ fn outbox_routers_need_a_postgresql_source() {
 }
 
 #[test]
-fn streaming_is_auto_by_default_and_resolves_by_server_version() {
+fn streaming_is_off_by_default_and_auto_resolves_by_server_version() {
     let c = parse(MINIMAL).unwrap();
     let source = c.source.postgres("test").unwrap();
     assert_eq!(source.streaming, Streaming::Off);

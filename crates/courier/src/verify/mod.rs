@@ -137,7 +137,7 @@ pub async fn verify(config: &Config, opts: &Options) -> anyhow::Result<Report> {
         .unwrap_or_default();
     let mut repaired = HashMap::new();
     if opts.repair && results.iter().any(|r| !r.findings.is_empty()) {
-        repaired = repair(config, source, &targets, &results).await?;
+        repaired = repair(source, &targets, &results).await?;
     }
     for r in &results {
         let mut examples: Vec<(Drift, String)> = Vec::new();
@@ -591,7 +591,6 @@ pub(crate) fn copy_table(
 /// Rewrites what the second look still found, at its snapshot's version,
 /// through each sink; returns the rows written per (target, table).
 async fn repair(
-    config: &Config,
     source: &SourceConfig,
     targets: &[Target],
     results: &[Compared],
@@ -600,7 +599,6 @@ async fn repair(
         name: source.slot.clone(),
         database: PgConfig::from_url(&source.url)?.dbname.clone(),
     };
-    let _ = config;
     let mut written = HashMap::new();
     for (i, target) in targets.iter().enumerate() {
         let mine: Vec<&Compared> = results
