@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use courier_core::TableFilter;
+use courier_postgres::setup::GeneratedColumns;
 use courier_sinks::outbox::Router;
 use serde::Deserialize;
 
@@ -116,6 +117,20 @@ pub struct SourceConfig {
     pub origin: Origin,
     /// Whether PostgreSQL sends large transactions while they run.
     pub streaming: Streaming,
+    /// `source.generated_columns`: whether the publication publishes stored
+    /// generated columns (PostgreSQL 18+), so that rows carry them.
+    pub generated_columns: bool,
+}
+
+impl SourceConfig {
+    /// Which generated columns the publication publishes and snapshots copy.
+    pub fn generated_columns(&self) -> GeneratedColumns {
+        if self.generated_columns {
+            GeneratedColumns::Stored
+        } else {
+            GeneratedColumns::Omitted
+        }
+    }
 }
 
 /// `source.streaming`: whether PostgreSQL streams a large transaction
@@ -269,6 +284,8 @@ struct RawSource {
     origin: Origin,
     #[serde(default)]
     streaming: Streaming,
+    #[serde(default)]
+    generated_columns: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -472,6 +489,7 @@ fn postgres_source(
         failover: s.failover,
         origin: s.origin,
         streaming: s.streaming,
+        generated_columns: s.generated_columns,
     };
     if !(source.url.starts_with("postgres://") || source.url.starts_with("postgresql://")) {
         return Err(invalid("source.url must be a postgres:// URL, e.g. postgres://courier:${PGPASSWORD}@127.0.0.1:5432/shop".into()));
