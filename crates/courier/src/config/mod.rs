@@ -459,6 +459,12 @@ fn postgres_source(
     duration: &impl Fn(&str, Option<String>) -> Result<Option<Duration>, ConfigError>,
     routes_outbox: bool,
 ) -> Result<Source, ConfigError> {
+    if let Some(v) = table.get("generated_columns").filter(|v| !v.is_bool()) {
+        return Err(invalid(format!(
+            "source.generated_columns = {v} is not a boolean: use true (PostgreSQL 18+: rows carry stored \
+             generated columns) or false (the default)"
+        )));
+    }
     let s: RawSource = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| invalid(format!("source: {}", e.message())))?;
