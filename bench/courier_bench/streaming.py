@@ -49,6 +49,7 @@ def parse_args():
                    help="logical_decoding_work_mem for the database (default: the server's)")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--modes", default="on,off")
+    p.add_argument("--binary", default=None, help="the courier binary (default: target/release/courier)")
     return p.parse_args()
 
 
@@ -111,13 +112,15 @@ def run_once(args, ctx, mode, run):
 
 def main():
     args = parse_args()
-    binary = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    binary = args.binary or os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))), "target", "release", "courier")
     workdir = tempfile.mkdtemp(prefix="courier-bench-stream-")
     ctx = Context(binary, args.db_url, workdir)
     version = pg.server_version(args.admin_url)
     work_mem = args.work_mem or pg.psql(args.admin_url, "SHOW logical_decoding_work_mem")
     results = {}
+    if not os.access(binary, os.X_OK):
+        sys.exit(f"{binary} is missing: build it with cargo build --release -p courier")
     try:
         for run in range(args.repeat):
             for mode in args.modes.split(","):
@@ -130,7 +133,7 @@ def main():
         pg.psql(args.admin_url, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", check=False)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nOne {args.rows}-row transaction, PostgreSQL {version}, logical_decoding_work_mem "
-          f"{work_mem}, release build, file sink; median of {args.repeat} (min-max)\n")
+          f"{work_mem}, {os.path.relpath(binary)}, file sink; median of {args.repeat} (min-max)\n")
     print("| source.streaming | commit -> first change applied | commit -> last change applied "
           "| peak RSS | streamed blocks |")
     print("| --- | --- | --- | --- | --- |")
