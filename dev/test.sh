@@ -7,8 +7,9 @@
 # courier-kafka's `debezium` and `courier_sink`, and the outbox's side by side with Debezium's
 # EventRouter, `outbox_debezium`, need the broker, the worker and PostgreSQL). The tests that exercise
 # what differs between PostgreSQL versions also run against PostgreSQL 14, 16, 17 and 18
-# (dev/pg-matrix.sh), in the background while the suite runs against 15. The failover test starts
-# a PostgreSQL 17 primary and standby of its own (dev/pg-failover.sh, on free ports) and removes them.
+# (dev/pg-matrix.sh), in the background while the suite runs against 15. The failover test and
+# the test of decoding on a standby (logical_standby) each start a PostgreSQL 17 primary and standby of
+# their own (dev/pg-failover.sh, on free ports) and remove them.
 #
 #   dev/test.sh            the whole suite (what CI runs)
 #   dev/test.sh -- FILTER  pass arguments on to `cargo test`

@@ -38,7 +38,7 @@ class Courier:
     """One Courier process with one sink, on its own slot and state dir."""
 
     def __init__(self, ctx, run_id, slot, publication, tables, sink, sink_type,
-                 sink_settings, snapshot="never"):
+                 sink_settings, snapshot="never", source_settings=None):
         self.ctx = ctx
         self.slot = slot
         self.sink = sink
@@ -55,6 +55,7 @@ class Courier:
             f"tables = {toml_value(['public.' + t for t in tables])}",
             f"snapshot = {toml_value(snapshot)}",
             'status_interval = "20ms"',
+            *(f"{k} = {toml_value(v)}" for k, v in (source_settings or {}).items()),
             "",
             "[api]",
             f'listen = "127.0.0.1:{self.api_port}"',
@@ -140,6 +141,16 @@ class Courier:
             time.sleep(poll)
         raise CourierError(f"sink {self.sink} did not apply {n} events in {timeout}s; "
                            f"log:\n{self.log_tail()}")
+
+    def metric(self, name):
+        """The sum of a counter's series in /metrics (0 when absent)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except Exception:
+            return 0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name) and not line.startswith("#"))
 
     def peak_rss_kb(self):
         return procs.peak_rss_kb(self.proc.pid)

@@ -75,6 +75,31 @@ pub struct TableColumn {
     /// Part of the row key: the primary key; without one, the replica
     /// identity index; for REPLICA IDENTITY FULL without either, every column.
     pub is_key: bool,
+    /// Whether PostgreSQL computes the column (`attgenerated`).
+    pub generated: Generated,
+}
+
+/// Whether a column is a generated one, and of which kind
+/// (`pg_attribute.attgenerated`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generated {
+    /// An ordinary column.
+    No,
+    /// `GENERATED ALWAYS AS (...) STORED`: computed when the row is written.
+    Stored,
+    /// `GENERATED ALWAYS AS (...) VIRTUAL` (PostgreSQL 18+): computed when
+    /// read; logical replication never publishes it.
+    Virtual,
+}
+
+impl Generated {
+    fn from_attgenerated(code: &str) -> Generated {
+        match code {
+            "s" => Generated::Stored,
+            "v" => Generated::Virtual,
+            _ => Generated::No,
+        }
+    }
 }
 
 impl TableInfo {
@@ -160,7 +185,7 @@ impl Catalog {
                 "SELECT n.nspname, c.relname, c.relreplident::text, a.attname, a.atttypid, \
                         a.atttypmod, a.attnotnull, format_type(a.atttypid, a.atttypmod), \
                         coalesce(a.attnum = ANY(pk.indkey::int2[]), false), \
-                        coalesce(a.attnum = ANY(ri.indkey::int2[]), false) \
+                        coalesce(a.attnum = ANY(ri.indkey::int2[]), false), a.attgenerated::text \
                  FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  JOIN pg_catalog.pg_attribute a \
@@ -197,6 +222,7 @@ impl Catalog {
                 not_null: row.try_get(6).map_err(get)?,
                 type_name: row.try_get(7).map_err(get)?,
                 is_key: false,
+                generated: Generated::from_attgenerated(row.try_get(10).map_err(get)?),
             });
             in_pk.push(row.try_get::<_, bool>(8).map_err(get)?);
             in_identity.push(row.try_get::<_, bool>(9).map_err(get)?);

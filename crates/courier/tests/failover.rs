@@ -17,7 +17,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use support::fold::fold_file;
 use support::load::{create_table, pg_rows};
+use support::pair::{connect, Pair};
 use support::redis::{clear, standalone_url, RedisNodes};
 use support::*;
 use tokio_postgres::{Client, NoTls};
@@ -36,68 +36,6 @@ const SLOT: &str = "promotion_e2e";
 const PREFIX: &str = "e2e_promotion:";
 /// Generous: the machine may be busy with other builds and tests.
 const PATIENCE: Duration = Duration::from_secs(300);
-
-/// A primary and its standby, destroyed when dropped.
-struct Pair {
-    home: PathBuf,
-    primary: u16,
-    standby: u16,
-}
-
-impl Pair {
-    /// Creates and starts a new pair (removing one an earlier run left).
-    fn start() -> Pair {
-        let pair = Pair {
-            home: Path::new(env!("CARGO_TARGET_TMPDIR")).join("failover-pair"),
-            primary: free_port(),
-            standby: free_port(),
-        };
-        pair.script("destroy");
-        pair.script("start");
-        pair
-    }
-
-    fn script(&self, command: &str) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/pg-failover.sh");
-        let st = Command::new("bash")
-            .arg(script)
-            .arg(command)
-            .env("COURIER_PG_FAILOVER_HOME", &self.home)
-            .env("COURIER_PG_FAILOVER_PORT", self.primary.to_string())
-            .env("COURIER_PG_FAILOVER_STANDBY_PORT", self.standby.to_string())
-            .status()
-            .expect("run dev/pg-failover.sh");
-        assert!(st.success(), "dev/pg-failover.sh {command} failed");
-    }
-
-    /// The superuser URL of one node.
-    fn url(port: u16, db: &str) -> String {
-        format!("postgres://postgres:postgres@127.0.0.1:{port}/{db}")
-    }
-
-    /// Both nodes, the standby first: Courier must pass it over while it
-    /// is a standby, and land on it once it is promoted.
-    fn multi_host_url(&self, db: &str) -> String {
-        format!(
-            "postgres://postgres:postgres@127.0.0.1:{},127.0.0.1:{}/{db}?target_session_attrs=read-write",
-            self.standby, self.primary
-        )
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        self.script("destroy");
-    }
-}
-
-async fn connect(port: u16, db: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(&Pair::url(port, db), NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}/{db}: {e}"));
-    tokio::spawn(conn);
-    client
-}
 
 /// Writers committing small transactions on `items` on whichever port
 /// `target` names, reconnecting whenever a connection breaks.
@@ -284,7 +222,7 @@ fn assert_same(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn courier_follows_a_failover_to_the_promoted_standby() {
-    let pair = Pair::start();
+    let pair = Pair::start("failover-pair");
     let admin = connect(pair.primary, "postgres").await;
     admin
         .batch_execute(&format!("CREATE DATABASE {DB}"))

@@ -197,7 +197,7 @@ pub async fn snapshot_rows(db: &str, table: &str) -> Vec<Change> {
         .unwrap()
         .get(0);
     let mut catalog = Catalog::new(Arc::new(connect(db).await));
-    let relation = snapshot::relation_from_catalog(&mut catalog, oid)
+    let relation = snapshot::relation_from_catalog(&mut catalog, oid, Default::default())
         .await
         .unwrap()
         .expect("the table exists");

@@ -45,6 +45,27 @@ pub enum SetupError {
         source: tokio_postgres::Error,
     },
     #[error(
+        "publication {publication} publishes other generated columns than source.generated_columns asks, \
+         and changing it failed: run {sql} as its owner"
+    )]
+    PublicationGeneratedColumns {
+        publication: String,
+        sql: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "publication {publication} is missing or lacks what Courier needs, and source.url points at a \
+         standby, where a publication can be neither created nor changed: run {sql} on the primary \
+         (the standby receives it through replication), then start Courier again"
+    )]
+    PublicationOnStandby { publication: String, sql: String },
+    #[error(
+        "source.generated_columns = true needs PostgreSQL 18 or later (the publication option \
+         publish_generated_columns); this server's version is {0}: remove source.generated_columns, or upgrade"
+    )]
+    GeneratedColumnsNeed18(String),
+    #[error(
         "publication {0} does not publish {1}: run ALTER PUBLICATION {0} SET (publish = 'insert, update, delete, truncate')"
     )]
     PublicationOps(String, &'static str),

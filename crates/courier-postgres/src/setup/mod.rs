@@ -9,6 +9,6 @@ mod tables;
 
 pub use error::SetupError;
 pub use preflight::preflight;
-pub use publication::ensure_publication;
+pub use publication::{ensure_publication, GeneratedColumns};
 pub use slot::{drop_slot, slot_info, SlotInfo};
 pub use tables::{resolve_outbox_table, resolve_tables, SourceTable};

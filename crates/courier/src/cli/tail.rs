@@ -29,7 +29,13 @@ pub async fn tail(path: &Path, only: &[String]) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("connect to {}", pg.redacted()))?;
     let tables = resolve_tables(&client, &source.tables, &source.table_patterns).await?;
-    ensure_publication(&client, &source.publication, &tables).await?;
+    ensure_publication(
+        &client,
+        &source.publication,
+        &tables,
+        source.generated_columns(),
+    )
+    .await?;
     let database = pg.dbname.clone();
     let mut decoder = Decoder::new(Catalog::new(Arc::new(client)));
 

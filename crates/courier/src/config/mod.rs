@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use courier_core::TableFilter;
+use courier_postgres::setup::GeneratedColumns;
 use courier_sinks::outbox::Router;
 use serde::Deserialize;
 
@@ -120,6 +121,20 @@ pub struct SourceConfig {
     pub origin: Origin,
     /// Whether PostgreSQL sends large transactions while they run.
     pub streaming: Streaming,
+    /// `source.generated_columns`: whether the publication publishes stored
+    /// generated columns (PostgreSQL 18+), so that rows carry them.
+    pub generated_columns: bool,
+}
+
+impl SourceConfig {
+    /// Which generated columns the publication publishes and snapshots copy.
+    pub fn generated_columns(&self) -> GeneratedColumns {
+        if self.generated_columns {
+            GeneratedColumns::Stored
+        } else {
+            GeneratedColumns::Omitted
+        }
+    }
 }
 
 /// `source.streaming`: whether PostgreSQL streams a large transaction
@@ -274,6 +289,8 @@ struct RawSource {
     origin: Origin,
     #[serde(default)]
     streaming: Streaming,
+    #[serde(default)]
+    generated_columns: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -476,6 +493,12 @@ fn postgres_source(
     duration: &impl Fn(&str, Option<String>) -> Result<Option<Duration>, ConfigError>,
     routes_outbox: bool,
 ) -> Result<Source, ConfigError> {
+    if let Some(v) = table.get("generated_columns").filter(|v| !v.is_bool()) {
+        return Err(invalid(format!(
+            "source.generated_columns = {v} is not a boolean: use true (PostgreSQL 18+: rows carry stored \
+             generated columns) or false (the default)"
+        )));
+    }
     let s: RawSource = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| invalid(format!("source: {}", e.message())))?;
@@ -506,6 +529,7 @@ fn postgres_source(
         failover: s.failover,
         origin: s.origin,
         streaming: s.streaming,
+        generated_columns: s.generated_columns,
     };
     if !(source.url.starts_with("postgres://") || source.url.starts_with("postgresql://")) {
         return Err(invalid("source.url must be a postgres:// URL, e.g. postgres://courier:${PGPASSWORD}@127.0.0.1:5432/shop".into()));

@@ -321,3 +321,20 @@ fn streaming_is_off_by_default_and_auto_resolves_by_server_version() {
     let e = parse(&MINIMAL.replace("tables =", "streaming = \"yes\"\ntables =")).unwrap_err();
     assert!(e.contains("yes") || e.contains("variant"), "{e}");
 }
+
+#[test]
+fn generated_columns_are_left_out_unless_asked_for() {
+    use courier_postgres::setup::GeneratedColumns;
+    let c = parse(MINIMAL).unwrap();
+    let source = c.source.postgres("test").unwrap();
+    assert_eq!(source.generated_columns(), GeneratedColumns::Omitted);
+    let on = MINIMAL.replace("tables =", "generated_columns = true\ntables =");
+    let c = parse(&on).unwrap();
+    assert_eq!(
+        c.source.postgres("test").unwrap().generated_columns(),
+        GeneratedColumns::Stored
+    );
+    let e = parse(&MINIMAL.replace("tables =", "generated_columns = \"stored\"\ntables ="))
+        .unwrap_err();
+    assert!(e.contains("generated_columns"), "{e}");
+}

@@ -82,7 +82,8 @@ async fn poll_positions(
         let row = c
             .query_opt(
                 "SELECT (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1), \
-                        pg_current_wal_lsn()::text, \
+                        (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                              ELSE pg_current_wal_lsn() END)::text, \
                         (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1), \
                         (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1), \
                         pg_size_bytes(current_setting('max_slot_wal_keep_size'))",

@@ -58,11 +58,19 @@ pub(super) async fn prepare(
         .context("query current database")?
         .get::<_, String>(0);
     preflight(&client).await?;
+    let version = server_version_num(&client).await?;
+    check_standby(&client, &source, version).await?;
     let outbox = Outbox::prepare(&mut Catalog::new(Arc::clone(&client)), &config.outbox).await?;
     let mut tables = resolve_tables(&client, &source.tables, &source.table_patterns).await?;
     outbox.leave_out(&mut tables);
     let published = [tables.as_slice(), outbox.tables()].concat();
-    ensure_publication(&client, &source.publication, &published).await?;
+    ensure_publication(
+        &client,
+        &source.publication,
+        &published,
+        source.generated_columns(),
+    )
+    .await?;
     let state: Arc<dyn StateStore> = Arc::new(LocalStateStore::open(&config.state_dir)?);
 
     let mut slot_was_lost = false;
@@ -88,7 +96,6 @@ pub(super) async fn prepare(
             source.slot
         );
     }
-    let version = server_version_num(&client).await?;
     if source.origin == Origin::None && version < 160_000 {
         bail!(
             "source.origin = \"none\" needs PostgreSQL 16 or later; this server's version is {version}: \
@@ -135,6 +142,59 @@ async fn server_version_num(client: &tokio_postgres::Client) -> anyhow::Result<u
         .with_context(|| format!("server_version_num {version:?} is not a number"))
 }
 
+/// When `source.url` leads to a standby (logical decoding on a standby,
+/// PostgreSQL 16+): refuses what a standby cannot do, and says what to
+/// expect of it.
+async fn check_standby(
+    client: &tokio_postgres::Client,
+    source: &SourceConfig,
+    version: u32,
+) -> anyhow::Result<()> {
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), current_setting('hot_standby_feedback')",
+            &[],
+        )
+        .await
+        .context("query pg_is_in_recovery()")?;
+    let (standby, feedback): (bool, String) = (row.get(0), row.get(1));
+    if !standby {
+        return Ok(());
+    }
+    if version < 160_000 {
+        bail!(
+            "source.url leads to a standby, and logical decoding on a standby needs PostgreSQL 16 or later; \
+             this server's version is {version}: point source.url at the primary, or upgrade"
+        );
+    }
+    if source.failover {
+        bail!(
+            "source.failover = true: a failover slot is created on the primary and copied to standbys, \
+             and source.url leads to a standby: point source.url at the primary (see the README's Failover), \
+             or remove source.failover"
+        );
+    }
+    if source.heartbeat.is_some() {
+        bail!(
+            "source.heartbeat writes a WAL message, which a standby cannot do, and source.url leads to a \
+             standby: remove source.heartbeat (the standby's slot moves with the primary's traffic)"
+        );
+    }
+    if feedback != "on" {
+        tracing::warn!(
+            "source.url leads to a standby with hot_standby_feedback off: the primary may remove catalog \
+             rows the slot still needs, and the standby then invalidates the slot; set hot_standby_feedback = on \
+             on the standby (and give it a physical slot on the primary, primary_slot_name)"
+        );
+    }
+    tracing::info!(
+        "source.url leads to a standby: a new slot is created there once the primary logs its next \
+         running-transactions record (within about 15 s while it is busy; SELECT pg_log_standby_snapshot() \
+         on the primary logs one at once)"
+    );
+    Ok(())
+}
+
 /// `source.failover`: checks that the server has failover slots
 /// (PostgreSQL 17+) and makes an existing slot one; a new slot is created as
 /// one.
@@ -147,7 +207,8 @@ async fn prepare_failover(
 ) -> anyhow::Result<()> {
     if version < 170_000 {
         bail!(
-            "source.failover = true needs PostgreSQL 17 or later (failover slots); this server's version is {version}:              remove source.failover, or upgrade"
+            "source.failover = true needs PostgreSQL 17 or later (failover slots); this server's version is {version}: \
+             remove source.failover, or upgrade"
         );
     }
     if !exists {
@@ -191,6 +252,7 @@ pub(super) async fn capture(
         status: status.clone(),
         state: p.state.clone(),
         slot: p.source.slot.clone(),
+        generated_columns: p.source.generated_columns(),
     };
     tokio::select! {
         r = first_snapshot(p, &snapshotter) => r?,

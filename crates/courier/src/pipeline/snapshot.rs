@@ -9,7 +9,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use courier_core::{Batch, Lsn, Relation, StateStore};
 use courier_postgres::catalog::Catalog;
-use courier_postgres::setup::SourceTable;
+use courier_postgres::setup::{GeneratedColumns, SourceTable};
 use courier_postgres::snapshot::{
     copy_chunks, relation_from_catalog, Chunk, OutputError, SnapshotOutput, SnapshotPlan,
 };
@@ -40,6 +40,9 @@ pub struct Snapshotter {
     pub status: Status,
     pub state: Arc<dyn StateStore>,
     pub slot: String,
+    /// The generated columns the publication publishes, which the copy
+    /// copies too.
+    pub generated_columns: GeneratedColumns,
 }
 
 struct Output {
@@ -109,7 +112,7 @@ impl Snapshotter {
                 .with_context(|| {
                     format!("table {table} is in the snapshot plan but no longer in source.tables")
                 })?;
-            let relation = relation_from_catalog(&mut catalog, oid)
+            let relation = relation_from_catalog(&mut catalog, oid, self.generated_columns)
                 .await
                 .with_context(|| format!("read the columns of {table}"))?
                 .with_context(|| format!("table {table} no longer exists"))?;

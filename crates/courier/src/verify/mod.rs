@@ -255,7 +255,7 @@ pub(crate) async fn relations(
     let mut catalog = Catalog::new(client.clone());
     let mut relations = Vec::new();
     for t in tables {
-        let rel = relation_from_catalog(&mut catalog, t.oid)
+        let rel = relation_from_catalog(&mut catalog, t.oid, source.generated_columns())
             .await
             .with_context(|| format!("read the columns of {}", t.id))?
             .with_context(|| format!("table {} no longer exists", t.id))?;

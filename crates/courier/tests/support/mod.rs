@@ -11,6 +11,7 @@ pub mod fold;
 pub mod kafka;
 pub mod load;
 pub mod outbox;
+pub mod pair;
 pub mod redis;
 pub mod search;
 pub mod seed;
@@ -195,7 +196,7 @@ pub async fn wait_caught_up(client: &Client, slot: &str, timeout: Duration) {
 
 /// Whether the snapshot plan of `slot` (in a test folder's `state/`, the
 /// layout every test config uses) has no table left to copy.
-fn snapshot_done(slot: &str) -> bool {
+pub fn snapshot_done(slot: &str) -> bool {
     let Ok(dirs) = std::fs::read_dir(scratch_root()) else {
         return false;
     };
