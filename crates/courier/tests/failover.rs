@@ -223,12 +223,7 @@ fn assert_same(
 #[tokio::test(flavor = "multi_thread")]
 async fn courier_follows_a_failover_to_the_promoted_standby() {
     let pair = Pair::start("failover-pair");
-    let admin = connect(pair.primary, "postgres").await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {DB}"))
-        .await
-        .unwrap();
-    let primary = connect(pair.primary, DB).await;
+    let primary = pair.create_database(DB).await;
     create_table(&primary, "items", 2_000).await;
 
     let dir = scratch("failover_promotion");

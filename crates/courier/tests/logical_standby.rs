@@ -35,11 +35,7 @@ fn standby_config(pair: &Pair, dir: &Path, extra: &str) -> String {
 
 /// Waits until the standby replayed everything the primary wrote so far.
 async fn replayed(primary: &Client, standby: &Client) {
-    let target: String = primary
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let target = current_wal_lsn(primary).await;
     wait_until(
         "the standby to replay the primary's WAL",
         PATIENCE,
@@ -59,11 +55,7 @@ async fn replayed(primary: &Client, standby: &Client) {
 /// Waits until the standby's slot acknowledged everything the primary
 /// wrote so far, which Courier does only once its sink applied it.
 async fn caught_up(primary: &Client, standby: &Client) {
-    let target: String = primary
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let target = current_wal_lsn(primary).await;
     wait_until(
         &format!("slot {SLOT} on the standby to reach {target}"),
         PATIENCE,
@@ -131,12 +123,7 @@ fn log_standby_snapshots(port: u16, stop: Arc<AtomicBool>) -> tokio::task::JoinH
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_and_stream_from_a_standby_equal_the_primary() {
     let pair = Pair::start("standby-source-pair");
-    let admin = connect(pair.primary, "postgres").await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {DB}"))
-        .await
-        .unwrap();
-    let primary = connect(pair.primary, DB).await;
+    let primary = pair.create_database(DB).await;
     create_table(&primary, "items", 5000).await;
     replayed(&primary, &connect(pair.standby, "postgres").await).await;
     let standby = connect(pair.standby, DB).await;

@@ -174,11 +174,7 @@ pub async fn wait_caught_up(client: &Client, slot: &str, timeout: Duration) {
     let timeout = timeout
         .saturating_sub(start.elapsed())
         .max(Duration::from_secs(1));
-    let target: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let target = current_wal_lsn(client).await;
     let what = format!("slot {slot} to reach {target}");
     wait_until(&what, timeout, || async {
         client
@@ -192,6 +188,15 @@ pub async fn wait_caught_up(client: &Client, slot: &str, timeout: Duration) {
             .is_some()
     })
     .await;
+}
+
+/// The server's current WAL write position, as PostgreSQL prints it.
+pub async fn current_wal_lsn(client: &Client) -> String {
+    client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// Whether the snapshot plan of `slot` (in a test folder's `state/`, the

@@ -42,6 +42,16 @@ impl Pair {
         assert!(st.success(), "dev/pg-failover.sh {command} failed");
     }
 
+    /// Creates the database `db` on the primary; a client of it there.
+    pub async fn create_database(&self, db: &str) -> Client {
+        connect(self.primary, "postgres")
+            .await
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap_or_else(|e| panic!("create database {db}: {e}"));
+        connect(self.primary, db).await
+    }
+
     /// The superuser URL of one node.
     pub fn url(port: u16, db: &str) -> String {
         format!("postgres://postgres:postgres@127.0.0.1:{port}/{db}")
